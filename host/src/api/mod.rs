@@ -1,0 +1,4 @@
+//! The wire formats Sluice speaks: the internal (OpenAI-shaped) chat types and
+//! the translations to and from the Anthropic Messages API.
+
+pub mod chat;

@@ -1,0 +1,3 @@
+//! Sluice: an LLM gateway whose optimisation stages are WebAssembly plugins.
+
+pub mod api;
