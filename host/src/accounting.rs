@@ -1,0 +1,74 @@
+//! Token counting and cost: usage as the upstream reported it, or counted
+//! with tiktoken (`o200k_base`) when it did not; cost from configured prices.
+//!
+//! Counting is an estimate for models with other tokenizers; it is used only
+//! when the upstream gives no usage.
+
+use std::sync::OnceLock;
+
+use tiktoken_rs::CoreBPE;
+
+use crate::api::chat::{ChatRequest, Usage};
+
+fn bpe() -> Option<&'static CoreBPE> {
+    static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
+    BPE.get_or_init(|| tiktoken_rs::o200k_base().ok()).as_ref()
+}
+
+/// Loads the tokenizer tables now rather than on the first request that needs them.
+pub fn warm_up() {
+    let _ = bpe();
+}
+
+/// Tokens in `text`.
+pub fn count_tokens(text: &str) -> u64 {
+    match bpe() {
+        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+        // Without tables fall back to the common 4-bytes-a-token rule.
+        None => text.len().div_ceil(4) as u64,
+    }
+}
+
+/// Prompt tokens of a chat request, with OpenAI's per-message framing.
+pub fn count_prompt_tokens(req: &ChatRequest) -> u64 {
+    let per_message = 4;
+    let framing = 3;
+    req.messages.iter().map(|m| per_message + count_tokens(&m.text_content())).sum::<u64>() + framing
+}
+
+/// Model prices in USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Pricing {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl Pricing {
+    /// Prices when at least one of them is configured.
+    pub fn from_config(input: Option<f64>, output: Option<f64>) -> Option<Pricing> {
+        (input.is_some() || output.is_some())
+            .then(|| Pricing { input_per_mtok: input.unwrap_or(0.0), output_per_mtok: output.unwrap_or(0.0) })
+    }
+
+    pub fn cost(&self, usage: Usage) -> f64 {
+        (usage.prompt_tokens as f64 * self.input_per_mtok + usage.completion_tokens as f64 * self.output_per_mtok) / 1e6
+    }
+}
+
+/// Formats a cost for the `x-sluice-cost-usd` header.
+pub fn format_cost(cost: f64) -> String {
+    format!("{cost:.8}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_prices() {
+        assert_eq!(count_tokens("hello world"), 2);
+        let p = Pricing::from_config(Some(1.0), Some(2.0)).expect("priced");
+        assert!((p.cost(Usage::new(1_000_000, 500_000)) - 2.0).abs() < 1e-9);
+        assert_eq!(Pricing::from_config(None, None), None);
+    }
+}

@@ -1,0 +1,492 @@
+//! The Anthropic Messages API (`POST /v1/messages`): its request and response
+//! shapes and their translation to and from the internal chat types.
+//!
+//! Requests from Anthropic clients become [`ChatRequest`]s; requests bound for
+//! Anthropic upstreams are built from [`ChatRequest`]s. Streaming events are
+//! translated in `api::anthropic_stream`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::chat::{
+    ChatRequest, ChatResponse, Choice, Content, ContentPart, FunctionCall, FunctionDef, Message, Role, Stop, Tool,
+    ToolCall, Usage,
+};
+use crate::error::GatewayError;
+
+/// `POST /v1/messages` body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct MessagesRequest {
+    pub model: String,
+    pub messages: Vec<AnthropicMessage>,
+    pub max_tokens: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemPrompt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_sequences: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<AnthropicTool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum SystemPrompt {
+    Text(String),
+    Blocks(Vec<Block>),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AnthropicMessage {
+    pub role: AnthropicRole,
+    pub content: AnthropicContent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnthropicRole {
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum AnthropicContent {
+    Text(String),
+    Blocks(Vec<Block>),
+}
+
+/// A content block. Kinds the gateway does not translate are kept as JSON.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Block {
+    Text {
+        text: String,
+    },
+    Image {
+        source: Value,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: String,
+        #[serde(default)]
+        content: Option<AnthropicContent>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        is_error: Option<bool>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AnthropicTool {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub input_schema: Value,
+}
+
+/// A complete Messages API response.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct MessagesResponse {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub role: String,
+    pub model: String,
+    pub content: Vec<Block>,
+    pub stop_reason: Option<String>,
+    pub stop_sequence: Option<String>,
+    pub usage: AnthropicUsage,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
+pub struct AnthropicUsage {
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+}
+
+fn blocks_text(blocks: &[Block]) -> String {
+    let texts: Vec<&str> = blocks
+        .iter()
+        .filter_map(|b| match b {
+            Block::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    texts.join("\n")
+}
+
+impl AnthropicContent {
+    fn blocks(self) -> Vec<Block> {
+        match self {
+            AnthropicContent::Text(text) => vec![Block::Text { text }],
+            AnthropicContent::Blocks(b) => b,
+        }
+    }
+}
+
+/// OpenAI finish reason → Anthropic stop reason.
+pub fn stop_reason(finish_reason: Option<&str>) -> &'static str {
+    match finish_reason {
+        Some("length") => "max_tokens",
+        Some("tool_calls" | "function_call") => "tool_use",
+        _ => "end_turn",
+    }
+}
+
+/// Anthropic stop reason → OpenAI finish reason.
+pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
+    match stop_reason {
+        Some("max_tokens") => "length",
+        Some("tool_use") => "tool_calls",
+        _ => "stop",
+    }
+}
+
+impl MessagesRequest {
+    /// The internal request for this Anthropic request.
+    pub fn into_chat(self) -> Result<ChatRequest, GatewayError> {
+        let mut messages = Vec::new();
+        match self.system {
+            Some(SystemPrompt::Text(text)) => messages.push(Message::text(Role::System, text)),
+            Some(SystemPrompt::Blocks(blocks)) => messages.push(Message::text(Role::System, blocks_text(&blocks))),
+            None => {}
+        }
+        for (i, m) in self.messages.into_iter().enumerate() {
+            let role = match m.role {
+                AnthropicRole::User => Role::User,
+                AnthropicRole::Assistant => Role::Assistant,
+            };
+            let mut parts = Vec::new();
+            let mut tool_calls = Vec::new();
+            for block in m.content.blocks() {
+                match block {
+                    Block::Text { text } => parts.push(text_part(text)),
+                    Block::Image { source } => parts.push(image_part(&source, i)?),
+                    Block::ToolUse { id, name, input } => tool_calls.push(ToolCall {
+                        id,
+                        kind: "function".to_owned(),
+                        function: FunctionCall { name, arguments: input.to_string() },
+                    }),
+                    Block::ToolResult { tool_use_id, content, .. } => {
+                        let text = content.map(|c| blocks_text(&c.blocks())).unwrap_or_default();
+                        let mut msg = Message::text(Role::Tool, text);
+                        msg.tool_call_id = Some(tool_use_id);
+                        messages.push(msg);
+                    }
+                }
+            }
+            if parts.is_empty() && tool_calls.is_empty() {
+                continue;
+            }
+            let content = match parts.as_slice() {
+                [] => None,
+                [only] if only.kind == "text" => only.text.clone().map(Content::Text),
+                _ => Some(Content::Parts(parts)),
+            };
+            let mut msg = Message::text(role, "");
+            msg.content = content;
+            msg.tool_calls = (!tool_calls.is_empty()).then_some(tool_calls);
+            messages.push(msg);
+        }
+        let mut extra = self.extra;
+        if let Some(k) = self.top_k {
+            extra.insert("top_k".to_owned(), json!(k));
+        }
+        let user = self.metadata.as_ref().and_then(|m| m.get("user_id")).and_then(Value::as_str).map(str::to_owned);
+        Ok(ChatRequest {
+            model: self.model,
+            messages,
+            stream: self.stream,
+            stream_options: None,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_tokens: Some(self.max_tokens),
+            max_completion_tokens: None,
+            stop: self.stop_sequences.map(Stop::Many),
+            seed: None,
+            n: None,
+            tools: self.tools.map(|tools| {
+                tools
+                    .into_iter()
+                    .map(|t| Tool {
+                        kind: "function".to_owned(),
+                        function: FunctionDef {
+                            name: t.name,
+                            description: t.description,
+                            parameters: Some(t.input_schema),
+                            extra: Map::new(),
+                        },
+                    })
+                    .collect()
+            }),
+            tool_choice: self.tool_choice.map(|c| tool_choice_to_openai(&c)),
+            response_format: None,
+            logprobs: None,
+            top_logprobs: None,
+            user,
+            extra,
+        })
+    }
+
+    /// The Anthropic request for an internal one (for Anthropic upstreams).
+    pub fn from_chat(req: &ChatRequest, model: &str, default_max_tokens: u32) -> Result<Self, GatewayError> {
+        let mut system = Vec::new();
+        let mut messages: Vec<AnthropicMessage> = Vec::new();
+        for m in &req.messages {
+            let (role, blocks) = match m.role {
+                Role::System | Role::Developer => {
+                    system.push(m.text_content());
+                    continue;
+                }
+                Role::User => (AnthropicRole::User, content_blocks(m.content.as_ref())),
+                Role::Assistant => {
+                    let mut blocks = content_blocks(m.content.as_ref());
+                    for call in m.tool_calls.iter().flatten() {
+                        let input = serde_json::from_str(&call.function.arguments).unwrap_or_else(|_| json!({}));
+                        blocks.push(Block::ToolUse { id: call.id.clone(), name: call.function.name.clone(), input });
+                    }
+                    (AnthropicRole::Assistant, blocks)
+                }
+                Role::Tool | Role::Function => {
+                    let id = m.tool_call_id.clone().or_else(|| m.name.clone()).unwrap_or_default();
+                    let result = Block::ToolResult {
+                        tool_use_id: id,
+                        content: Some(AnthropicContent::Text(m.text_content())),
+                        is_error: None,
+                    };
+                    (AnthropicRole::User, vec![result])
+                }
+            };
+            if blocks.is_empty() {
+                continue;
+            }
+            // Consecutive turns of one role merge into one message.
+            match messages.last_mut() {
+                Some(last) if last.role == role => {
+                    let prev = std::mem::replace(&mut last.content, AnthropicContent::Blocks(Vec::new()));
+                    let mut merged = prev.blocks();
+                    merged.extend(blocks);
+                    last.content = AnthropicContent::Blocks(merged);
+                }
+                _ => messages.push(AnthropicMessage { role, content: AnthropicContent::Blocks(blocks) }),
+            }
+        }
+        let mut extra = Map::new();
+        if let Some(k) = req.extra.get("top_k") {
+            extra.insert("top_k".to_owned(), k.clone());
+        }
+        Ok(MessagesRequest {
+            model: model.to_owned(),
+            messages,
+            max_tokens: req.max_output_tokens().unwrap_or(default_max_tokens),
+            system: (!system.is_empty()).then(|| SystemPrompt::Text(system.join("\n\n"))),
+            stop_sequences: req.stop.as_ref().map(|_| req.stop_sequences()),
+            stream: req.stream,
+            temperature: req.temperature,
+            top_p: req.top_p,
+            top_k: None,
+            tools: req.tools.as_ref().map(|tools| {
+                tools
+                    .iter()
+                    .map(|t| AnthropicTool {
+                        name: t.function.name.clone(),
+                        description: t.function.description.clone(),
+                        input_schema: t.function.parameters.clone().unwrap_or_else(|| json!({"type": "object"})),
+                    })
+                    .collect()
+            }),
+            tool_choice: req.tool_choice.as_ref().and_then(tool_choice_to_anthropic),
+            metadata: req.user.as_ref().map(|u| json!({"user_id": u})),
+            extra,
+        })
+    }
+}
+
+fn text_part(text: String) -> ContentPart {
+    ContentPart { kind: "text".to_owned(), text: Some(text), extra: Map::new() }
+}
+
+fn image_part(source: &Value, index: usize) -> Result<ContentPart, GatewayError> {
+    let url = match source.get("type").and_then(Value::as_str) {
+        Some("base64") => {
+            let media = source.get("media_type").and_then(Value::as_str).unwrap_or("image/png");
+            let data = source.get("data").and_then(Value::as_str).unwrap_or("");
+            format!("data:{media};base64,{data}")
+        }
+        Some("url") => source.get("url").and_then(Value::as_str).unwrap_or("").to_owned(),
+        _ => {
+            return Err(GatewayError::invalid(
+                "image source must be of type `base64` or `url`",
+                Some(&format!("messages.{index}.content")),
+            ));
+        }
+    };
+    let mut extra = Map::new();
+    extra.insert("image_url".to_owned(), json!({ "url": url }));
+    Ok(ContentPart { kind: "image_url".to_owned(), text: None, extra })
+}
+
+fn content_blocks(content: Option<&Content>) -> Vec<Block> {
+    match content {
+        None => Vec::new(),
+        Some(Content::Text(t)) if t.is_empty() => Vec::new(),
+        Some(Content::Text(t)) => vec![Block::Text { text: t.clone() }],
+        Some(Content::Parts(parts)) => parts
+            .iter()
+            .filter_map(|p| match p.kind.as_str() {
+                "text" => p.text.clone().map(|text| Block::Text { text }),
+                "image_url" => {
+                    let url = p.extra.get("image_url")?.get("url")?.as_str()?;
+                    Some(Block::Image { source: image_source(url) })
+                }
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+fn image_source(url: &str) -> Value {
+    match url.strip_prefix("data:").and_then(|rest| rest.split_once(";base64,")) {
+        Some((media, data)) => json!({"type": "base64", "media_type": media, "data": data}),
+        None => json!({"type": "url", "url": url}),
+    }
+}
+
+fn tool_choice_to_openai(choice: &Value) -> Value {
+    match choice.get("type").and_then(Value::as_str) {
+        Some("any") => json!("required"),
+        Some("none") => json!("none"),
+        Some("tool") => json!({"type": "function", "function": {"name": choice.get("name").cloned().unwrap_or(Value::Null)}}),
+        _ => json!("auto"),
+    }
+}
+
+fn tool_choice_to_anthropic(choice: &Value) -> Option<Value> {
+    match choice {
+        Value::String(s) if s == "required" => Some(json!({"type": "any"})),
+        Value::String(s) if s == "none" => Some(json!({"type": "none"})),
+        Value::String(_) => Some(json!({"type": "auto"})),
+        Value::Object(o) => {
+            let name = o.get("function").and_then(|f| f.get("name"))?;
+            Some(json!({"type": "tool", "name": name}))
+        }
+        _ => None,
+    }
+}
+
+/// A complete internal response as an Anthropic message.
+pub fn response_from_chat(resp: &ChatResponse, usage: Usage) -> MessagesResponse {
+    let mut content = Vec::new();
+    let choice = resp.choices.first();
+    if let Some(c) = choice {
+        let text = c.message.text_content();
+        if !text.is_empty() {
+            content.push(Block::Text { text });
+        }
+        for call in c.message.tool_calls.iter().flatten() {
+            let input = serde_json::from_str(&call.function.arguments).unwrap_or_else(|_| json!({}));
+            content.push(Block::ToolUse { id: call.id.clone(), name: call.function.name.clone(), input });
+        }
+    }
+    MessagesResponse {
+        id: anthropic_id(&resp.id),
+        kind: "message".to_owned(),
+        role: "assistant".to_owned(),
+        model: resp.model.clone(),
+        content,
+        stop_reason: Some(stop_reason(choice.and_then(|c| c.finish_reason.as_deref())).to_owned()),
+        stop_sequence: None,
+        usage: AnthropicUsage { input_tokens: usage.prompt_tokens, output_tokens: usage.completion_tokens },
+    }
+}
+
+/// An id in Anthropic's style (`msg_...`) for an internal one.
+pub fn anthropic_id(id: &str) -> String {
+    if id.starts_with("msg_") { id.to_owned() } else { format!("msg_{}", id.trim_start_matches("chatcmpl-")) }
+}
+
+/// An Anthropic upstream's response as an internal one.
+pub fn response_to_chat(resp: MessagesResponse, created: u64) -> ChatResponse {
+    let text = blocks_text(&resp.content);
+    let tool_calls: Vec<ToolCall> = resp
+        .content
+        .iter()
+        .filter_map(|b| match b {
+            Block::ToolUse { id, name, input } => Some(ToolCall {
+                id: id.clone(),
+                kind: "function".to_owned(),
+                function: FunctionCall { name: name.clone(), arguments: input.to_string() },
+            }),
+            _ => None,
+        })
+        .collect();
+    let mut message = Message::text(Role::Assistant, text);
+    message.tool_calls = (!tool_calls.is_empty()).then_some(tool_calls);
+    ChatResponse {
+        id: resp.id,
+        object: "chat.completion".to_owned(),
+        created,
+        model: resp.model,
+        choices: vec![Choice {
+            index: 0,
+            message,
+            finish_reason: Some(finish_reason(resp.stop_reason.as_deref()).to_owned()),
+            extra: Map::new(),
+        }],
+        usage: Some(Usage::new(resp.usage.input_tokens, resp.usage.output_tokens)),
+        extra: Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_through_the_internal_shape() {
+        let req: MessagesRequest = serde_json::from_value(json!({
+            "model": "claude", "max_tokens": 100, "system": "be brief",
+            "stop_sequences": ["END"], "top_k": 5,
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "wx", "input": {"city": "Oslo"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "rain"}]}
+            ],
+            "tools": [{"name": "wx", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "any"}
+        }))
+        .expect("valid request");
+        let chat = req.into_chat().expect("translates");
+        assert_eq!(chat.messages[0].role, Role::System);
+        assert_eq!(chat.messages[2].tool_calls.as_ref().map(Vec::len), Some(1));
+        assert_eq!(chat.messages[3].role, Role::Tool);
+        assert_eq!(chat.tool_choice, Some(json!("required")));
+        assert_eq!(chat.extra["top_k"], 5);
+
+        let back = MessagesRequest::from_chat(&chat, "claude-x", 4096).expect("translates back");
+        assert_eq!(back.max_tokens, 100);
+        assert_eq!(back.messages.len(), 3);
+        assert!(matches!(back.system, Some(SystemPrompt::Text(ref s)) if s == "be brief"));
+        assert_eq!(back.tool_choice, Some(json!({"type": "any"})));
+        assert_eq!(back.extra["top_k"], 5);
+    }
+}

@@ -1,0 +1,114 @@
+//! The configuration file as written: serde structs that mirror the TOML
+//! one-to-one. Nothing here is validated beyond types; `super::load` turns a
+//! [`RawConfig`] into a checked [`super::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub logging: RawLogging,
+    /// Upstreams by name: `[upstreams.NAME]`.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
+    /// Public models: `[[models]]`.
+    #[serde(default)]
+    pub models: Vec<Spanned<RawModel>>,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: Option<Spanned<String>>,
+    /// Largest accepted request body in bytes. Default 4 MiB.
+    pub max_body_bytes: Option<usize>,
+    /// Interval of `: keep-alive` comments on a silent stream, in ms. Default 15000.
+    pub sse_keepalive_ms: Option<u64>,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<RawTls>,
+}
+
+/// `[server.tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+/// `[logging]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    /// A tracing filter such as `info` or `sluice=debug`. Default `info`;
+    /// the `RUST_LOG` environment variable wins when set.
+    pub level: Option<String>,
+    /// `text` (default) or `json`.
+    pub format: Option<Spanned<String>>,
+}
+
+/// `[upstreams.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// `openai`, `anthropic` or `engine`.
+    pub kind: Spanned<String>,
+    /// Base URL including the version prefix, e.g. `http://127.0.0.1:8000/v1`.
+    /// Required for `openai` and `anthropic`.
+    pub base_url: Option<Spanned<String>>,
+    /// API key; `${VAR}` is replaced by the environment variable VAR.
+    pub api_key: Option<Spanned<String>>,
+    /// Extra CA certificate (PEM) trusted for this upstream besides the system
+    /// and webpki roots.
+    pub ca_cert: Option<String>,
+    /// TCP+TLS connect timeout in ms. Default 5000.
+    pub connect_timeout_ms: Option<u64>,
+    /// Time to the response headers in ms. Default 60000.
+    pub first_byte_timeout_ms: Option<u64>,
+    /// Whole-request limit in ms (for streams: the whole stream). Default 600000.
+    pub total_timeout_ms: Option<u64>,
+    /// Concurrent requests allowed to this upstream. Default 512.
+    pub max_in_flight: Option<usize>,
+    /// How long a request waits for an in-flight slot, in ms. Default 1000.
+    pub queue_timeout_ms: Option<u64>,
+    /// Forward model names that no `[[models]]` entry names to this upstream
+    /// unchanged. Default false (true for `--upstream`).
+    pub passthrough: Option<bool>,
+    /// Include this upstream's own `/models` list in `GET /v1/models`.
+    /// Default: the value of `passthrough`.
+    pub list_models: Option<bool>,
+    /// `max_tokens` sent to Anthropic upstreams when the client gave none.
+    /// Default 4096.
+    pub default_max_tokens: Option<u32>,
+    /// `anthropic-version` header for Anthropic upstreams. Default `2023-06-01`.
+    pub anthropic_version: Option<String>,
+}
+
+/// `[[models]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// The name clients ask for.
+    pub name: String,
+    /// The `[upstreams.NAME]` that serves it.
+    pub upstream: Spanned<String>,
+    /// The model id sent upstream. Default: `name`.
+    pub upstream_model: Option<String>,
+    /// USD per million input tokens.
+    pub input_price_per_mtok: Option<f64>,
+    /// USD per million output tokens.
+    pub output_price_per_mtok: Option<f64>,
+    /// Context window in tokens.
+    pub context_window: Option<u32>,
+}

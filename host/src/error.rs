@@ -1,0 +1,193 @@
+//! The gateway's one error type and the one place errors become HTTP
+//! responses, in the error shape of the API the client spoke.
+//!
+//! `GatewayError::into_response` is the only function that turns an error
+//! into a response; handlers return `Result<Response, GatewayError>`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::body::{Body, full};
+
+/// Which API's conventions a response must follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiFlavor {
+    OpenAi,
+    Anthropic,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{message}")]
+    InvalidRequest { message: String, param: Option<String> },
+    #[error("The model `{0}` does not exist or is not served by this gateway")]
+    ModelNotFound(String),
+    #[error("The request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("No route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("Upstream `{upstream}` could not be reached: {detail}")]
+    UpstreamUnreachable { upstream: String, detail: String },
+    #[error("Upstream `{upstream}` timed out after {after:?} waiting for {phase}")]
+    UpstreamTimeout { upstream: String, phase: &'static str, after: Duration },
+    /// The upstream answered with an error status; its body is kept so a 4xx
+    /// can be passed through.
+    #[error("Upstream `{upstream}` answered {status}")]
+    UpstreamStatus { upstream: String, upstream_api: ApiFlavor, status: StatusCode, body: Bytes },
+    #[error("Upstream `{upstream}` sent a response Sluice could not read: {detail}")]
+    UpstreamProtocol { upstream: String, detail: String },
+    #[error("Upstream `{upstream}` is at its limit of {limit} requests in flight")]
+    UpstreamBusy { upstream: String, limit: usize },
+    #[error("Upstream `{upstream}` does not support {what}")]
+    Unsupported { upstream: String, what: &'static str },
+    #[error("Internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
+        GatewayError::InvalidRequest { message: message.into(), param: param.map(str::to_owned) }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::ModelNotFound(_) | GatewayError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::UpstreamStatus { status, .. } if status.is_client_error() => *status,
+            GatewayError::UpstreamStatus { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::Unsupported { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GatewayError::InvalidRequest { .. } => "invalid_request",
+            GatewayError::ModelNotFound(_) => "model_not_found",
+            GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::RouteNotFound { .. } => "route_not_found",
+            GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
+            GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::UpstreamStatus { .. } => "upstream_status",
+            GatewayError::UpstreamProtocol { .. } => "upstream_protocol",
+            GatewayError::UpstreamBusy { .. } => "upstream_busy",
+            GatewayError::Unsupported { .. } => "unsupported",
+            GatewayError::Internal(_) => "internal",
+        }
+    }
+
+    /// The error as the `error` object of an OpenAI body / Anthropic event.
+    fn parts(&self) -> (String, &'static str, &'static str, Option<String>) {
+        let message = self.to_string();
+        let (openai_type, anthropic_type) = match self.status() {
+            StatusCode::BAD_REQUEST => ("invalid_request_error", "invalid_request_error"),
+            StatusCode::NOT_FOUND => ("invalid_request_error", "not_found_error"),
+            StatusCode::PAYLOAD_TOO_LARGE => ("invalid_request_error", "request_too_large"),
+            StatusCode::TOO_MANY_REQUESTS => ("rate_limit_error", "rate_limit_error"),
+            StatusCode::UNAUTHORIZED => ("authentication_error", "authentication_error"),
+            StatusCode::FORBIDDEN => ("permission_error", "permission_error"),
+            _ => ("api_error", "api_error"),
+        };
+        let param = match self {
+            GatewayError::InvalidRequest { param, .. } => param.clone(),
+            GatewayError::ModelNotFound(_) => Some("model".to_owned()),
+            _ => None,
+        };
+        (message, openai_type, anthropic_type, param)
+    }
+
+    /// The error body in `api`'s shape.
+    pub fn body_json(&self, api: ApiFlavor) -> Value {
+        if let GatewayError::UpstreamStatus { upstream_api, body, .. } = self {
+            if let Some(v) = translate_upstream_error(*upstream_api, api, body) {
+                return v;
+            }
+        }
+        let (message, openai_type, anthropic_type, param) = self.parts();
+        match api {
+            ApiFlavor::OpenAi => json!({"error": {
+                "message": message, "type": openai_type, "param": param, "code": self.kind(),
+            }}),
+            ApiFlavor::Anthropic => json!({"type": "error", "error": {"type": anthropic_type, "message": message}}),
+        }
+    }
+
+    /// The response for this error: the only place errors become responses.
+    pub fn into_response(self, api: ApiFlavor) -> http::Response<Body> {
+        let status = self.status();
+        let body = match &self {
+            // Same API on both sides: the upstream's body goes through untouched.
+            GatewayError::UpstreamStatus { upstream_api, body, .. } if *upstream_api == api && status.is_client_error() => {
+                body.clone()
+            }
+            _ => Bytes::from(self.body_json(api).to_string()),
+        };
+        let mut response = http::Response::new(full(body));
+        *response.status_mut() = status;
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let GatewayError::UpstreamBusy { .. } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// Re-shapes an upstream's error body for a client of the other API, keeping
+/// its message and type.
+fn translate_upstream_error(from: ApiFlavor, to: ApiFlavor, body: &Bytes) -> Option<Value> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let err = v.get("error")?;
+    let message = err.get("message").and_then(Value::as_str).unwrap_or("upstream error");
+    let kind = err.get("type").and_then(Value::as_str).unwrap_or("api_error");
+    Some(match (from, to) {
+        (ApiFlavor::OpenAi, ApiFlavor::Anthropic) => json!({"type": "error", "error": {"type": kind, "message": message}}),
+        (ApiFlavor::Anthropic, ApiFlavor::OpenAi) => {
+            json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
+        }
+        _ => v.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_follow_the_api() {
+        let e = GatewayError::invalid("bad", Some("messages"));
+        let v = e.body_json(ApiFlavor::OpenAi);
+        assert_eq!(v["error"]["param"], "messages");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        let v = e.body_json(ApiFlavor::Anthropic);
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+    }
+
+    #[test]
+    fn upstream_4xx_passes_through_and_5xx_is_502() {
+        let e = GatewayError::UpstreamStatus {
+            upstream: "u".into(),
+            upstream_api: ApiFlavor::OpenAi,
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: Bytes::from_static(br#"{"error":{"message":"nope","type":"x"}}"#),
+        };
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.body_json(ApiFlavor::Anthropic)["error"]["message"], "nope");
+        let e = GatewayError::UpstreamStatus {
+            upstream: "u".into(),
+            upstream_api: ApiFlavor::OpenAi,
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: Bytes::new(),
+        };
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+    }
+}

@@ -1,0 +1,138 @@
+//! Ingress: the HTTP routes clients call, request bodies read and checked
+//! into typed requests, and every response finished the same way (the
+//! `x-sluice-*` headers, request metrics, errors in the client's API shape).
+//!
+//! The work of a request happens in `crate::proxy`; this module only decides
+//! which work and speaks HTTP.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
+
+use crate::api::anthropic::MessagesRequest;
+use crate::api::chat::ChatRequest;
+use crate::body::{Body, full};
+use crate::error::{ApiFlavor, GatewayError};
+use crate::gateway::Gateway;
+use crate::proxy::{self, RequestContext};
+
+/// Answers one request. Never fails: errors become responses here.
+pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let path = req.uri().path().trim_end_matches('/');
+    let api = if path.ends_with("/messages") { ApiFlavor::Anthropic } else { ApiFlavor::OpenAi };
+    let mut ctx = RequestContext::new(api, started);
+    let result = match (req.method(), path) {
+        (&Method::GET, "/health") => Ok(json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))),
+        (&Method::GET, "/metrics") => Ok(metrics_response(&gw)),
+        (&Method::GET, "/v1/models" | "/models") => {
+            let list = gw.models.list(&gw.upstreams).await;
+            Ok(json_response(StatusCode::OK, Bytes::from(list.to_string())))
+        }
+        (&Method::POST, "/v1/chat/completions" | "/chat/completions") => {
+            match read_json::<ChatRequest>(req, gw.config.server.max_body_bytes).await {
+                Ok(chat) => proxy::chat(&gw, &mut ctx, chat).await,
+                Err(e) => Err(e),
+            }
+        }
+        (&Method::POST, "/v1/messages" | "/messages") => {
+            match read_json::<MessagesRequest>(req, gw.config.server.max_body_bytes).await {
+                Ok(messages) => match messages.into_chat() {
+                    Ok(chat) => proxy::chat(&gw, &mut ctx, chat).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        }
+        (&Method::POST, "/v1/embeddings" | "/embeddings") => {
+            match read_json::<serde_json::Map<String, serde_json::Value>>(req, gw.config.server.max_body_bytes).await {
+                Ok(body) => proxy::embeddings(&gw, &mut ctx, body).await,
+                Err(e) => Err(e),
+            }
+        }
+        (method, path) => Err(GatewayError::RouteNotFound { method: method.to_string(), path: path.to_owned() }),
+    };
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            ctx.note_error(&error);
+            error.into_response(api)
+        }
+    };
+    ctx.finish(response)
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn metrics_response(gw: &Gateway) -> Response<Body> {
+    let text = gw.metrics.render();
+    let mut response = Response::new(full(text));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+/// Reads a JSON body of at most `limit` bytes into `T`. Oversized bodies are
+/// 413; malformed JSON, missing fields and wrong types are 400 naming the
+/// offending field in `param`.
+async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, GatewayError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    let bytes = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(GatewayError::PayloadTooLarge { limit }),
+        Err(e) => return Err(GatewayError::invalid(format!("Could not read the request body: {e}"), None)),
+    };
+    parse_json(&bytes)
+}
+
+/// Parses a request body, naming the field at fault.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                GatewayError::invalid(format!("The request body is not valid JSON: {inner}"), None)
+            }
+            _ if path == "." => GatewayError::invalid(format!("Invalid request body: {inner}"), None),
+            _ => GatewayError::invalid(format!("Invalid value for `{path}`: {inner}"), Some(&path)),
+        }
+    })?;
+    de.end().map_err(|e| GatewayError::invalid(format!("The request body is not valid JSON: {e}"), None))?;
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_errors_name_the_field() {
+        let e = parse_json::<ChatRequest>(br#"{"model":"m","messages":[{"role":"user","content":5}]}"#).expect_err("bad");
+        let GatewayError::InvalidRequest { param, .. } = e else { panic!("400 expected") };
+        assert_eq!(param.as_deref(), Some("messages[0].content"));
+        let e = parse_json::<ChatRequest>(br#"{"messages":[]}"#).expect_err("missing model");
+        assert!(e.to_string().contains("model"), "{e}");
+        let e = parse_json::<ChatRequest>(b"{not json").expect_err("syntax");
+        assert!(e.to_string().contains("not valid JSON"), "{e}");
+    }
+}

@@ -1,0 +1,104 @@
+//! The model registry: public model names → the upstream that serves them,
+//! the upstream's own model id, prices and context window.
+//!
+//! Names no `[[models]]` entry claims go to the pass-through upstream, when
+//! one is configured, under their own name and without prices.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::accounting::Pricing;
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::upstream::{Upstream, Upstreams, unix_now};
+
+/// Where one public model name goes.
+#[derive(Clone)]
+pub struct ModelRoute {
+    pub public: String,
+    pub upstream: Arc<Upstream>,
+    pub upstream_model: String,
+    pub pricing: Option<Pricing>,
+    pub context_window: Option<u32>,
+}
+
+pub struct ModelRegistry {
+    models: HashMap<String, Arc<ModelRoute>>,
+    ordered: Vec<Arc<ModelRoute>>,
+    passthrough: Option<Arc<Upstream>>,
+}
+
+impl ModelRegistry {
+    /// Builds the registry; the config has been validated, so every model's
+    /// upstream exists.
+    pub fn build(config: &Config, upstreams: &Upstreams) -> Result<ModelRegistry, String> {
+        let mut models = HashMap::new();
+        let mut ordered = Vec::new();
+        for m in &config.models {
+            let upstream = upstreams.get(&m.upstream).ok_or_else(|| format!("model `{}`: no upstream `{}`", m.name, m.upstream))?;
+            let route = Arc::new(ModelRoute {
+                public: m.name.clone(),
+                upstream: upstream.clone(),
+                upstream_model: m.upstream_model.clone(),
+                pricing: Pricing::from_config(m.input_price_per_mtok, m.output_price_per_mtok),
+                context_window: m.context_window,
+            });
+            models.insert(m.name.clone(), route.clone());
+            ordered.push(route);
+        }
+        let passthrough = upstreams.iter().find(|u| u.config.passthrough).cloned();
+        Ok(ModelRegistry { models, ordered, passthrough })
+    }
+
+    /// The route for a requested model name.
+    pub fn resolve(&self, name: &str) -> Result<Arc<ModelRoute>, GatewayError> {
+        if let Some(route) = self.models.get(name) {
+            return Ok(route.clone());
+        }
+        match &self.passthrough {
+            Some(upstream) if !name.is_empty() => Ok(Arc::new(ModelRoute {
+                public: name.to_owned(),
+                upstream: upstream.clone(),
+                upstream_model: name.to_owned(),
+                pricing: None,
+                context_window: None,
+            })),
+            _ => Err(GatewayError::ModelNotFound(name.to_owned())),
+        }
+    }
+
+    /// `GET /v1/models`: the configured models, then each listing upstream's
+    /// own models, without duplicates.
+    pub async fn list(&self, upstreams: &Upstreams) -> Value {
+        let created = unix_now();
+        let mut seen = BTreeSet::new();
+        let mut data = Vec::new();
+        for route in &self.ordered {
+            if seen.insert(route.public.clone()) {
+                data.push(json!({
+                    "id": route.public, "object": "model", "created": created,
+                    "owned_by": route.upstream.name(),
+                    "context_window": route.context_window,
+                }));
+            }
+        }
+        let listing: Vec<_> = upstreams.iter().filter(|u| u.config.list_models).collect();
+        let fetched = futures_util::future::join_all(listing.iter().map(|u| u.list_models())).await;
+        for (upstream, models) in listing.iter().zip(fetched) {
+            for mut m in models {
+                let Some(id) = m.get("id").and_then(Value::as_str).map(str::to_owned) else { continue };
+                if seen.insert(id) {
+                    if let Some(obj) = m.as_object_mut() {
+                        obj.entry("object").or_insert_with(|| json!("model"));
+                        obj.entry("owned_by").or_insert_with(|| json!(upstream.name()));
+                        obj.entry("created").or_insert_with(|| json!(created));
+                    }
+                    data.push(m);
+                }
+            }
+        }
+        json!({"object": "list", "data": data})
+    }
+}

@@ -1,0 +1,128 @@
+//! Per-request state: one [`RequestContext`] follows a request from ingress
+//! to the last byte of its response and records what happened (route, time
+//! spent upstream, usage, cost) into the response headers and metrics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderName, HeaderValue, Response};
+
+use crate::accounting::format_cost;
+use crate::api::chat::Usage;
+use crate::body::Body;
+use crate::error::{ApiFlavor, GatewayError};
+use crate::models::ModelRoute;
+use crate::telemetry;
+
+pub const X_UPSTREAM: HeaderName = HeaderName::from_static("x-sluice-upstream");
+pub const X_MODEL: HeaderName = HeaderName::from_static("x-sluice-model");
+pub const X_OVERHEAD: HeaderName = HeaderName::from_static("x-sluice-overhead-us");
+pub const X_COST: HeaderName = HeaderName::from_static("x-sluice-cost-usd");
+
+#[derive(Clone)]
+pub struct RequestContext {
+    pub api: ApiFlavor,
+    pub started: Instant,
+    /// Time spent waiting on upstreams (headers, and bodies read whole).
+    pub upstream_time: Duration,
+    pub route: Option<Arc<ModelRoute>>,
+    pub usage: Option<Usage>,
+    pub cost: Option<f64>,
+    /// A streamed response records its own metrics when the stream ends.
+    pub streaming: bool,
+    error_kind: Option<&'static str>,
+}
+
+impl RequestContext {
+    pub fn new(api: ApiFlavor, started: Instant) -> Self {
+        RequestContext {
+            api,
+            started,
+            upstream_time: Duration::ZERO,
+            route: None,
+            usage: None,
+            cost: None,
+            streaming: false,
+            error_kind: None,
+        }
+    }
+
+    pub fn api_label(&self) -> &'static str {
+        match self.api {
+            ApiFlavor::OpenAi => "openai",
+            ApiFlavor::Anthropic => "anthropic",
+        }
+    }
+
+    pub fn note_error(&mut self, error: &GatewayError) {
+        self.error_kind = Some(error.kind());
+        if let (Some(route), true) = (&self.route, error.kind().starts_with("upstream")) {
+            metrics::counter!(telemetry::UPSTREAM_ERRORS, "upstream" => route.upstream.name().to_owned(), "kind" => error.kind())
+                .increment(1);
+        }
+    }
+
+    /// Time spent in the gateway so far, upstream time excluded.
+    pub fn overhead(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.upstream_time)
+    }
+
+    /// Adds the `x-sluice-*` headers and, unless the response streams,
+    /// records the request's metrics.
+    pub fn finish(self, mut response: Response<Body>) -> Response<Body> {
+        let overhead = self.overhead();
+        let headers = response.headers_mut();
+        if let Some(route) = &self.route {
+            if let Ok(v) = HeaderValue::from_str(route.upstream.name()) {
+                headers.insert(X_UPSTREAM, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&route.public) {
+                headers.insert(X_MODEL, v);
+            }
+        }
+        if let Some(cost) = self.cost {
+            if let Ok(v) = HeaderValue::from_str(&format_cost(cost)) {
+                headers.insert(X_COST, v);
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&overhead.as_micros().to_string()) {
+            headers.insert(X_OVERHEAD, v);
+        }
+        metrics::histogram!(telemetry::GATEWAY_OVERHEAD).record(overhead.as_secs_f64());
+        if !self.streaming {
+            let status = response.status().as_u16();
+            self.record(status, self.started.elapsed(), None);
+        }
+        response
+    }
+
+    /// Records the request's counters and histograms.
+    pub fn record(&self, status: u16, latency: Duration, ttft: Option<Duration>) {
+        let (model, upstream) = match &self.route {
+            Some(r) => (r.public.clone(), r.upstream.name().to_owned()),
+            None => (String::new(), String::new()),
+        };
+        let status = status.to_string();
+        let api = self.api_label();
+        metrics::counter!(telemetry::REQUESTS, "api" => api, "model" => model.clone(), "upstream" => upstream.clone(), "status" => status)
+            .increment(1);
+        if self.route.is_none() {
+            return;
+        }
+        metrics::histogram!(telemetry::REQUEST_DURATION, "model" => model.clone(), "upstream" => upstream.clone())
+            .record(latency.as_secs_f64());
+        if let Some(ttft) = ttft {
+            metrics::histogram!(telemetry::TIME_TO_FIRST_TOKEN, "model" => model.clone(), "upstream" => upstream.clone())
+                .record(ttft.as_secs_f64());
+        }
+        if let Some(usage) = self.usage {
+            metrics::counter!(telemetry::TOKENS, "model" => model.clone(), "upstream" => upstream.clone(), "direction" => "input")
+                .increment(usage.prompt_tokens);
+            metrics::counter!(telemetry::TOKENS, "model" => model.clone(), "upstream" => upstream.clone(), "direction" => "output")
+                .increment(usage.completion_tokens);
+        }
+        if let Some(cost) = self.cost {
+            metrics::gauge!(telemetry::COST, "model" => model, "upstream" => upstream).increment(cost);
+        }
+    }
+}

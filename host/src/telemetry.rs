@@ -1,0 +1,74 @@
+//! Metrics and logs. The Prometheus recorder is installed once per process
+//! and rendered at `GET /metrics`; every metric the gateway records is named
+//! here so the set is visible in one place.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::config::LoggingConfig;
+
+pub const REQUESTS: &str = "sluice_requests_total";
+pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
+pub const TIME_TO_FIRST_TOKEN: &str = "sluice_time_to_first_token_seconds";
+pub const GATEWAY_OVERHEAD: &str = "sluice_gateway_overhead_seconds";
+pub const TOKENS: &str = "sluice_tokens_total";
+/// A gauge that only grows: `metrics` counters are integers, spend is not.
+pub const COST: &str = "sluice_cost_usd";
+pub const UPSTREAM_ERRORS: &str = "sluice_upstream_errors_total";
+pub const IN_FLIGHT: &str = "sluice_upstream_in_flight";
+
+/// The process's Prometheus handle, installing the recorder on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+        let overhead = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05];
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), &latency)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(TIME_TO_FIRST_TOKEN.to_owned()), &latency))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(GATEWAY_OVERHEAD.to_owned()), &overhead))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &latency))
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding program's);
+        // then /metrics shows what this handle has, which is nothing.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+        }
+        describe();
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".to_owned())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            })
+            .ok();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(REQUESTS, "Requests answered, by api, model, upstream and status");
+    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Whole request latency as the client saw it");
+    describe_histogram!(TIME_TO_FIRST_TOKEN, Unit::Seconds, "Time from request to the first streamed content");
+    describe_histogram!(GATEWAY_OVERHEAD, Unit::Seconds, "Time spent in the gateway, excluding the upstream");
+    describe_counter!(TOKENS, "Tokens by model, upstream and direction (input/output)");
+    describe_gauge!(COST, "Cumulative spend in USD by model and upstream, from configured prices");
+    describe_counter!(UPSTREAM_ERRORS, "Upstream failures by upstream and kind");
+    describe_gauge!(IN_FLIGHT, "Requests in flight to each upstream");
+}
+
+/// Installs the log subscriber. `RUST_LOG` wins over the configured level.
+pub fn init_logging(cfg: &LoggingConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if cfg.json { builder.json().try_init() } else { builder.try_init() };
+}

@@ -1,0 +1,117 @@
+//! Anthropic Messages API upstreams: internal requests are translated to
+//! `POST /messages` and the answers (whole or streamed) back to the internal
+//! shape.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use http::{HeaderValue, Request, header};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Map, Value};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::http::{HttpClient, read_body, send};
+use super::openai::MAX_RESPONSE;
+use super::{ChatReply, ChunkEvent, unix_now};
+use crate::api::anthropic::{MessagesRequest, MessagesResponse, response_to_chat};
+use crate::api::anthropic_stream::{AnthropicDecoder, Decoded};
+use crate::api::chat::{ChatChunk, ChatRequest};
+use crate::config::UpstreamConfig;
+use crate::error::{ApiFlavor, GatewayError};
+
+fn request(cfg: &UpstreamConfig, method: http::Method, path: &str, body: Bytes) -> Result<Request<Full<Bytes>>, GatewayError> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", cfg.base_url))
+        .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .header("anthropic-version", cfg.anthropic_version.as_str());
+    if let Some(key) = &cfg.api_key {
+        builder = builder.header("x-api-key", key.as_str());
+    }
+    builder.body(Full::new(body)).map_err(|e| GatewayError::Internal(format!("building the upstream request: {e}")))
+}
+
+fn protocol(cfg: &UpstreamConfig, detail: impl Into<String>) -> GatewayError {
+    GatewayError::UpstreamProtocol { upstream: cfg.name.clone(), detail: detail.into() }
+}
+
+pub async fn chat(
+    client: &HttpClient,
+    cfg: &UpstreamConfig,
+    req: &ChatRequest,
+    permit: OwnedSemaphorePermit,
+) -> Result<ChatReply, GatewayError> {
+    let body = MessagesRequest::from_chat(req, &req.model, cfg.default_max_tokens)?;
+    let body = serde_json::to_vec(&body).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + cfg.total_timeout;
+    let http_req = request(cfg, http::Method::POST, "/messages", body.into())?;
+    let response = send(client, &cfg.name, ApiFlavor::Anthropic, http_req, cfg.first_byte_timeout).await?;
+    if !req.stream {
+        let within = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let raw = read_body(&cfg.name, response.into_body(), MAX_RESPONSE, within).await?;
+        drop(permit);
+        let parsed: MessagesResponse =
+            serde_json::from_slice(&raw).map_err(|e| protocol(cfg, format!("not a Messages API response: {e}")))?;
+        return Ok(ChatReply::Complete { response: response_to_chat(parsed, unix_now()), raw: None });
+    }
+    let upstream = cfg.clone();
+    let stream = async_stream::stream! {
+        let _permit = permit;
+        let mut events = response.into_body().into_data_stream().eventsource();
+        let mut decoder = AnthropicDecoder::new(unix_now());
+        let mut last: Option<ChatChunk> = None;
+        loop {
+            let next = match tokio::time::timeout_at(deadline, events.next()).await {
+                Err(_) => {
+                    yield Err(GatewayError::UpstreamTimeout { upstream: upstream.name.clone(), phase: "the end of the stream", after: upstream.total_timeout });
+                    break;
+                }
+                Ok(next) => next,
+            };
+            let event = match next {
+                None => {
+                    yield Err(protocol(&upstream, "the stream ended before message_stop"));
+                    break;
+                }
+                Some(Err(e)) => {
+                    yield Err(protocol(&upstream, format!("reading the stream: {e}")));
+                    break;
+                }
+                Some(Ok(event)) => event,
+            };
+            let Ok(data) = serde_json::from_str::<Value>(&event.data) else { continue };
+            match decoder.event(&data) {
+                Decoded::Chunk(chunk) => {
+                    last = Some((*chunk).clone());
+                    yield Ok(ChunkEvent { chunk: *chunk, raw: None });
+                }
+                Decoded::Done(usage) => {
+                    if let Some(mut chunk) = last.take() {
+                        chunk.choices.clear();
+                        chunk.usage = Some(usage);
+                        chunk.extra = Map::new();
+                        yield Ok(ChunkEvent { chunk, raw: None });
+                    }
+                    break;
+                }
+                Decoded::Error(message) => {
+                    yield Err(protocol(&upstream, message));
+                    break;
+                }
+                Decoded::Nothing => {}
+            }
+        }
+    };
+    Ok(ChatReply::Stream(Box::pin(stream)))
+}
+
+pub async fn models(client: &HttpClient, cfg: &UpstreamConfig) -> Result<Vec<Value>, GatewayError> {
+    let limit = cfg.first_byte_timeout.min(Duration::from_secs(5));
+    let req = request(cfg, http::Method::GET, "/models", Bytes::new())?;
+    let response = send(client, &cfg.name, ApiFlavor::Anthropic, req, limit).await?;
+    let body = read_body(&cfg.name, response.into_body(), MAX_RESPONSE, limit).await?;
+    let v: Value = serde_json::from_slice(&body).map_err(|e| protocol(cfg, format!("/models: {e}")))?;
+    Ok(v.get("data").and_then(Value::as_array).cloned().unwrap_or_default())
+}

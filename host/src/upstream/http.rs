@@ -1,0 +1,121 @@
+//! The HTTP client an upstream talks through: hyper's pooling client over
+//! rustls (system and webpki roots, plus an optional extra CA), TCP_NODELAY,
+//! HTTP/1.1 and HTTP/2 by ALPN; and the one function that sends a request
+//! and classifies what can go wrong.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::RootCertStore;
+
+use crate::config::UpstreamConfig;
+use crate::error::{ApiFlavor, GatewayError};
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The largest error body kept from an upstream.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        roots
+    })
+}
+
+/// A client for one upstream, with its own pool and connect timeout.
+pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, String> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(cfg.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+
+    let mut roots = system_roots().clone();
+    if let Some(path) = &cfg.ca_cert {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read ca_cert {}: {e}", path.display()))?;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+            roots.add(cert).map_err(|e| format!("unusable certificate in {}: {e}", path.display()))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .build(https))
+}
+
+/// Sends `req` and waits for the response headers within `first_byte`.
+/// A non-2xx status becomes [`GatewayError::UpstreamStatus`] carrying the body.
+pub async fn send(
+    client: &HttpClient,
+    upstream: &str,
+    api: ApiFlavor,
+    req: Request<Full<Bytes>>,
+    first_byte: Duration,
+) -> Result<Response<Incoming>, GatewayError> {
+    let response = match tokio::time::timeout(first_byte, client.request(req)).await {
+        Err(_) => {
+            return Err(GatewayError::UpstreamTimeout {
+                upstream: upstream.to_owned(),
+                phase: "response headers",
+                after: first_byte,
+            });
+        }
+        Ok(Err(e)) => return Err(classify(upstream, &e)),
+        Ok(Ok(r)) => r,
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = read_body(upstream, response.into_body(), MAX_ERROR_BODY, first_byte).await.unwrap_or_default();
+    Err(GatewayError::UpstreamStatus { upstream: upstream.to_owned(), upstream_api: api, status, body })
+}
+
+/// Reads a whole body of at most `limit` bytes within `within`.
+pub async fn read_body(upstream: &str, body: Incoming, limit: usize, within: Duration) -> Result<Bytes, GatewayError> {
+    match tokio::time::timeout(within, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(GatewayError::UpstreamTimeout { upstream: upstream.to_owned(), phase: "the response body", after: within }),
+        Ok(Err(e)) => Err(GatewayError::UpstreamProtocol { upstream: upstream.to_owned(), detail: format!("reading the body: {e}") }),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Maps a client error to unreachable (502) or timeout (504).
+fn classify(upstream: &str, e: &hyper_util::client::legacy::Error) -> GatewayError {
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = format!("{detail}: {s}");
+        source = s.source();
+    }
+    if e.is_connect() && detail.contains("timed out") {
+        return GatewayError::UpstreamTimeout { upstream: upstream.to_owned(), phase: "a connection", after: Duration::ZERO };
+    }
+    GatewayError::UpstreamUnreachable { upstream: upstream.to_owned(), detail }
+}

@@ -1,0 +1,175 @@
+//! Upstreams: where requests go. Each [`Upstream`] wraps one configured
+//! provider (an OpenAI-compatible endpoint, the Anthropic API, or the bundled
+//! engine) behind the same calls: chat (complete or streamed), embeddings and
+//! model listing, all in the internal shapes.
+//!
+//! An upstream enforces its own in-flight limit and timeouts. It does not
+//! retry, fall back or cache: those are stages above it.
+
+mod anthropic;
+pub mod http;
+mod openai;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::api::chat::{ChatChunk, ChatRequest, ChatResponse};
+use crate::config::{UpstreamConfig, UpstreamKind};
+use crate::error::GatewayError;
+
+/// One streamed chunk, with the upstream's own bytes when it spoke OpenAI so
+/// they can be forwarded without re-encoding.
+#[derive(Debug)]
+pub struct ChunkEvent {
+    pub chunk: ChatChunk,
+    pub raw: Option<Bytes>,
+}
+
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChunkEvent, GatewayError>> + Send>>;
+
+/// What a chat call returns.
+pub enum ChatReply {
+    /// A whole response; `raw` holds the upstream's body when it can be
+    /// forwarded verbatim to an OpenAI client.
+    Complete { response: ChatResponse, raw: Option<Bytes> },
+    /// Chunks as they arrive. The usage chunk (no choices, `usage` set) comes
+    /// last when the upstream reports usage.
+    Stream(ChunkStream),
+}
+
+enum Backend {
+    OpenAi(http::HttpClient),
+    Anthropic(http::HttpClient),
+}
+
+/// One configured upstream.
+pub struct Upstream {
+    pub config: UpstreamConfig,
+    backend: Backend,
+    slots: Arc<Semaphore>,
+    models_cache: Mutex<Option<(Instant, Vec<Value>)>>,
+}
+
+impl Upstream {
+    pub fn new(config: UpstreamConfig) -> Result<Upstream, String> {
+        let backend = match config.kind {
+            UpstreamKind::OpenAi => Backend::OpenAi(http::client(&config)?),
+            UpstreamKind::Anthropic => Backend::Anthropic(http::client(&config)?),
+            UpstreamKind::Engine => return Err("the bundled engine is not part of this build".to_owned()),
+        };
+        Ok(Upstream {
+            slots: Arc::new(Semaphore::new(config.max_in_flight)),
+            config,
+            backend,
+            models_cache: Mutex::new(None),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.config.max_in_flight - self.slots.available_permits()
+    }
+
+    /// Waits (up to the queue timeout) for an in-flight slot.
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, GatewayError> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        match tokio::time::timeout(self.config.queue_timeout, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(GatewayError::UpstreamBusy { upstream: self.config.name.clone(), limit: self.config.max_in_flight }),
+        }
+    }
+
+    /// Sends a chat request whose `model` is already the upstream's model id.
+    pub async fn chat(&self, req: &ChatRequest) -> Result<ChatReply, GatewayError> {
+        let permit = self.slot().await?;
+        match &self.backend {
+            Backend::OpenAi(client) => openai::chat(client, &self.config, req, permit).await,
+            Backend::Anthropic(client) => anthropic::chat(client, &self.config, req, permit).await,
+        }
+    }
+
+    /// Forwards an embeddings request body (model already rewritten); returns
+    /// the upstream's JSON body.
+    pub async fn embeddings(&self, body: Bytes) -> Result<Bytes, GatewayError> {
+        let _permit = self.slot().await?;
+        match &self.backend {
+            Backend::OpenAi(client) => openai::embeddings(client, &self.config, body).await,
+            Backend::Anthropic(_) => {
+                Err(GatewayError::Unsupported { upstream: self.config.name.clone(), what: "embeddings" })
+            }
+        }
+    }
+
+    /// The upstream's own model list (`data` entries), cached for a minute.
+    /// Failures give an empty list: listing must not fail because one
+    /// upstream is down.
+    pub async fn list_models(&self) -> Vec<Value> {
+        const FRESH: Duration = Duration::from_secs(60);
+        if let Ok(cache) = self.models_cache.lock() {
+            if let Some((_, models)) = cache.as_ref().filter(|(at, _)| at.elapsed() < FRESH) {
+                return models.clone();
+            }
+        }
+        let models = match &self.backend {
+            Backend::OpenAi(client) => openai::models(client, &self.config).await,
+            Backend::Anthropic(client) => anthropic::models(client, &self.config).await,
+        };
+        match models {
+            Ok(models) => {
+                if let Ok(mut cache) = self.models_cache.lock() {
+                    *cache = Some((Instant::now(), models.clone()));
+                }
+                models
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %self.config.name, error = %e, "listing upstream models failed");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// All upstreams by name.
+#[derive(Default)]
+pub struct Upstreams {
+    by_name: HashMap<String, Arc<Upstream>>,
+    ordered: Vec<Arc<Upstream>>,
+}
+
+impl Upstreams {
+    pub fn build(configs: &[UpstreamConfig]) -> Result<Upstreams, String> {
+        let mut out = Upstreams::default();
+        for cfg in configs {
+            let upstream = Arc::new(Upstream::new(cfg.clone()).map_err(|e| format!("upstream `{}`: {e}", cfg.name))?);
+            out.by_name.insert(cfg.name.clone(), upstream.clone());
+            out.ordered.push(upstream);
+        }
+        Ok(out)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.by_name.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.ordered.iter()
+    }
+}
+
+/// Seconds since the Unix epoch, for `created` fields.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

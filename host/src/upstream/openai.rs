@@ -1,0 +1,115 @@
+//! OpenAI-compatible upstreams (OpenAI, vLLM, SGLang, TGI, llama.cpp, ...):
+//! requests go out in the internal shape, which is already theirs.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use http::{HeaderValue, Request, header};
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::http::{HttpClient, read_body, send};
+use super::{ChatReply, ChunkEvent};
+use crate::api::chat::{ChatChunk, ChatRequest, ChatResponse};
+use crate::config::UpstreamConfig;
+use crate::error::{ApiFlavor, GatewayError};
+
+/// Largest complete response accepted from an upstream.
+pub(super) const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
+fn post(cfg: &UpstreamConfig, path: &str, body: Bytes) -> Result<Request<Full<Bytes>>, GatewayError> {
+    let mut builder = Request::post(format!("{}{path}", cfg.base_url))
+        .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(key) = &cfg.api_key {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    builder.body(Full::new(body)).map_err(|e| GatewayError::Internal(format!("building the upstream request: {e}")))
+}
+
+fn protocol(cfg: &UpstreamConfig, detail: impl Into<String>) -> GatewayError {
+    GatewayError::UpstreamProtocol { upstream: cfg.name.clone(), detail: detail.into() }
+}
+
+pub async fn chat(
+    client: &HttpClient,
+    cfg: &UpstreamConfig,
+    req: &ChatRequest,
+    permit: OwnedSemaphorePermit,
+) -> Result<ChatReply, GatewayError> {
+    let body = serde_json::to_vec(req).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + cfg.total_timeout;
+    let response =
+        send(client, &cfg.name, ApiFlavor::OpenAi, post(cfg, "/chat/completions", body.into())?, cfg.first_byte_timeout).await?;
+    if !req.stream {
+        let within = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let raw = read_body(&cfg.name, response.into_body(), MAX_RESPONSE, within).await?;
+        drop(permit);
+        let parsed: ChatResponse =
+            serde_json::from_slice(&raw).map_err(|e| protocol(cfg, format!("not a chat completion: {e}")))?;
+        return Ok(ChatReply::Complete { response: parsed, raw: Some(raw) });
+    }
+    let upstream = cfg.clone();
+    let stream = async_stream::stream! {
+        let _permit = permit;
+        let mut events = response.into_body().into_data_stream().eventsource();
+        let mut finished = false;
+        loop {
+            let next = match tokio::time::timeout_at(deadline, events.next()).await {
+                Err(_) => {
+                    yield Err(GatewayError::UpstreamTimeout { upstream: upstream.name.clone(), phase: "the end of the stream", after: upstream.total_timeout });
+                    break;
+                }
+                Ok(next) => next,
+            };
+            match next {
+                None if finished => break,
+                None => {
+                    yield Err(protocol(&upstream, "the stream ended before it finished"));
+                    break;
+                }
+                Some(Err(e)) => {
+                    yield Err(protocol(&upstream, format!("reading the stream: {e}")));
+                    break;
+                }
+                Some(Ok(event)) if event.data == "[DONE]" => break,
+                Some(Ok(event)) if event.data.is_empty() => continue,
+                Some(Ok(event)) => match serde_json::from_str::<ChatChunk>(&event.data) {
+                    Ok(chunk) => {
+                        finished |= chunk.choices.iter().any(|c| c.finish_reason.is_some()) || chunk.usage.is_some();
+                        yield Ok(ChunkEvent { chunk, raw: Some(Bytes::from(event.data)) });
+                    }
+                    Err(e) => {
+                        let message = serde_json::from_str::<Value>(&event.data)
+                            .ok()
+                            .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
+                            .unwrap_or_else(|| format!("not a chat completion chunk: {e}"));
+                        yield Err(protocol(&upstream, message));
+                        break;
+                    }
+                },
+            }
+        }
+    };
+    Ok(ChatReply::Stream(Box::pin(stream)))
+}
+
+pub async fn embeddings(client: &HttpClient, cfg: &UpstreamConfig, body: Bytes) -> Result<Bytes, GatewayError> {
+    let response = send(client, &cfg.name, ApiFlavor::OpenAi, post(cfg, "/embeddings", body)?, cfg.first_byte_timeout).await?;
+    read_body(&cfg.name, response.into_body(), MAX_RESPONSE, cfg.total_timeout).await
+}
+
+pub async fn models(client: &HttpClient, cfg: &UpstreamConfig) -> Result<Vec<Value>, GatewayError> {
+    let mut builder = Request::get(format!("{}/models", cfg.base_url));
+    if let Some(key) = &cfg.api_key {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    let req = builder.body(Full::new(Bytes::new())).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let limit = cfg.first_byte_timeout.min(Duration::from_secs(5));
+    let response = send(client, &cfg.name, ApiFlavor::OpenAi, req, limit).await?;
+    let body = read_body(&cfg.name, response.into_body(), MAX_RESPONSE, limit).await?;
+    let v: Value = serde_json::from_slice(&body).map_err(|e| protocol(cfg, format!("/models: {e}")))?;
+    Ok(v.get("data").and_then(Value::as_array).cloned().unwrap_or_default())
+}
