@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{Config, ConfigError, UpstreamKind};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "An LLM gateway whose policies are WebAssembly plugins")]
+#[command(
+    name = "sluice",
+    version,
+    about = "An LLM gateway whose policies are WebAssembly plugins"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -62,7 +66,9 @@ impl ServeArgs {
             config.server.listen = listen;
         }
         if let Some(url) = &self.upstream {
-            let ok = url.parse::<http::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+            let ok = url.parse::<http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            });
             if !ok {
                 return Err(ConfigError {
                     origin: "command line".to_owned(),
@@ -82,7 +88,8 @@ impl ServeArgs {
                 origin: "command line".to_owned(),
                 location: String::new(),
                 key: "--upstream".to_owned(),
-                message: "no upstream: pass --upstream URL or a --config with [upstreams]".to_owned(),
+                message: "no upstream: pass --upstream URL or a --config with [upstreams]"
+                    .to_owned(),
             });
         }
         Ok(config)
@@ -103,10 +110,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

@@ -11,7 +11,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
-                println!("{}: ok ({} upstreams, {} models)", file.display(), config.upstreams.len(), config.models.len());
+                println!(
+                    "{}: ok ({} upstreams, {} models)",
+                    file.display(),
+                    config.upstreams.len(),
+                    config.models.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -28,7 +33,10 @@ fn main() -> ExitCode {
                 }
             };
             sluice::telemetry::init_logging(&config.logging);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");

@@ -37,7 +37,9 @@ impl ModelRegistry {
         let mut models = HashMap::new();
         let mut ordered = Vec::new();
         for m in &config.models {
-            let upstream = upstreams.get(&m.upstream).ok_or_else(|| format!("model `{}`: no upstream `{}`", m.name, m.upstream))?;
+            let upstream = upstreams
+                .get(&m.upstream)
+                .ok_or_else(|| format!("model `{}`: no upstream `{}`", m.name, m.upstream))?;
             let route = Arc::new(ModelRoute {
                 public: m.name.clone(),
                 upstream: upstream.clone(),
@@ -49,7 +51,11 @@ impl ModelRegistry {
             ordered.push(route);
         }
         let passthrough = upstreams.iter().find(|u| u.config.passthrough).cloned();
-        Ok(ModelRegistry { models, ordered, passthrough })
+        Ok(ModelRegistry {
+            models,
+            ordered,
+            passthrough,
+        })
     }
 
     /// The route for a requested model name.
@@ -88,11 +94,14 @@ impl ModelRegistry {
         let fetched = futures_util::future::join_all(listing.iter().map(|u| u.list_models())).await;
         for (upstream, models) in listing.iter().zip(fetched) {
             for mut m in models {
-                let Some(id) = m.get("id").and_then(Value::as_str).map(str::to_owned) else { continue };
+                let Some(id) = m.get("id").and_then(Value::as_str).map(str::to_owned) else {
+                    continue;
+                };
                 if seen.insert(id) {
                     if let Some(obj) = m.as_object_mut() {
                         obj.entry("object").or_insert_with(|| json!("model"));
-                        obj.entry("owned_by").or_insert_with(|| json!(upstream.name()));
+                        obj.entry("owned_by")
+                            .or_insert_with(|| json!(upstream.name()));
                         obj.entry("created").or_insert_with(|| json!(created));
                     }
                     data.push(m);

@@ -1,1 +1,11 @@
-fn main() {}
+//! Sluice's integration tests: one binary, every module a capability.
+//! Real servers on port 0: the gateway under test and a mock upstream.
+
+mod anthropic;
+mod config_cli;
+mod errors;
+mod openai;
+mod sdk;
+mod streaming;
+mod support;
+mod tls;

@@ -1,1 +1,11 @@
-pub fn placeholder() {}
+//! Test kit for Sluice: an in-process mock upstream, a gateway started on
+//! port 0, and a small HTTP client. Shared by the integration tests
+//! (`tests/all`) and the benchmarks (`tests/benches`).
+
+pub mod client;
+pub mod gateway;
+pub mod mock;
+
+pub use client::Client;
+pub use gateway::TestGateway;
+pub use mock::MockUpstream;

@@ -71,7 +71,9 @@ impl ChatRequest {
 
     /// Whether the client asked for a usage chunk at the end of a stream.
     pub fn wants_stream_usage(&self) -> bool {
-        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
     }
 }
 
@@ -120,7 +122,10 @@ impl Message {
 
     /// The message's text: the string content, or its text parts joined.
     pub fn text_content(&self) -> String {
-        self.content.as_ref().map(Content::to_text).unwrap_or_default()
+        self.content
+            .as_ref()
+            .map(Content::to_text)
+            .unwrap_or_default()
     }
 }
 
@@ -227,7 +232,11 @@ pub struct Usage {
 
 impl Usage {
     pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
-        Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
     }
 }
 

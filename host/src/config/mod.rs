@@ -131,7 +131,10 @@ impl Default for Config {
                 sse_keepalive: Duration::from_millis(15_000),
                 tls: None,
             },
-            logging: LoggingConfig { level: "info".to_owned(), json: false },
+            logging: LoggingConfig {
+                level: "info".to_owned(),
+                json: false,
+            },
             upstreams: Vec::new(),
             models: Vec::new(),
         }
@@ -191,8 +194,12 @@ fn line_of(text: &str, offset: usize) -> String {
 
 /// The key written on the line holding `offset`, for parse errors.
 fn key_at(text: &str, offset: Option<usize>) -> String {
-    let Some(offset) = offset else { return "-".to_owned() };
-    let start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let Some(offset) = offset else {
+        return "-".to_owned();
+    };
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
     let line = text[start..].lines().next().unwrap_or("");
     match line.split_once('=') {
         Some((key, _)) => key.trim().to_owned(),
@@ -207,10 +214,17 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn err<T>(&self, key: &str, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> Result<T, ConfigError> {
+    fn err<T>(
+        &self,
+        key: &str,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) -> Result<T, ConfigError> {
         Err(ConfigError {
             origin: self.origin.to_owned(),
-            location: span.map(|s| line_of(self.text, s.start)).unwrap_or_default(),
+            location: span
+                .map(|s| line_of(self.text, s.start))
+                .unwrap_or_default(),
             key: key.to_owned(),
             message: message.into(),
         })
@@ -223,18 +237,31 @@ impl Checker<'_> {
             None => defaults.server.listen,
             Some(s) => match s.get_ref().parse::<SocketAddr>() {
                 Ok(addr) => addr,
-                Err(e) => return self.err("server.listen", Some(s.span()), format!("not an address such as 127.0.0.1:8080: {e}")),
+                Err(e) => {
+                    return self.err(
+                        "server.listen",
+                        Some(s.span()),
+                        format!("not an address such as 127.0.0.1:8080: {e}"),
+                    );
+                }
             },
         };
-        let max_body_bytes = server.max_body_bytes.unwrap_or(defaults.server.max_body_bytes);
+        let max_body_bytes = server
+            .max_body_bytes
+            .unwrap_or(defaults.server.max_body_bytes);
         if max_body_bytes == 0 {
             return self.err("server.max_body_bytes", None, "must be greater than 0");
         }
-        let tls = server.tls.as_ref().map(|t| TlsConfig { cert: PathBuf::from(&t.cert), key: PathBuf::from(&t.key) });
+        let tls = server.tls.as_ref().map(|t| TlsConfig {
+            cert: PathBuf::from(&t.cert),
+            key: PathBuf::from(&t.key),
+        });
         let server = ServerConfig {
             listen,
             max_body_bytes,
-            sse_keepalive: server.sse_keepalive_ms.map_or(defaults.server.sse_keepalive, Duration::from_millis),
+            sse_keepalive: server
+                .sse_keepalive_ms
+                .map_or(defaults.server.sse_keepalive, Duration::from_millis),
             tls,
         };
 
@@ -243,10 +270,19 @@ impl Checker<'_> {
             Some(f) => match f.get_ref().as_str() {
                 "text" => false,
                 "json" => true,
-                other => return self.err("logging.format", Some(f.span()), format!("`{other}` is not one of `text`, `json`")),
+                other => {
+                    return self.err(
+                        "logging.format",
+                        Some(f.span()),
+                        format!("`{other}` is not one of `text`, `json`"),
+                    );
+                }
             },
         };
-        let logging = LoggingConfig { level: raw.logging.level.clone().unwrap_or(defaults.logging.level), json };
+        let logging = LoggingConfig {
+            level: raw.logging.level.clone().unwrap_or(defaults.logging.level),
+            json,
+        };
 
         let mut upstreams = Vec::new();
         for (name, spanned) in &raw.upstreams {
@@ -260,7 +296,11 @@ impl Checker<'_> {
                 return self.err("models.name", Some(spanned.span()), "must not be empty");
             }
             if models.iter().any(|x| x.name == m.name) {
-                return self.err(&key, Some(spanned.span()), "this model name is defined twice");
+                return self.err(
+                    &key,
+                    Some(spanned.span()),
+                    "this model name is defined twice",
+                );
             }
             if !upstreams.iter().any(|u| u.name == *m.upstream.get_ref()) {
                 return self.err(
@@ -269,9 +309,16 @@ impl Checker<'_> {
                     format!("no `[upstreams.{}]` is defined", m.upstream.get_ref()),
                 );
             }
-            for (field, price) in [("input_price_per_mtok", m.input_price_per_mtok), ("output_price_per_mtok", m.output_price_per_mtok)] {
+            for (field, price) in [
+                ("input_price_per_mtok", m.input_price_per_mtok),
+                ("output_price_per_mtok", m.output_price_per_mtok),
+            ] {
                 if price.is_some_and(|p| !(p.is_finite() && p >= 0.0)) {
-                    return self.err(&format!("{key}.{field}"), Some(spanned.span()), "must be a non-negative number");
+                    return self.err(
+                        &format!("{key}.{field}"),
+                        Some(spanned.span()),
+                        "must be a non-negative number",
+                    );
                 }
             }
             models.push(ModelConfig {
@@ -283,10 +330,19 @@ impl Checker<'_> {
                 context_window: m.context_window,
             });
         }
-        Ok(Config { server, logging, upstreams, models })
+        Ok(Config {
+            server,
+            logging,
+            upstreams,
+            models,
+        })
     }
 
-    fn upstream(&self, name: &str, spanned: &Spanned<raw::RawUpstream>) -> Result<UpstreamConfig, ConfigError> {
+    fn upstream(
+        &self,
+        name: &str,
+        spanned: &Spanned<raw::RawUpstream>,
+    ) -> Result<UpstreamConfig, ConfigError> {
         let u = spanned.get_ref();
         let key = |field: &str| format!("upstreams.{name}.{field}");
         let kind = match u.kind.get_ref().as_str() {
@@ -294,19 +350,40 @@ impl Checker<'_> {
             "anthropic" => UpstreamKind::Anthropic,
             "engine" => UpstreamKind::Engine,
             other => {
-                return self.err(&key("kind"), Some(u.kind.span()), format!("`{other}` is not one of `openai`, `anthropic`, `engine`"));
+                return self.err(
+                    &key("kind"),
+                    Some(u.kind.span()),
+                    format!("`{other}` is not one of `openai`, `anthropic`, `engine`"),
+                );
             }
         };
         let base_url = match (&u.base_url, kind) {
             (Some(url), _) => {
                 let s = url.get_ref();
                 match s.parse::<http::Uri>() {
-                    Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => s.clone(),
-                    _ => return self.err(&key("base_url"), Some(url.span()), format!("`{s}` is not an http:// or https:// URL")),
+                    Ok(uri)
+                        if matches!(uri.scheme_str(), Some("http" | "https"))
+                            && uri.host().is_some() =>
+                    {
+                        s.clone()
+                    }
+                    _ => {
+                        return self.err(
+                            &key("base_url"),
+                            Some(url.span()),
+                            format!("`{s}` is not an http:// or https:// URL"),
+                        );
+                    }
                 }
             }
             (None, UpstreamKind::Engine) => String::new(),
-            (None, _) => return self.err(&key("base_url"), Some(spanned.span()), "is required for this kind"),
+            (None, _) => {
+                return self.err(
+                    &key("base_url"),
+                    Some(spanned.span()),
+                    "is required for this kind",
+                );
+            }
         };
         let mut out = UpstreamConfig::new(name, kind, &base_url);
         if let Some(k) = &u.api_key {
@@ -328,7 +405,11 @@ impl Checker<'_> {
         }
         if let Some(v) = u.max_in_flight {
             if v == 0 {
-                return self.err(&key("max_in_flight"), Some(spanned.span()), "must be greater than 0");
+                return self.err(
+                    &key("max_in_flight"),
+                    Some(spanned.span()),
+                    "must be greater than 0",
+                );
             }
             out.max_in_flight = v;
         }
@@ -355,7 +436,13 @@ impl Checker<'_> {
             let var = &rest[start + 2..start + len];
             match (self.env)(var) {
                 Some(v) => out.push_str(&v),
-                None => return self.err(key, Some(value.span()), format!("environment variable `{var}` is not set")),
+                None => {
+                    return self.err(
+                        key,
+                        Some(value.span()),
+                        format!("environment variable `{var}` is not set"),
+                    );
+                }
             }
             rest = &rest[start + len + 1..];
         }
@@ -369,7 +456,9 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, "t.toml", &|v| (v == "KEY").then(|| "secret".to_owned()))
+        Config::parse(text, "t.toml", &|v| {
+            (v == "KEY").then(|| "secret".to_owned())
+        })
     }
 
     #[test]
@@ -406,7 +495,10 @@ input_price_per_mtok = 0.5
         assert_eq!(e.key, "models[m].upstream");
         assert_eq!(e.location, ":6");
 
-        let e = parse("[upstreams.a]\nkind = \"openai\"\nbase_url = \"http://x\"\napi_key = \"${NOPE}\"\n").expect_err("env");
+        let e = parse(
+            "[upstreams.a]\nkind = \"openai\"\nbase_url = \"http://x\"\napi_key = \"${NOPE}\"\n",
+        )
+        .expect_err("env");
         assert_eq!(e.key, "upstreams.a.api_key");
         assert!(e.message.contains("NOPE"));
 

@@ -122,7 +122,8 @@ impl RequestContext {
                 .increment(usage.completion_tokens);
         }
         if let Some(cost) = self.cost {
-            metrics::gauge!(telemetry::COST, "model" => model, "upstream" => upstream).increment(cost);
+            metrics::gauge!(telemetry::COST, "model" => model, "upstream" => upstream)
+                .increment(cost);
         }
     }
 }

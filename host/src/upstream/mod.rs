@@ -38,7 +38,10 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChunkEvent, GatewayError
 pub enum ChatReply {
     /// A whole response; `raw` holds the upstream's body when it can be
     /// forwarded verbatim to an OpenAI client.
-    Complete { response: ChatResponse, raw: Option<Bytes> },
+    Complete {
+        response: ChatResponse,
+        raw: Option<Bytes>,
+    },
     /// Chunks as they arrive. The usage chunk (no choices, `usage` set) comes
     /// last when the upstream reports usage.
     Stream(ChunkStream),
@@ -62,7 +65,9 @@ impl Upstream {
         let backend = match config.kind {
             UpstreamKind::OpenAi => Backend::OpenAi(http::client(&config)?),
             UpstreamKind::Anthropic => Backend::Anthropic(http::client(&config)?),
-            UpstreamKind::Engine => return Err("the bundled engine is not part of this build".to_owned()),
+            UpstreamKind::Engine => {
+                return Err("the bundled engine is not part of this build".to_owned());
+            }
         };
         Ok(Upstream {
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
@@ -86,9 +91,17 @@ impl Upstream {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        match tokio::time::timeout(self.config.queue_timeout, self.slots.clone().acquire_owned()).await {
+        match tokio::time::timeout(
+            self.config.queue_timeout,
+            self.slots.clone().acquire_owned(),
+        )
+        .await
+        {
             Ok(Ok(permit)) => Ok(permit),
-            _ => Err(GatewayError::UpstreamBusy { upstream: self.config.name.clone(), limit: self.config.max_in_flight }),
+            _ => Err(GatewayError::UpstreamBusy {
+                upstream: self.config.name.clone(),
+                limit: self.config.max_in_flight,
+            }),
         }
     }
 
@@ -107,9 +120,10 @@ impl Upstream {
         let _permit = self.slot().await?;
         match &self.backend {
             Backend::OpenAi(client) => openai::embeddings(client, &self.config, body).await,
-            Backend::Anthropic(_) => {
-                Err(GatewayError::Unsupported { upstream: self.config.name.clone(), what: "embeddings" })
-            }
+            Backend::Anthropic(_) => Err(GatewayError::Unsupported {
+                upstream: self.config.name.clone(),
+                what: "embeddings",
+            }),
         }
     }
 
@@ -153,7 +167,9 @@ impl Upstreams {
     pub fn build(configs: &[UpstreamConfig]) -> Result<Upstreams, String> {
         let mut out = Upstreams::default();
         for cfg in configs {
-            let upstream = Arc::new(Upstream::new(cfg.clone()).map_err(|e| format!("upstream `{}`: {e}", cfg.name))?);
+            let upstream = Arc::new(
+                Upstream::new(cfg.clone()).map_err(|e| format!("upstream `{}`: {e}", cfg.name))?,
+            );
             out.by_name.insert(cfg.name.clone(), upstream.clone());
             out.ordered.push(upstream);
         }
@@ -171,5 +187,7 @@ impl Upstreams {
 
 /// Seconds since the Unix epoch, for `created` fields.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -1,0 +1,68 @@
+//! Configuration from the command line and from files, as `sluice serve`
+//! and `sluice check-config` see it.
+
+use clap::Parser;
+use sluice::cli::{Cli, Command};
+use sluice::config::{Config, UpstreamKind};
+
+fn serve_args(args: &[&str]) -> sluice::cli::ServeArgs {
+    let cli = Cli::try_parse_from(std::iter::once("sluice").chain(args.iter().copied()))
+        .expect("flags parse");
+    match cli.command {
+        Command::Serve(args) => args,
+        other => panic!("serve expected, got {other:?}"),
+    }
+}
+
+#[test]
+fn upstream_flag_needs_no_config_file() {
+    let config = serve_args(&[
+        "serve",
+        "--upstream",
+        "http://127.0.0.1:9100/v1",
+        "--listen",
+        "127.0.0.1:9999",
+        "--upstream-key",
+        "k",
+    ])
+    .config()
+    .expect("config from flags");
+    assert_eq!(config.server.listen.port(), 9999);
+    assert_eq!(config.upstreams.len(), 1);
+    let upstream = &config.upstreams[0];
+    assert_eq!(upstream.kind, UpstreamKind::OpenAi);
+    assert_eq!(upstream.base_url, "http://127.0.0.1:9100/v1");
+    assert_eq!(upstream.api_key.as_deref(), Some("k"));
+    assert!(upstream.passthrough);
+
+    let err = serve_args(&["serve", "--upstream", "ftp://x"])
+        .config()
+        .expect_err("bad URL");
+    assert!(err.to_string().contains("--upstream"), "{err}");
+    let err = serve_args(&["serve"]).config().expect_err("no upstream");
+    assert!(err.to_string().contains("no upstream"), "{err}");
+}
+
+#[test]
+fn the_example_config_is_valid_and_errors_name_key_and_line() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/sluice.toml");
+    let text = std::fs::read_to_string(example).expect("examples/sluice.toml exists");
+    let env = |var: &str| Some(format!("value-of-{var}"));
+    let config =
+        Config::parse(&text, "examples/sluice.toml", &env).expect("the example config is valid");
+    assert!(!config.models.is_empty());
+
+    let broken = text.replacen("kind = \"openai\"", "kind = \"openia\"", 1);
+    let err = Config::parse(&broken, "broken.toml", &env).expect_err("bad kind");
+    let line = text
+        .lines()
+        .position(|l| l.contains("kind = \"openai\""))
+        .expect("line")
+        + 1;
+    assert_eq!(err.location, format!(":{line}"));
+    assert!(
+        err.to_string()
+            .starts_with(&format!("broken.toml:{line}: `upstreams.")),
+        "{err}"
+    );
+}

@@ -1,0 +1,414 @@
+//! An in-process OpenAI- and Anthropic-compatible upstream on port 0.
+//!
+//! Behaviour is chosen by the requested model name, so one mock serves many
+//! cases at once. Words in the name (separated by `-`) switch modes:
+//!
+//! | word          | effect                                                   |
+//! |---------------|----------------------------------------------------------|
+//! | `fail<NNN>`   | answer status NNN with an error body of the API's shape  |
+//! | `slow<MS>`    | wait MS ms before the response headers                   |
+//! | `drip<MS>`    | wait MS ms between streamed chunks                       |
+//! | `pause<MS>`   | wait MS ms once, after the first streamed chunk          |
+//! | `nousage`     | report no usage                                          |
+//! | `die`         | end a stream after two chunks, without finishing         |
+//! | `tools`       | answer with a tool call instead of text                  |
+//!
+//! Otherwise the answer is `echo: <last user message>`, streamed a word per
+//! chunk. Every request is recorded for inspection.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// One request the mock received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct State {
+    requests: Mutex<Vec<Recorded>>,
+    streams_started: AtomicUsize,
+    streams_completed: AtomicUsize,
+    streams_dropped: AtomicUsize,
+}
+
+/// A running mock upstream; it stops when dropped.
+pub struct MockUpstream {
+    addr: SocketAddr,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MockUpstream {
+    /// Starts a mock on 127.0.0.1 and a free port.
+    pub async fn start() -> MockUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mock upstream");
+        let addr = listener.local_addr().expect("mock address");
+        let state = Arc::new(State::default());
+        let served = state.clone();
+        let task = tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                let state = served.clone();
+                let builder = builder.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(handle(state, req).await) }
+                    });
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        MockUpstream { addr, state, task }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to configure in Sluice (`http://127.0.0.1:PORT/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state
+            .requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn last_request(&self) -> Option<Recorded> {
+        self.requests().pop()
+    }
+
+    /// Streams begun, finished, and abandoned by the reader before the end.
+    pub fn stream_counts(&self) -> (usize, usize, usize) {
+        (
+            self.state.streams_started.load(Ordering::SeqCst),
+            self.state.streams_completed.load(Ordering::SeqCst),
+            self.state.streams_dropped.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// The numeric argument of a mode word such as `slow250`.
+fn mode(model: &str, word: &str) -> Option<u64> {
+    model
+        .split('-')
+        .find_map(|w| w.strip_prefix(word).and_then(|n| n.parse().ok()))
+}
+
+fn has(model: &str, word: &str) -> bool {
+    model.split('-').any(|w| w == word)
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed_unsync());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let headers = req.headers().clone();
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if let Ok(mut log) = state.requests.lock() {
+        log.push(Recorded {
+            path: path.clone(),
+            headers,
+            body: body.clone(),
+        });
+    }
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let anthropic = path.ends_with("/messages");
+    if let Some(ms) = mode(&model, "slow") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(code) = mode(&model, "fail") {
+        let status = StatusCode::from_u16(code as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = format!("mock failure {code}");
+        let v = if anthropic {
+            json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}})
+        } else {
+            json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "mock"}})
+        };
+        return json_response(status, &v);
+    }
+    match path.as_str() {
+        "/v1/models" => json_response(
+            StatusCode::OK,
+            &json!({"object": "list", "data": [{"id": "mock-a", "object": "model", "created": 1, "owned_by": "mock"},
+                                                {"id": "mock-b", "object": "model", "created": 1, "owned_by": "mock"}]}),
+        ),
+        "/v1/embeddings" => {
+            let inputs = match body.get("input") {
+                Some(Value::Array(a)) => a.len(),
+                _ => 1,
+            };
+            let data: Vec<Value> =
+                (0..inputs).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2, i as f64]})).collect();
+            json_response(
+                StatusCode::OK,
+                &json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 3 * inputs, "total_tokens": 3 * inputs}}),
+            )
+        }
+        "/v1/chat/completions" | "/v1/messages" => {
+            let answer = Answer::for_request(&body, &model);
+            let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+            match (anthropic, stream) {
+                (false, false) => json_response(StatusCode::OK, &answer.openai_completion()),
+                (true, false) => json_response(StatusCode::OK, &answer.anthropic_message()),
+                (_, true) => stream_response(state, answer, anthropic),
+            }
+        }
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": {"message": "no such mock route"}}),
+        ),
+    }
+}
+
+/// What the mock answers to one request.
+struct Answer {
+    model: String,
+    words: Vec<String>,
+    tool_call: bool,
+    usage: bool,
+    prompt_tokens: u64,
+    drip: Duration,
+    pause: Duration,
+    die: bool,
+    include_usage: bool,
+}
+
+impl Answer {
+    fn for_request(body: &Value, model: &str) -> Answer {
+        let messages = body
+            .get("messages")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let last_user = messages
+            .iter()
+            .rev()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            .and_then(|m| match m.get("content") {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Array(parts)) => parts
+                    .iter()
+                    .find_map(|p| p.get("text").and_then(Value::as_str).map(str::to_owned)),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let text = format!("echo: {last_user}");
+        Answer {
+            model: model.to_owned(),
+            words: text.split_inclusive(' ').map(str::to_owned).collect(),
+            tool_call: has(model, "tools"),
+            usage: !has(model, "nousage"),
+            prompt_tokens: 10 + messages.len() as u64,
+            drip: Duration::from_millis(mode(model, "drip").unwrap_or(0)),
+            pause: Duration::from_millis(mode(model, "pause").unwrap_or(0)),
+            die: has(model, "die"),
+            include_usage: body
+                .pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        }
+    }
+
+    fn text(&self) -> String {
+        self.words.concat()
+    }
+
+    fn completion_tokens(&self) -> u64 {
+        self.words.len() as u64
+    }
+
+    fn openai_completion(&self) -> Value {
+        let (message, finish) = if self.tool_call {
+            (
+                json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]}),
+                "tool_calls",
+            )
+        } else {
+            (json!({"role": "assistant", "content": self.text()}), "stop")
+        };
+        let mut v = json!({"id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
+            "system_fingerprint": "fp_mock"});
+        if self.usage {
+            v["usage"] = json!({"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens(),
+                "total_tokens": self.prompt_tokens + self.completion_tokens()});
+        }
+        v
+    }
+
+    fn anthropic_message(&self) -> Value {
+        let content = if self.tool_call {
+            json!([{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}])
+        } else {
+            json!([{"type": "text", "text": self.text()}])
+        };
+        json!({"id": "msg_mock", "type": "message", "role": "assistant", "model": self.model, "content": content,
+            "stop_reason": if self.tool_call { "tool_use" } else { "end_turn" }, "stop_sequence": null,
+            "usage": {"input_tokens": self.prompt_tokens, "output_tokens": self.completion_tokens()}})
+    }
+
+    /// The stream's events, in order, as SSE text.
+    fn events(&self, anthropic: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        if anthropic {
+            let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+            out.push(ev(
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message",
+                "role": "assistant", "model": self.model, "content": [], "stop_reason": null,
+                "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 1}}}),
+            ));
+            out.push(ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+            for w in &self.words {
+                out.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})));
+            }
+            out.push(ev(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ));
+            out.push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                "usage": {"output_tokens": self.completion_tokens()}})));
+            out.push(ev("message_stop", json!({"type": "message_stop"})));
+        } else {
+            let chunk = |delta: Value, finish: Value| {
+                let mut c = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": self.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+                if self.include_usage {
+                    c["usage"] = Value::Null;
+                }
+                format!("data: {c}\n\n")
+            };
+            out.push(chunk(
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+            ));
+            if self.tool_call {
+                out.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""}}]}),
+                    Value::Null,
+                ));
+                out.push(chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":\"Oslo\"}"}}]}), Value::Null));
+                out.push(chunk(json!({}), json!("tool_calls")));
+            } else {
+                for w in &self.words {
+                    out.push(chunk(json!({"content": w}), Value::Null));
+                }
+                out.push(chunk(json!({}), json!("stop")));
+            }
+            if self.include_usage && self.usage {
+                let u = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": self.model, "choices": [],
+                    "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens(),
+                        "total_tokens": self.prompt_tokens + self.completion_tokens()}});
+                out.push(format!("data: {u}\n\n"));
+            }
+            out.push("data: [DONE]\n\n".to_owned());
+        }
+        out
+    }
+}
+
+/// Counts a stream as dropped unless it was marked complete.
+struct StreamGuard {
+    state: Arc<State>,
+    complete: bool,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let counter = if self.complete {
+            &self.state.streams_completed
+        } else {
+            &self.state.streams_dropped
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn stream_response(state: Arc<State>, answer: Answer, anthropic: bool) -> Response<Body> {
+    state.streams_started.fetch_add(1, Ordering::SeqCst);
+    let mut events = answer.events(anthropic);
+    if answer.die {
+        events.truncate(2);
+    }
+    let (drip, pause, die) = (answer.drip, answer.pause, answer.die);
+    let mut guard = StreamGuard {
+        state,
+        complete: false,
+    };
+    let stream = async_stream::stream! {
+        for (i, event) in events.into_iter().enumerate() {
+            if i == 1 && !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            } else if i > 0 && !drip.is_zero() {
+                tokio::time::sleep(drip).await;
+            }
+            yield Ok::<_, Infallible>(Frame::data(Bytes::from(event)));
+        }
+        if !die {
+            guard.complete = true;
+        }
+        drop(guard);
+    };
+    let mut r = Response::new(StreamBody::new(stream.boxed()).boxed_unsync());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    r
+}
