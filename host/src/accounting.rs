@@ -33,11 +33,7 @@ pub fn count_tokens(text: &str) -> u64 {
 pub fn count_prompt_tokens(req: &ChatRequest) -> u64 {
     let per_message = 4;
     let framing = 3;
-    req.messages
-        .iter()
-        .map(|m| per_message + count_tokens(&m.text_content()))
-        .sum::<u64>()
-        + framing
+    req.messages.iter().map(|m| per_message + count_tokens(&m.text_content())).sum::<u64>() + framing
 }
 
 /// Model prices in USD per million tokens.
@@ -50,16 +46,12 @@ pub struct Pricing {
 impl Pricing {
     /// Prices when at least one of them is configured.
     pub fn from_config(input: Option<f64>, output: Option<f64>) -> Option<Pricing> {
-        (input.is_some() || output.is_some()).then(|| Pricing {
-            input_per_mtok: input.unwrap_or(0.0),
-            output_per_mtok: output.unwrap_or(0.0),
-        })
+        (input.is_some() || output.is_some())
+            .then(|| Pricing { input_per_mtok: input.unwrap_or(0.0), output_per_mtok: output.unwrap_or(0.0) })
     }
 
     pub fn cost(&self, usage: Usage) -> f64 {
-        (usage.prompt_tokens as f64 * self.input_per_mtok
-            + usage.completion_tokens as f64 * self.output_per_mtok)
-            / 1e6
+        (usage.prompt_tokens as f64 * self.input_per_mtok + usage.completion_tokens as f64 * self.output_per_mtok) / 1e6
     }
 }
 

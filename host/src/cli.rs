@@ -9,11 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{Config, ConfigError, UpstreamKind};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "sluice",
-    version,
-    about = "An LLM gateway whose policies are WebAssembly plugins"
-)]
+#[command(name = "sluice", version, about = "An LLM gateway whose policies are WebAssembly plugins")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -53,6 +49,10 @@ pub struct ServeArgs {
     /// API key for `--upstream`.
     #[arg(long, env = "SLUICE_UPSTREAM_KEY", hide_env_values = true)]
     pub upstream_key: Option<String>,
+    /// Serve this GGUF model with the bundled engine [default: the bundled
+    /// engine's default model, when no other upstream is given].
+    #[arg(long)]
+    pub engine_model: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -66,9 +66,9 @@ impl ServeArgs {
             config.server.listen = listen;
         }
         if let Some(url) = &self.upstream {
-            let ok = url.parse::<http::Uri>().is_ok_and(|u| {
-                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
-            });
+            let ok = url
+                .parse::<http::Uri>()
+                .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
             if !ok {
                 return Err(ConfigError {
                     origin: "command line".to_owned(),
@@ -83,14 +83,9 @@ impl ServeArgs {
             };
             config = config.with_upstream(url, kind, self.upstream_key.clone());
         }
-        if config.upstreams.is_empty() {
-            return Err(ConfigError {
-                origin: "command line".to_owned(),
-                location: String::new(),
-                key: "--upstream".to_owned(),
-                message: "no upstream: pass --upstream URL or a --config with [upstreams]"
-                    .to_owned(),
-            });
+        // No upstream at all, or an explicit engine model: the bundled engine serves.
+        if config.upstreams.is_empty() || self.engine_model.is_some() {
+            config = config.with_engine(self.engine_model.clone());
         }
         Ok(config)
     }
@@ -110,11 +105,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

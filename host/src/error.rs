@@ -22,10 +22,7 @@ pub enum ApiFlavor {
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("{message}")]
-    InvalidRequest {
-        message: String,
-        param: Option<String>,
-    },
+    InvalidRequest { message: String, param: Option<String> },
     #[error("The model `{0}` does not exist or is not served by this gateway")]
     ModelNotFound(String),
     #[error("The request body is larger than the limit of {limit} bytes")]
@@ -35,52 +32,33 @@ pub enum GatewayError {
     #[error("Upstream `{upstream}` could not be reached: {detail}")]
     UpstreamUnreachable { upstream: String, detail: String },
     #[error("Upstream `{upstream}` timed out after {after:?} waiting for {phase}")]
-    UpstreamTimeout {
-        upstream: String,
-        phase: &'static str,
-        after: Duration,
-    },
+    UpstreamTimeout { upstream: String, phase: &'static str, after: Duration },
     /// The upstream answered with an error status; its body is kept so a 4xx
     /// can be passed through.
     #[error("Upstream `{upstream}` answered {status}")]
-    UpstreamStatus {
-        upstream: String,
-        upstream_api: ApiFlavor,
-        status: StatusCode,
-        body: Bytes,
-    },
+    UpstreamStatus { upstream: String, upstream_api: ApiFlavor, status: StatusCode, body: Bytes },
     #[error("Upstream `{upstream}` sent a response Sluice could not read: {detail}")]
     UpstreamProtocol { upstream: String, detail: String },
     #[error("Upstream `{upstream}` is at its limit of {limit} requests in flight")]
     UpstreamBusy { upstream: String, limit: usize },
     #[error("Upstream `{upstream}` does not support {what}")]
-    Unsupported {
-        upstream: String,
-        what: &'static str,
-    },
+    Unsupported { upstream: String, what: &'static str },
     #[error("Internal error: {0}")]
     Internal(String),
 }
 
 impl GatewayError {
     pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
-        GatewayError::InvalidRequest {
-            message: message.into(),
-            param: param.map(str::to_owned),
-        }
+        GatewayError::InvalidRequest { message: message.into(), param: param.map(str::to_owned) }
     }
 
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            GatewayError::ModelNotFound(_) | GatewayError::RouteNotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            GatewayError::ModelNotFound(_) | GatewayError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamProtocol { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamStatus { status, .. } if status.is_client_error() => *status,
             GatewayError::UpstreamStatus { .. } => StatusCode::BAD_GATEWAY,
@@ -130,25 +108,15 @@ impl GatewayError {
     /// The error body in `api`'s shape.
     pub fn body_json(&self, api: ApiFlavor) -> Value {
         let (mut message, openai_type, anthropic_type, param) = self.parts();
-        if let GatewayError::UpstreamStatus {
-            upstream_api,
-            body,
-            status,
-            ..
-        } = self
-        {
-            if let Some(v) = translate_upstream_error(*upstream_api, api, body) {
+        if let GatewayError::UpstreamStatus { upstream_api, body, status, .. } = self
+            && let Some(v) = translate_upstream_error(*upstream_api, api, body) {
                 if status.is_client_error() {
                     return v;
                 }
                 // A server error is ours to report (502), with the upstream's words.
-                let said = v
-                    .pointer("/error/message")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let said = v.pointer("/error/message").and_then(Value::as_str).unwrap_or_default();
                 message = format!("{message}: {said}");
             }
-        }
         match api {
             ApiFlavor::OpenAi => json!({"error": {
                 "message": message, "type": openai_type, "param": param, "code": self.kind(),
@@ -164,21 +132,18 @@ impl GatewayError {
         let status = self.status();
         let body = match &self {
             // Same API on both sides: the upstream's body goes through untouched.
-            GatewayError::UpstreamStatus {
-                upstream_api, body, ..
-            } if *upstream_api == api && status.is_client_error() => body.clone(),
+            GatewayError::UpstreamStatus { upstream_api, body, .. }
+                if *upstream_api == api && status.is_client_error() =>
+            {
+                body.clone()
+            }
             _ => Bytes::from(self.body_json(api).to_string()),
         };
         let mut response = http::Response::new(full(body));
         *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let GatewayError::UpstreamBusy { .. } = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -189,14 +154,8 @@ impl GatewayError {
 fn translate_upstream_error(from: ApiFlavor, to: ApiFlavor, body: &Bytes) -> Option<Value> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let err = v.get("error")?;
-    let message = err
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("upstream error");
-    let kind = err
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("api_error");
+    let message = err.get("message").and_then(Value::as_str).unwrap_or("upstream error");
+    let kind = err.get("type").and_then(Value::as_str).unwrap_or("api_error");
     Some(match (from, to) {
         (ApiFlavor::OpenAi, ApiFlavor::Anthropic) => {
             json!({"type": "error", "error": {"type": kind, "message": message}})
@@ -232,10 +191,7 @@ mod tests {
             body: Bytes::from_static(br#"{"error":{"message":"nope","type":"x"}}"#),
         };
         assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(
-            e.body_json(ApiFlavor::Anthropic)["error"]["message"],
-            "nope"
-        );
+        assert_eq!(e.body_json(ApiFlavor::Anthropic)["error"]["message"], "nope");
         let e = GatewayError::UpstreamStatus {
             upstream: "u".into(),
             upstream_api: ApiFlavor::OpenAi,

@@ -28,11 +28,6 @@ impl Gateway {
         crate::accounting::warm_up();
         let upstreams = Upstreams::build(&config.upstreams).map_err(BuildError)?;
         let models = ModelRegistry::build(&config, &upstreams).map_err(BuildError)?;
-        Ok(Arc::new(Gateway {
-            config,
-            upstreams,
-            models,
-            metrics,
-        }))
+        Ok(Arc::new(Gateway { config, upstreams, models, metrics }))
     }
 }

@@ -25,17 +25,10 @@ use crate::proxy::{self, RequestContext};
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let path = req.uri().path().trim_end_matches('/');
-    let api = if path.ends_with("/messages") {
-        ApiFlavor::Anthropic
-    } else {
-        ApiFlavor::OpenAi
-    };
+    let api = if path.ends_with("/messages") { ApiFlavor::Anthropic } else { ApiFlavor::OpenAi };
     let mut ctx = RequestContext::new(api, started);
     let result = match (req.method(), path) {
-        (&Method::GET, "/health") => Ok(json_response(
-            StatusCode::OK,
-            Bytes::from_static(br#"{"status":"ok"}"#),
-        )),
+        (&Method::GET, "/health") => Ok(json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))),
         (&Method::GET, "/metrics") => Ok(metrics_response(&gw)),
         (&Method::GET, "/v1/models" | "/models") => {
             let list = gw.models.list(&gw.upstreams).await;
@@ -57,20 +50,12 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             }
         }
         (&Method::POST, "/v1/embeddings" | "/embeddings") => {
-            match read_json::<serde_json::Map<String, serde_json::Value>>(
-                req,
-                gw.config.server.max_body_bytes,
-            )
-            .await
-            {
+            match read_json::<serde_json::Map<String, serde_json::Value>>(req, gw.config.server.max_body_bytes).await {
                 Ok(body) => proxy::embeddings(&gw, &mut ctx, body).await,
                 Err(e) => Err(e),
             }
         }
-        (method, path) => Err(GatewayError::RouteNotFound {
-            method: method.to_string(),
-            path: path.to_owned(),
-        }),
+        (method, path) => Err(GatewayError::RouteNotFound { method: method.to_string(), path: path.to_owned() }),
     };
     let response = match result {
         Ok(response) => response,
@@ -85,35 +70,25 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
 fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
 fn metrics_response(gw: &Gateway) -> Response<Body> {
     let text = gw.metrics.render();
     let mut response = Response::new(full(text));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response
 }
 
 /// Reads a JSON body of at most `limit` bytes into `T`. Oversized bodies are
 /// 413; malformed JSON, missing fields and wrong types are 400 naming the
 /// offending field in `param`.
-async fn read_json<T: DeserializeOwned>(
-    req: Request<Incoming>,
-    limit: usize,
-) -> Result<T, GatewayError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, GatewayError> {
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::PayloadTooLarge { limit });
     }
@@ -123,10 +98,7 @@ async fn read_json<T: DeserializeOwned>(
             return Err(GatewayError::PayloadTooLarge { limit });
         }
         Err(e) => {
-            return Err(GatewayError::invalid(
-                format!("Could not read the request body: {e}"),
-                None,
-            ));
+            return Err(GatewayError::invalid(format!("Could not read the request body: {e}"), None));
         }
     };
     parse_json(&bytes)
@@ -142,15 +114,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> 
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
                 GatewayError::invalid(format!("The request body is not valid JSON: {inner}"), None)
             }
-            _ if path == "." => {
-                GatewayError::invalid(format!("Invalid request body: {inner}"), None)
-            }
+            _ if path == "." => GatewayError::invalid(format!("Invalid request body: {inner}"), None),
             _ => GatewayError::invalid(format!("Invalid value for `{path}`: {inner}"), Some(&path)),
         }
     })?;
-    de.end().map_err(|e| {
-        GatewayError::invalid(format!("The request body is not valid JSON: {e}"), None)
-    })?;
+    de.end().map_err(|e| GatewayError::invalid(format!("The request body is not valid JSON: {e}"), None))?;
     Ok(parsed)
 }
 
@@ -161,11 +129,8 @@ mod tests {
     #[test]
     fn body_errors_name_the_field() {
         let e =
-            parse_json::<ChatRequest>(br#"{"model":"m","messages":[{"role":"user","content":5}]}"#)
-                .expect_err("bad");
-        let GatewayError::InvalidRequest { param, .. } = e else {
-            panic!("400 expected")
-        };
+            parse_json::<ChatRequest>(br#"{"model":"m","messages":[{"role":"user","content":5}]}"#).expect_err("bad");
+        let GatewayError::InvalidRequest { param, .. } = e else { panic!("400 expected") };
         assert_eq!(param.as_deref(), Some("messages[0].content"));
         let e = parse_json::<ChatRequest>(br#"{"messages":[]}"#).expect_err("missing model");
         assert!(e.to_string().contains("model"), "{e}");

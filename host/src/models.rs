@@ -51,11 +51,7 @@ impl ModelRegistry {
             ordered.push(route);
         }
         let passthrough = upstreams.iter().find(|u| u.config.passthrough).cloned();
-        Ok(ModelRegistry {
-            models,
-            ordered,
-            passthrough,
-        })
+        Ok(ModelRegistry { models, ordered, passthrough })
     }
 
     /// The route for a requested model name.
@@ -64,13 +60,18 @@ impl ModelRegistry {
             return Ok(route.clone());
         }
         match &self.passthrough {
-            Some(upstream) if !name.is_empty() => Ok(Arc::new(ModelRoute {
-                public: name.to_owned(),
-                upstream: upstream.clone(),
-                upstream_model: name.to_owned(),
-                pricing: None,
-                context_window: None,
-            })),
+            Some(upstream) if !name.is_empty() => {
+                // An upstream with one model (the bundled engine) serves it
+                // under any name, and reports the model it really used.
+                let model = upstream.sole_model().unwrap_or(name).to_owned();
+                Ok(Arc::new(ModelRoute {
+                    public: model.clone(),
+                    upstream: upstream.clone(),
+                    upstream_model: model,
+                    pricing: None,
+                    context_window: None,
+                }))
+            }
             _ => Err(GatewayError::ModelNotFound(name.to_owned())),
         }
     }
@@ -100,8 +101,7 @@ impl ModelRegistry {
                 if seen.insert(id) {
                     if let Some(obj) = m.as_object_mut() {
                         obj.entry("object").or_insert_with(|| json!("model"));
-                        obj.entry("owned_by")
-                            .or_insert_with(|| json!(upstream.name()));
+                        obj.entry("owned_by").or_insert_with(|| json!(upstream.name()));
                         obj.entry("created").or_insert_with(|| json!(created));
                     }
                     data.push(m);

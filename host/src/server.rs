@@ -23,10 +23,7 @@ use crate::ingress;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(String),
 }
@@ -41,27 +38,13 @@ impl Server {
     /// Binds the configured address (port 0 picks a free one).
     pub async fn bind(gateway: Arc<Gateway>) -> Result<Server, ServeError> {
         let addr = gateway.config.server.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        let tls = gateway
-            .config
-            .server
-            .tls
-            .as_ref()
-            .map(tls_acceptor)
-            .transpose()?;
-        Ok(Server {
-            listener,
-            tls,
-            gateway,
-        })
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+        let tls = gateway.config.server.tls.as_ref().map(tls_acceptor).transpose()?;
+        Ok(Server { listener, tls, gateway })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| self.gateway.config.server.listen)
+        self.listener.local_addr().unwrap_or_else(|_| self.gateway.config.server.listen)
     }
 
     pub fn is_tls(&self) -> bool {
@@ -98,23 +81,11 @@ impl Server {
             let tls = self.tls.clone();
             tokio::spawn(async move {
                 let result = match tls {
-                    None => {
-                        watcher
-                            .watch(
-                                builder
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .into_owned(),
-                            )
-                            .await
-                    }
+                    None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
                     Some(acceptor) => match acceptor.accept(stream).await {
                         Ok(tls_stream) => {
                             watcher
-                                .watch(
-                                    builder
-                                        .serve_connection(TokioIo::new(tls_stream), service)
-                                        .into_owned(),
-                                )
+                                .watch(builder.serve_connection(TokioIo::new(tls_stream), service).into_owned())
                                 .await
                         }
                         Err(e) => {
@@ -128,10 +99,7 @@ impl Server {
                 }
             });
         }
-        if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
             tracing::warn!("connections still open after 10 s; closing them");
         }
     }
@@ -139,8 +107,7 @@ impl Server {
 
 fn tls_acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, ServeError> {
     let read = |path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", path.display())))
+        std::fs::read(path).map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", path.display())))
     };
     let cert_pem = read(&cfg.cert)?;
     let key_pem = read(&cfg.key)?;
@@ -148,22 +115,17 @@ fn tls_acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, ServeError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ServeError::Tls(format!("bad certificate in {}: {e}", cfg.cert.display())))?;
     if certs.is_empty() {
-        return Err(ServeError::Tls(format!(
-            "no certificate in {}",
-            cfg.cert.display()
-        )));
+        return Err(ServeError::Tls(format!("no certificate in {}", cfg.cert.display())));
     }
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| ServeError::Tls(format!("bad key in {}: {e}", cfg.key.display())))?
         .ok_or_else(|| ServeError::Tls(format!("no private key in {}", cfg.key.display())))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| ServeError::Tls(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| ServeError::Tls(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -23,23 +23,13 @@ pub const IN_FLIGHT: &str = "sluice_upstream_in_flight";
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let latency = [
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-        ];
-        let overhead = [
-            0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05,
-        ];
+        let latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+        let overhead = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05];
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), &latency)
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Full(TIME_TO_FIRST_TOKEN.to_owned()), &latency)
-            })
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Full(GATEWAY_OVERHEAD.to_owned()), &overhead)
-            })
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &latency)
-            })
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(TIME_TO_FIRST_TOKEN.to_owned()), &latency))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(GATEWAY_OVERHEAD.to_owned()), &overhead))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &latency))
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -65,33 +55,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        REQUESTS,
-        "Requests answered, by api, model, upstream and status"
-    );
-    describe_histogram!(
-        REQUEST_DURATION,
-        Unit::Seconds,
-        "Whole request latency as the client saw it"
-    );
-    describe_histogram!(
-        TIME_TO_FIRST_TOKEN,
-        Unit::Seconds,
-        "Time from request to the first streamed content"
-    );
-    describe_histogram!(
-        GATEWAY_OVERHEAD,
-        Unit::Seconds,
-        "Time spent in the gateway, excluding the upstream"
-    );
-    describe_counter!(
-        TOKENS,
-        "Tokens by model, upstream and direction (input/output)"
-    );
-    describe_gauge!(
-        COST,
-        "Cumulative spend in USD by model and upstream, from configured prices"
-    );
+    describe_counter!(REQUESTS, "Requests answered, by api, model, upstream and status");
+    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Whole request latency as the client saw it");
+    describe_histogram!(TIME_TO_FIRST_TOKEN, Unit::Seconds, "Time from request to the first streamed content");
+    describe_histogram!(GATEWAY_OVERHEAD, Unit::Seconds, "Time spent in the gateway, excluding the upstream");
+    describe_counter!(TOKENS, "Tokens by model, upstream and direction (input/output)");
+    describe_gauge!(COST, "Cumulative spend in USD by model and upstream, from configured prices");
     describe_counter!(UPSTREAM_ERRORS, "Upstream failures by upstream and kind");
     describe_gauge!(IN_FLIGHT, "Requests in flight to each upstream");
 }
@@ -100,12 +69,6 @@ fn describe() {
 pub fn init_logging(cfg: &LoggingConfig) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if cfg.json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if cfg.json { builder.json().try_init() } else { builder.try_init() };
 }

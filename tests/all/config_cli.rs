@@ -6,8 +6,7 @@ use sluice::cli::{Cli, Command};
 use sluice::config::{Config, UpstreamKind};
 
 fn serve_args(args: &[&str]) -> sluice::cli::ServeArgs {
-    let cli = Cli::try_parse_from(std::iter::once("sluice").chain(args.iter().copied()))
-        .expect("flags parse");
+    let cli = Cli::try_parse_from(std::iter::once("sluice").chain(args.iter().copied())).expect("flags parse");
     match cli.command {
         Command::Serve(args) => args,
         other => panic!("serve expected, got {other:?}"),
@@ -35,12 +34,17 @@ fn upstream_flag_needs_no_config_file() {
     assert_eq!(upstream.api_key.as_deref(), Some("k"));
     assert!(upstream.passthrough);
 
-    let err = serve_args(&["serve", "--upstream", "ftp://x"])
-        .config()
-        .expect_err("bad URL");
+    let err = serve_args(&["serve", "--upstream", "ftp://x"]).config().expect_err("bad URL");
     assert!(err.to_string().contains("--upstream"), "{err}");
-    let err = serve_args(&["serve"]).config().expect_err("no upstream");
-    assert!(err.to_string().contains("no upstream"), "{err}");
+
+    // No upstream: the bundled engine with its default model serves every name.
+    let config = serve_args(&["serve"]).config().expect("engine by default");
+    assert_eq!(config.upstreams.len(), 1);
+    assert_eq!(config.upstreams[0].kind, UpstreamKind::Engine);
+    assert!(config.upstreams[0].passthrough);
+    assert!(config.upstreams[0].engine.model_path.ends_with("SmolLM2-135M-Instruct.Q4_1.gguf"));
+    let config = serve_args(&["serve", "--engine-model", "other.gguf"]).config().expect("engine model");
+    assert_eq!(config.upstreams[0].engine.model_path, std::path::PathBuf::from("other.gguf"));
 }
 
 #[test]
@@ -48,21 +52,12 @@ fn the_example_config_is_valid_and_errors_name_key_and_line() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/sluice.toml");
     let text = std::fs::read_to_string(example).expect("examples/sluice.toml exists");
     let env = |var: &str| Some(format!("value-of-{var}"));
-    let config =
-        Config::parse(&text, "examples/sluice.toml", &env).expect("the example config is valid");
+    let config = Config::parse(&text, "examples/sluice.toml", &env).expect("the example config is valid");
     assert!(!config.models.is_empty());
 
     let broken = text.replacen("kind = \"openai\"", "kind = \"openia\"", 1);
     let err = Config::parse(&broken, "broken.toml", &env).expect_err("bad kind");
-    let line = text
-        .lines()
-        .position(|l| l.contains("kind = \"openai\""))
-        .expect("line")
-        + 1;
+    let line = text.lines().position(|l| l.contains("kind = \"openai\"")).expect("line") + 1;
     assert_eq!(err.location, format!(":{line}"));
-    assert!(
-        err.to_string()
-            .starts_with(&format!("broken.toml:{line}: `upstreams.")),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&format!("broken.toml:{line}: `upstreams.")), "{err}");
 }

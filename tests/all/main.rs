@@ -3,6 +3,7 @@
 
 mod anthropic;
 mod config_cli;
+mod engine;
 mod errors;
 mod openai;
 mod sdk;

@@ -14,10 +14,7 @@ use crate::support::Setup;
 /// Reads an SSE response with a real SSE parser: the `data` of each event.
 pub async fn sse_data(response: http::Response<hyper::body::Incoming>) -> Vec<String> {
     let stream = response.into_body().into_data_stream().eventsource();
-    stream
-        .map(|e| e.expect("well-formed SSE").data)
-        .collect()
-        .await
+    stream.map(|e| e.expect("well-formed SSE").data).collect().await
 }
 
 #[tokio::test]
@@ -31,26 +28,14 @@ async fn chat_passes_through_body_parameters_and_headers() {
         "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
         "tool_choice": "auto", "parallel_tool_calls": false, "frequency_penalty": 0.5,
     });
-    let reply = Client::new()
-        .post_json(&s.gateway.url("/v1/chat/completions"), &request)
-        .await;
+    let reply = Client::new().post_json(&s.gateway.url("/v1/chat/completions"), &request).await;
     assert_eq!(reply.status, 200);
     let body = reply.json();
     assert_eq!(body["choices"][0]["message"]["content"], "echo: hi there");
-    assert_eq!(
-        body["system_fingerprint"], "fp_mock",
-        "unknown response fields survive"
-    );
+    assert_eq!(body["system_fingerprint"], "fp_mock", "unknown response fields survive");
 
-    let sent = s
-        .mock
-        .last_request()
-        .expect("upstream saw the request")
-        .body;
-    assert_eq!(
-        sent["model"], "mock-priced",
-        "public name mapped to the upstream model id"
-    );
+    let sent = s.mock.last_request().expect("upstream saw the request").body;
+    assert_eq!(sent["model"], "mock-priced", "public name mapped to the upstream model id");
     for key in [
         "temperature",
         "top_p",
@@ -70,18 +55,10 @@ async fn chat_passes_through_body_parameters_and_headers() {
 
     assert_eq!(reply.header("x-sluice-upstream"), Some("oa"));
     assert_eq!(reply.header("x-sluice-model"), Some("priced"));
-    let overhead: u64 = reply
-        .header("x-sluice-overhead-us")
-        .expect("overhead header")
-        .parse()
-        .expect("a number");
+    let overhead: u64 = reply.header("x-sluice-overhead-us").expect("overhead header").parse().expect("a number");
     assert!(overhead < 5_000_000);
     // usage from the mock: prompt 12, completion 3 → 12*1 + 3*2 per million.
-    let cost: f64 = reply
-        .header("x-sluice-cost-usd")
-        .expect("cost header")
-        .parse()
-        .expect("a number");
+    let cost: f64 = reply.header("x-sluice-cost-usd").expect("cost header").parse().expect("a number");
     assert!((cost - 18e-6).abs() < 1e-12, "cost {cost}");
 }
 
@@ -96,33 +73,22 @@ async fn tool_calls_come_back_unchanged() {
         .await;
     let body = reply.json();
     assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
-    assert_eq!(
-        body["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
-        "get_weather"
-    );
-    assert_eq!(
-        reply.header("x-sluice-cost-usd"),
-        None,
-        "no price for a pass-through model"
-    );
+    assert_eq!(body["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "get_weather");
+    assert_eq!(reply.header("x-sluice-cost-usd"), None, "no price for a pass-through model");
 }
 
 #[tokio::test]
 async fn usage_is_counted_when_the_upstream_reports_none() {
     let s = Setup::with(|c| c.models[0].upstream_model = "mock-nousage".into()).await;
     let reply = Client::new()
-        .post_json(&s.gateway.url("/v1/chat/completions"), &json!({"model": "priced", "messages": [{"role": "user", "content": "count these words please"}]}))
+        .post_json(
+            &s.gateway.url("/v1/chat/completions"),
+            &json!({"model": "priced", "messages": [{"role": "user", "content": "count these words please"}]}),
+        )
         .await;
     assert_eq!(reply.status, 200);
-    assert!(
-        reply.json().get("usage").is_none(),
-        "the body is the upstream's own"
-    );
-    let cost: f64 = reply
-        .header("x-sluice-cost-usd")
-        .expect("cost from counted tokens")
-        .parse()
-        .expect("number");
+    assert!(reply.json().get("usage").is_none(), "the body is the upstream's own");
+    let cost: f64 = reply.header("x-sluice-cost-usd").expect("cost from counted tokens").parse().expect("number");
     assert!(cost > 0.0);
 }
 
@@ -132,26 +98,16 @@ async fn stream_with_include_usage_ends_with_usage_then_done() {
     let request = json!({"model": "priced", "stream": true, "stream_options": {"include_usage": true},
         "messages": [{"role": "user", "content": "one two three"}]});
     let response = Client::new()
-        .send(
-            Method::POST,
-            &s.gateway.url("/v1/chat/completions"),
-            Bytes::from(request.to_string()),
-            &[],
-        )
+        .send(Method::POST, &s.gateway.url("/v1/chat/completions"), Bytes::from(request.to_string()), &[])
         .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert_eq!(response.headers()["x-sluice-model"], "priced");
     let events = sse_data(response).await;
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).expect("JSON chunk"))
-        .collect();
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let chunks: Vec<Value> =
+        events[..events.len() - 1].iter().map(|d| serde_json::from_str(d).expect("JSON chunk")).collect();
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(text, "echo: one two three");
     let usage = &chunks.last().expect("chunks")["usage"];
     assert_eq!(usage["completion_tokens"], 4);
@@ -163,52 +119,27 @@ async fn stream_without_include_usage_hides_the_usage_chunk_but_accounts_it() {
     let s = Setup::new().await;
     let request = json!({"model": "priced", "stream": true, "messages": [{"role": "user", "content": "hello"}]});
     let response = Client::new()
-        .send(
-            Method::POST,
-            &s.gateway.url("/v1/chat/completions"),
-            Bytes::from(request.to_string()),
-            &[],
-        )
+        .send(Method::POST, &s.gateway.url("/v1/chat/completions"), Bytes::from(request.to_string()), &[])
         .await;
     let events = sse_data(response).await;
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
     for data in &events[..events.len() - 1] {
         let chunk: Value = serde_json::from_str(data).expect("JSON chunk");
-        assert!(
-            chunk["usage"].is_null(),
-            "no usage for a client that did not ask: {data}"
-        );
+        assert!(chunk["usage"].is_null(), "no usage for a client that did not ask: {data}");
     }
     let sent = s.mock.last_request().expect("upstream request").body;
-    assert_eq!(
-        sent["stream_options"]["include_usage"], true,
-        "usage requested upstream for accounting"
-    );
+    assert_eq!(sent["stream_options"]["include_usage"], true, "usage requested upstream for accounting");
 
     let metrics = Client::new().get(&s.gateway.url("/metrics")).await;
     let text = String::from_utf8_lossy(&metrics.body).to_string();
     assert!(
-        text.contains(
-            "sluice_requests_total{api=\"openai\",model=\"priced\",upstream=\"oa\",status=\"200\"}"
-        ),
+        text.contains("sluice_requests_total{api=\"openai\",model=\"priced\",upstream=\"oa\",status=\"200\"}"),
         "{text}"
     );
-    assert!(
-        text.contains("sluice_time_to_first_token_seconds_bucket"),
-        "{text}"
-    );
-    assert!(
-        text.contains("sluice_gateway_overhead_seconds_bucket"),
-        "{text}"
-    );
-    assert!(
-        text.contains("sluice_tokens_total{model=\"priced\",upstream=\"oa\",direction=\"output\"}"),
-        "{text}"
-    );
-    assert!(
-        text.contains("sluice_cost_usd{model=\"priced\",upstream=\"oa\"}"),
-        "{text}"
-    );
+    assert!(text.contains("sluice_time_to_first_token_seconds_bucket"), "{text}");
+    assert!(text.contains("sluice_gateway_overhead_seconds_bucket"), "{text}");
+    assert!(text.contains("sluice_tokens_total{model=\"priced\",upstream=\"oa\",direction=\"output\"}"), "{text}");
+    assert!(text.contains("sluice_cost_usd{model=\"priced\",upstream=\"oa\"}"), "{text}");
 }
 
 #[tokio::test]
@@ -218,12 +149,7 @@ async fn models_lists_configured_and_upstream_models() {
     assert_eq!(reply.status, 200);
     let body = reply.json();
     assert_eq!(body["object"], "list");
-    let ids: Vec<&str> = body["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .filter_map(|m| m["id"].as_str())
-        .collect();
+    let ids: Vec<&str> = body["data"].as_array().expect("data").iter().filter_map(|m| m["id"].as_str()).collect();
     assert_eq!(ids, ["priced", "claude", "mock-a", "mock-b"]);
 }
 
@@ -231,10 +157,7 @@ async fn models_lists_configured_and_upstream_models() {
 async fn embeddings_are_forwarded_with_the_upstream_model() {
     let s = Setup::new().await;
     let reply = Client::new()
-        .post_json(
-            &s.gateway.url("/v1/embeddings"),
-            &json!({"model": "priced", "input": ["a", "b"], "dimensions": 3}),
-        )
+        .post_json(&s.gateway.url("/v1/embeddings"), &json!({"model": "priced", "input": ["a", "b"], "dimensions": 3}))
         .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["data"].as_array().map(Vec::len), Some(2));
@@ -258,12 +181,7 @@ async fn health_and_http2_prior_knowledge() {
         .expect("request");
     let response = client.request(req).await.expect("h2 request");
     assert_eq!(response.version(), http::Version::HTTP_2);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let body = response.into_body().collect().await.expect("body").to_bytes();
     let v: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["choices"][0]["message"]["content"], "echo: over h2");
 

@@ -11,11 +11,7 @@ fn required() -> bool {
 }
 
 async fn run(program: &str, args: &[&str]) -> Option<std::process::Output> {
-    match tokio::process::Command::new(program)
-        .args(args)
-        .output()
-        .await
-    {
+    match tokio::process::Command::new(program).args(args).output().await {
         Ok(output) => Some(output),
         Err(e) if !required() => {
             eprintln!("skipping: {program} unavailable ({e})");
@@ -29,18 +25,13 @@ async fn run(program: &str, args: &[&str]) -> Option<std::process::Output> {
 async fn python_sdks_work_unchanged() {
     let probe = run("python3", &["-c", "import openai, anthropic"]).await;
     if !probe.as_ref().is_some_and(|o| o.status.success()) {
-        assert!(
-            !required(),
-            "the openai and anthropic Python packages are required"
-        );
+        assert!(!required(), "the openai and anthropic Python packages are required");
         eprintln!("skipping: the openai/anthropic Python packages are not installed");
         return;
     }
     let s = Setup::new().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/sdk_roundtrip.py");
-    let out = run("python3", &[script, &s.gateway.url("")])
-        .await
-        .expect("python3 ran");
+    let out = run("python3", &[script, &s.gateway.url("")]).await.expect("python3 ran");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "Python SDK checks failed:\n{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("python SDKs: ok"));
@@ -56,13 +47,8 @@ async fn javascript_sdk_works_unchanged() {
     }
     let s = Setup::new().await;
     let script = format!("{dir}/sdk_roundtrip.mjs");
-    let out = run("node", &[&script, &s.gateway.url("")])
-        .await
-        .expect("node ran");
+    let out = run("node", &[&script, &s.gateway.url("")]).await.expect("node ran");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "JavaScript SDK checks failed:\n{stderr}"
-    );
+    assert!(out.status.success(), "JavaScript SDK checks failed:\n{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("js SDK: ok"));
 }

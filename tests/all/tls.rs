@@ -19,27 +19,18 @@ struct Cert {
 
 fn generate() -> Cert {
     let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("certificate");
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("certificate");
     let dir = tempfile::tempdir().expect("temp dir");
     let cert_path = dir.path().join("cert.pem");
     let key_path = dir.path().join("key.pem");
     std::fs::write(&cert_path, certified.cert.pem()).expect("write cert");
     std::fs::write(&key_path, certified.signing_key.serialize_pem()).expect("write key");
-    Cert {
-        der: certified.cert.der().clone(),
-        _dir: dir,
-        cert_path,
-        key_path,
-    }
+    Cert { der: certified.cert.der().clone(), _dir: dir, cert_path, key_path }
 }
 
 async fn tls_gateway(mock: &MockUpstream, cert: &Cert) -> TestGateway {
     let mut config = Config::default().with_upstream(&mock.base_url(), UpstreamKind::OpenAi, None);
-    config.server.tls = Some(TlsConfig {
-        cert: cert.cert_path.clone(),
-        key: cert.key_path.clone(),
-    });
+    config.server.tls = Some(TlsConfig { cert: cert.cert_path.clone(), key: cert.key_path.clone() });
     TestGateway::start(config).await
 }
 
@@ -51,38 +42,20 @@ async fn https_round_trip_over_h2_and_http1() {
     assert!(gateway.url("/").starts_with("https://"));
 
     let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(cert.der.clone())
-        .expect("trust the test certificate");
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocols")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    for (h2, version) in [
-        (true, http::Version::HTTP_2),
-        (false, http::Version::HTTP_11),
-    ] {
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls.clone())
-            .https_only();
-        let connector = if h2 {
-            builder.enable_http2().build()
-        } else {
-            builder.enable_http1().build()
-        };
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .http2_only(h2)
-                .build::<_, Full<Bytes>>(connector);
-        let url = format!(
-            "https://localhost:{}/v1/chat/completions",
-            gateway.addr.port()
-        );
-        let body =
-            json!({"model": "m", "messages": [{"role": "user", "content": "secure"}]}).to_string();
+    roots.add(cert.der.clone()).expect("trust the test certificate");
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    for (h2, version) in [(true, http::Version::HTTP_2), (false, http::Version::HTTP_11)] {
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls.clone()).https_only();
+        let connector = if h2 { builder.enable_http2().build() } else { builder.enable_http1().build() };
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(h2)
+            .build::<_, Full<Bytes>>(connector);
+        let url = format!("https://localhost:{}/v1/chat/completions", gateway.addr.port());
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "secure"}]}).to_string();
         let req = http::Request::post(url)
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
@@ -90,12 +63,7 @@ async fn https_round_trip_over_h2_and_http1() {
         let response = client.request(req).await.expect("TLS request");
         assert_eq!(response.version(), version);
         assert_eq!(response.status(), 200);
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
         let v: Value = serde_json::from_slice(&bytes).expect("json");
         assert_eq!(v["choices"][0]["message"]["content"], "echo: secure");
     }
@@ -107,15 +75,11 @@ async fn https_upstream_with_an_extra_ca() {
     let cert = generate();
     let secure = tls_gateway(&mock, &cert).await;
 
-    let mut config = Config::default();
-    let mut upstream = UpstreamConfig::new(
-        "secure",
-        UpstreamKind::OpenAi,
-        &format!("https://localhost:{}/v1", secure.addr.port()),
-    );
+    let mut upstream =
+        UpstreamConfig::new("secure", UpstreamKind::OpenAi, &format!("https://localhost:{}/v1", secure.addr.port()));
     upstream.passthrough = true;
     upstream.ca_cert = Some(cert.cert_path.clone());
-    config.upstreams = vec![upstream];
+    let config = Config { upstreams: vec![upstream], ..Config::default() };
     let front = TestGateway::start(config).await;
     let reply = Client::new()
         .post_json(
@@ -123,27 +87,15 @@ async fn https_upstream_with_an_extra_ca() {
             &json!({"model": "m", "messages": [{"role": "user", "content": "chained"}]}),
         )
         .await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    assert_eq!(
-        reply.json()["choices"][0]["message"]["content"],
-        "echo: chained"
-    );
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json()["choices"][0]["message"]["content"], "echo: chained");
     assert_eq!(reply.header("x-sluice-upstream"), Some("secure"));
 
     // Without the CA the same upstream is refused: its certificate is untrusted.
-    let mut config = Config::default();
-    let mut upstream = UpstreamConfig::new(
-        "untrusted",
-        UpstreamKind::OpenAi,
-        &format!("https://localhost:{}/v1", secure.addr.port()),
-    );
+    let mut upstream =
+        UpstreamConfig::new("untrusted", UpstreamKind::OpenAi, &format!("https://localhost:{}/v1", secure.addr.port()));
     upstream.passthrough = true;
-    config.upstreams = vec![upstream];
+    let config = Config { upstreams: vec![upstream], ..Config::default() };
     let front = TestGateway::start(config).await;
     let reply = Client::new()
         .post_json(

@@ -44,23 +44,11 @@ impl Client {
     pub fn new() -> Client {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
-        Client {
-            inner: HyperClient::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(1024)
-                .build(http),
-        }
+        Client { inner: HyperClient::builder(TokioExecutor::new()).pool_max_idle_per_host(1024).build(http) }
     }
 
-    fn request(
-        method: Method,
-        url: &str,
-        body: Bytes,
-        headers: &[(&str, &str)],
-    ) -> Request<Full<Bytes>> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(url)
-            .header("content-type", "application/json");
+    fn request(method: Method, url: &str, body: Bytes, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+        let mut builder = Request::builder().method(method).uri(url).header("content-type", "application/json");
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
@@ -75,33 +63,19 @@ impl Client {
         body: Bytes,
         headers: &[(&str, &str)],
     ) -> http::Response<Incoming> {
-        self.inner
-            .request(Self::request(method, url, body, headers))
-            .await
-            .expect("request reaches the server")
+        self.inner.request(Self::request(method, url, body, headers)).await.expect("request reaches the server")
     }
 
     /// Sends a request and reads the whole response.
-    pub async fn call(
-        &self,
-        method: Method,
-        url: &str,
-        body: Bytes,
-        headers: &[(&str, &str)],
-    ) -> Reply {
+    pub async fn call(&self, method: Method, url: &str, body: Bytes, headers: &[(&str, &str)]) -> Reply {
         let response = self.send(method, url, body, headers).await;
         let (parts, body) = response.into_parts();
         let body = body.collect().await.expect("response body").to_bytes();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        Reply { status: parts.status, headers: parts.headers, body }
     }
 
     pub async fn post_json(&self, url: &str, body: &Value) -> Reply {
-        self.call(Method::POST, url, Bytes::from(body.to_string()), &[])
-            .await
+        self.call(Method::POST, url, Bytes::from(body.to_string()), &[]).await
     }
 
     pub async fn get(&self, url: &str) -> Reply {

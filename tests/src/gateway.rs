@@ -27,23 +27,14 @@ impl TestGateway {
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
-        TestGateway {
-            addr,
-            tls,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        TestGateway { addr, tls, stop: Some(stop), task: Some(task) }
     }
 
     /// A gateway forwarding every model to `upstream_base_url` (OpenAI kind),
     /// as `sluice serve --upstream URL` does.
     pub async fn passthrough(upstream_base_url: &str) -> TestGateway {
-        Self::start(Config::default().with_upstream(
-            upstream_base_url,
-            sluice::config::UpstreamKind::OpenAi,
-            None,
-        ))
-        .await
+        Self::start(Config::default().with_upstream(upstream_base_url, sluice::config::UpstreamKind::OpenAi, None))
+            .await
     }
 
     pub fn url(&self, path: &str) -> String {

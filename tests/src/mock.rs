@@ -44,6 +44,7 @@ pub struct Recorded {
 
 #[derive(Default)]
 struct State {
+    record: bool,
     requests: Mutex<Vec<Recorded>>,
     streams_started: AtomicUsize,
     streams_completed: AtomicUsize,
@@ -66,11 +67,18 @@ impl Drop for MockUpstream {
 impl MockUpstream {
     /// Starts a mock on 127.0.0.1 and a free port.
     pub async fn start() -> MockUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind mock upstream");
+        Self::start_with(true).await
+    }
+
+    /// Starts a mock that keeps no record of requests, for load tests.
+    pub async fn start_unrecorded() -> MockUpstream {
+        Self::start_with(false).await
+    }
+
+    async fn start_with(record: bool) -> MockUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock upstream");
         let addr = listener.local_addr().expect("mock address");
-        let state = Arc::new(State::default());
+        let state = Arc::new(State { record, ..State::default() });
         let served = state.clone();
         let task = tokio::spawn(async move {
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -83,9 +91,7 @@ impl MockUpstream {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(handle(state, req).await) }
                     });
-                    let _ = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                 });
             }
         });
@@ -102,11 +108,7 @@ impl MockUpstream {
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.state
-            .requests
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default()
+        self.state.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     pub fn last_request(&self) -> Option<Recorded> {
@@ -125,9 +127,7 @@ impl MockUpstream {
 
 /// The numeric argument of a mode word such as `slow250`.
 fn mode(model: &str, word: &str) -> Option<u64> {
-    model
-        .split('-')
-        .find_map(|w| w.strip_prefix(word).and_then(|n| n.parse().ok()))
+    model.split('-').find_map(|w| w.strip_prefix(word).and_then(|n| n.parse().ok()))
 }
 
 fn has(model: &str, word: &str) -> bool {
@@ -137,35 +137,20 @@ fn has(model: &str, word: &str) -> bool {
 fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed_unsync());
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     r
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let headers = req.headers().clone();
-    let bytes = req
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let bytes = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if let Ok(mut log) = state.requests.lock() {
-        log.push(Recorded {
-            path: path.clone(),
-            headers,
-            body: body.clone(),
-        });
-    }
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
+    if state.record
+        && let Ok(mut log) = state.requests.lock() {
+            log.push(Recorded { path: path.clone(), headers, body: body.clone() });
+        }
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("").to_owned();
     let anthropic = path.ends_with("/messages");
     if let Some(ms) = mode(&model, "slow") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -191,8 +176,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 Some(Value::Array(a)) => a.len(),
                 _ => 1,
             };
-            let data: Vec<Value> =
-                (0..inputs).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2, i as f64]})).collect();
+            let data: Vec<Value> = (0..inputs)
+                .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2, i as f64]}))
+                .collect();
             json_response(
                 StatusCode::OK,
                 &json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 3 * inputs, "total_tokens": 3 * inputs}}),
@@ -207,10 +193,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 (_, true) => stream_response(state, answer, anthropic),
             }
         }
-        _ => json_response(
-            StatusCode::NOT_FOUND,
-            &json!({"error": {"message": "no such mock route"}}),
-        ),
+        _ => json_response(StatusCode::NOT_FOUND, &json!({"error": {"message": "no such mock route"}})),
     }
 }
 
@@ -229,20 +212,16 @@ struct Answer {
 
 impl Answer {
     fn for_request(body: &Value, model: &str) -> Answer {
-        let messages = body
-            .get("messages")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let messages = body.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
         let last_user = messages
             .iter()
             .rev()
             .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
             .and_then(|m| match m.get("content") {
                 Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Array(parts)) => parts
-                    .iter()
-                    .find_map(|p| p.get("text").and_then(Value::as_str).map(str::to_owned)),
+                Some(Value::Array(parts)) => {
+                    parts.iter().find_map(|p| p.get("text").and_then(Value::as_str).map(str::to_owned))
+                }
                 _ => None,
             })
             .unwrap_or_default();
@@ -256,10 +235,7 @@ impl Answer {
             drip: Duration::from_millis(mode(model, "drip").unwrap_or(0)),
             pause: Duration::from_millis(mode(model, "pause").unwrap_or(0)),
             die: has(model, "die"),
-            include_usage: body
-                .pointer("/stream_options/include_usage")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            include_usage: body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false),
         }
     }
 
@@ -313,16 +289,22 @@ impl Answer {
                 "role": "assistant", "model": self.model, "content": [], "stop_reason": null,
                 "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 1}}}),
             ));
-            out.push(ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
-            for w in &self.words {
-                out.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})));
-            }
             out.push(ev(
-                "content_block_stop",
-                json!({"type": "content_block_stop", "index": 0}),
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
             ));
-            out.push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-                "usage": {"output_tokens": self.completion_tokens()}})));
+            for w in &self.words {
+                out.push(ev(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}}),
+                ));
+            }
+            out.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+            out.push(ev(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                "usage": {"output_tokens": self.completion_tokens()}}),
+            ));
             out.push(ev("message_stop", json!({"type": "message_stop"})));
         } else {
             let chunk = |delta: Value, finish: Value| {
@@ -333,17 +315,17 @@ impl Answer {
                 }
                 format!("data: {c}\n\n")
             };
-            out.push(chunk(
-                json!({"role": "assistant", "content": ""}),
-                Value::Null,
-            ));
+            out.push(chunk(json!({"role": "assistant", "content": ""}), Value::Null));
             if self.tool_call {
                 out.push(chunk(
                     json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
                     "function": {"name": "get_weather", "arguments": ""}}]}),
                     Value::Null,
                 ));
-                out.push(chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":\"Oslo\"}"}}]}), Value::Null));
+                out.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":\"Oslo\"}"}}]}),
+                    Value::Null,
+                ));
                 out.push(chunk(json!({}), json!("tool_calls")));
             } else {
                 for w in &self.words {
@@ -371,11 +353,7 @@ struct StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        let counter = if self.complete {
-            &self.state.streams_completed
-        } else {
-            &self.state.streams_dropped
-        };
+        let counter = if self.complete { &self.state.streams_completed } else { &self.state.streams_dropped };
         counter.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -387,10 +365,7 @@ fn stream_response(state: Arc<State>, answer: Answer, anthropic: bool) -> Respon
         events.truncate(2);
     }
     let (drip, pause, die) = (answer.drip, answer.pause, answer.die);
-    let mut guard = StreamGuard {
-        state,
-        complete: false,
-    };
+    let mut guard = StreamGuard { state, complete: false };
     let stream = async_stream::stream! {
         for (i, event) in events.into_iter().enumerate() {
             if i == 1 && !pause.is_zero() {
@@ -406,9 +381,6 @@ fn stream_response(state: Arc<State>, answer: Answer, anthropic: bool) -> Respon
         drop(guard);
     };
     let mut r = Response::new(StreamBody::new(stream.boxed()).boxed_unsync());
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/event-stream"),
-    );
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
     r
 }

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::chat::{
-    ChatRequest, ChatResponse, Choice, Content, ContentPart, FunctionCall, FunctionDef, Message,
-    Role, Stop, Tool, ToolCall, Usage,
+    ChatRequest, ChatResponse, Choice, Content, ContentPart, FunctionCall, FunctionDef, Message, Role, Stop, Tool,
+    ToolCall, Usage,
 };
 use crate::error::GatewayError;
 
@@ -167,9 +167,7 @@ impl MessagesRequest {
         let mut messages = Vec::new();
         match self.system {
             Some(SystemPrompt::Text(text)) => messages.push(Message::text(Role::System, text)),
-            Some(SystemPrompt::Blocks(blocks)) => {
-                messages.push(Message::text(Role::System, blocks_text(&blocks)))
-            }
+            Some(SystemPrompt::Blocks(blocks)) => messages.push(Message::text(Role::System, blocks_text(&blocks))),
             None => {}
         }
         for (i, m) in self.messages.into_iter().enumerate() {
@@ -186,19 +184,10 @@ impl MessagesRequest {
                     Block::ToolUse { id, name, input } => tool_calls.push(ToolCall {
                         id,
                         kind: "function".to_owned(),
-                        function: FunctionCall {
-                            name,
-                            arguments: input.to_string(),
-                        },
+                        function: FunctionCall { name, arguments: input.to_string() },
                     }),
-                    Block::ToolResult {
-                        tool_use_id,
-                        content,
-                        ..
-                    } => {
-                        let text = content
-                            .map(|c| blocks_text(&c.blocks()))
-                            .unwrap_or_default();
+                    Block::ToolResult { tool_use_id, content, .. } => {
+                        let text = content.map(|c| blocks_text(&c.blocks())).unwrap_or_default();
                         let mut msg = Message::text(Role::Tool, text);
                         msg.tool_call_id = Some(tool_use_id);
                         messages.push(msg);
@@ -222,12 +211,7 @@ impl MessagesRequest {
         if let Some(k) = self.top_k {
             extra.insert("top_k".to_owned(), json!(k));
         }
-        let user = self
-            .metadata
-            .as_ref()
-            .and_then(|m| m.get("user_id"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let user = self.metadata.as_ref().and_then(|m| m.get("user_id")).and_then(Value::as_str).map(str::to_owned);
         Ok(ChatRequest {
             model: self.model,
             messages,
@@ -264,11 +248,7 @@ impl MessagesRequest {
     }
 
     /// The Anthropic request for an internal one (for Anthropic upstreams).
-    pub fn from_chat(
-        req: &ChatRequest,
-        model: &str,
-        default_max_tokens: u32,
-    ) -> Result<Self, GatewayError> {
+    pub fn from_chat(req: &ChatRequest, model: &str, default_max_tokens: u32) -> Result<Self, GatewayError> {
         let mut system = Vec::new();
         let mut messages: Vec<AnthropicMessage> = Vec::new();
         for m in &req.messages {
@@ -281,22 +261,13 @@ impl MessagesRequest {
                 Role::Assistant => {
                     let mut blocks = content_blocks(m.content.as_ref());
                     for call in m.tool_calls.iter().flatten() {
-                        let input = serde_json::from_str(&call.function.arguments)
-                            .unwrap_or_else(|_| json!({}));
-                        blocks.push(Block::ToolUse {
-                            id: call.id.clone(),
-                            name: call.function.name.clone(),
-                            input,
-                        });
+                        let input = serde_json::from_str(&call.function.arguments).unwrap_or_else(|_| json!({}));
+                        blocks.push(Block::ToolUse { id: call.id.clone(), name: call.function.name.clone(), input });
                     }
                     (AnthropicRole::Assistant, blocks)
                 }
                 Role::Tool | Role::Function => {
-                    let id = m
-                        .tool_call_id
-                        .clone()
-                        .or_else(|| m.name.clone())
-                        .unwrap_or_default();
+                    let id = m.tool_call_id.clone().or_else(|| m.name.clone()).unwrap_or_default();
                     let result = Block::ToolResult {
                         tool_use_id: id,
                         content: Some(AnthropicContent::Text(m.text_content())),
@@ -311,16 +282,12 @@ impl MessagesRequest {
             // Consecutive turns of one role merge into one message.
             match messages.last_mut() {
                 Some(last) if last.role == role => {
-                    let prev =
-                        std::mem::replace(&mut last.content, AnthropicContent::Blocks(Vec::new()));
+                    let prev = std::mem::replace(&mut last.content, AnthropicContent::Blocks(Vec::new()));
                     let mut merged = prev.blocks();
                     merged.extend(blocks);
                     last.content = AnthropicContent::Blocks(merged);
                 }
-                _ => messages.push(AnthropicMessage {
-                    role,
-                    content: AnthropicContent::Blocks(blocks),
-                }),
+                _ => messages.push(AnthropicMessage { role, content: AnthropicContent::Blocks(blocks) }),
             }
         }
         let mut extra = Map::new();
@@ -343,11 +310,7 @@ impl MessagesRequest {
                     .map(|t| AnthropicTool {
                         name: t.function.name.clone(),
                         description: t.function.description.clone(),
-                        input_schema: t
-                            .function
-                            .parameters
-                            .clone()
-                            .unwrap_or_else(|| json!({"type": "object"})),
+                        input_schema: t.function.parameters.clone().unwrap_or_else(|| json!({"type": "object"})),
                     })
                     .collect()
             }),
@@ -359,28 +322,17 @@ impl MessagesRequest {
 }
 
 fn text_part(text: String) -> ContentPart {
-    ContentPart {
-        kind: "text".to_owned(),
-        text: Some(text),
-        extra: Map::new(),
-    }
+    ContentPart { kind: "text".to_owned(), text: Some(text), extra: Map::new() }
 }
 
 fn image_part(source: &Value, index: usize) -> Result<ContentPart, GatewayError> {
     let url = match source.get("type").and_then(Value::as_str) {
         Some("base64") => {
-            let media = source
-                .get("media_type")
-                .and_then(Value::as_str)
-                .unwrap_or("image/png");
+            let media = source.get("media_type").and_then(Value::as_str).unwrap_or("image/png");
             let data = source.get("data").and_then(Value::as_str).unwrap_or("");
             format!("data:{media};base64,{data}")
         }
-        Some("url") => source
-            .get("url")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned(),
+        Some("url") => source.get("url").and_then(Value::as_str).unwrap_or("").to_owned(),
         _ => {
             return Err(GatewayError::invalid(
                 "image source must be of type `base64` or `url`",
@@ -390,11 +342,7 @@ fn image_part(source: &Value, index: usize) -> Result<ContentPart, GatewayError>
     };
     let mut extra = Map::new();
     extra.insert("image_url".to_owned(), json!({ "url": url }));
-    Ok(ContentPart {
-        kind: "image_url".to_owned(),
-        text: None,
-        extra,
-    })
+    Ok(ContentPart { kind: "image_url".to_owned(), text: None, extra })
 }
 
 fn content_blocks(content: Option<&Content>) -> Vec<Block> {
@@ -408,9 +356,7 @@ fn content_blocks(content: Option<&Content>) -> Vec<Block> {
                 "text" => p.text.clone().map(|text| Block::Text { text }),
                 "image_url" => {
                     let url = p.extra.get("image_url")?.get("url")?.as_str()?;
-                    Some(Block::Image {
-                        source: image_source(url),
-                    })
+                    Some(Block::Image { source: image_source(url) })
                 }
                 _ => None,
             })
@@ -419,10 +365,7 @@ fn content_blocks(content: Option<&Content>) -> Vec<Block> {
 }
 
 fn image_source(url: &str) -> Value {
-    match url
-        .strip_prefix("data:")
-        .and_then(|rest| rest.split_once(";base64,"))
-    {
+    match url.strip_prefix("data:").and_then(|rest| rest.split_once(";base64,")) {
         Some((media, data)) => json!({"type": "base64", "media_type": media, "data": data}),
         None => json!({"type": "url", "url": url}),
     }
@@ -462,13 +405,8 @@ pub fn response_from_chat(resp: &ChatResponse, usage: Usage) -> MessagesResponse
             content.push(Block::Text { text });
         }
         for call in c.message.tool_calls.iter().flatten() {
-            let input =
-                serde_json::from_str(&call.function.arguments).unwrap_or_else(|_| json!({}));
-            content.push(Block::ToolUse {
-                id: call.id.clone(),
-                name: call.function.name.clone(),
-                input,
-            });
+            let input = serde_json::from_str(&call.function.arguments).unwrap_or_else(|_| json!({}));
+            content.push(Block::ToolUse { id: call.id.clone(), name: call.function.name.clone(), input });
         }
     }
     MessagesResponse {
@@ -479,20 +417,13 @@ pub fn response_from_chat(resp: &ChatResponse, usage: Usage) -> MessagesResponse
         content,
         stop_reason: Some(stop_reason(choice.and_then(|c| c.finish_reason.as_deref())).to_owned()),
         stop_sequence: None,
-        usage: AnthropicUsage {
-            input_tokens: usage.prompt_tokens,
-            output_tokens: usage.completion_tokens,
-        },
+        usage: AnthropicUsage { input_tokens: usage.prompt_tokens, output_tokens: usage.completion_tokens },
     }
 }
 
 /// An id in Anthropic's style (`msg_...`) for an internal one.
 pub fn anthropic_id(id: &str) -> String {
-    if id.starts_with("msg_") {
-        id.to_owned()
-    } else {
-        format!("msg_{}", id.trim_start_matches("chatcmpl-"))
-    }
+    if id.starts_with("msg_") { id.to_owned() } else { format!("msg_{}", id.trim_start_matches("chatcmpl-")) }
 }
 
 /// An Anthropic upstream's response as an internal one.
@@ -505,10 +436,7 @@ pub fn response_to_chat(resp: MessagesResponse, created: u64) -> ChatResponse {
             Block::ToolUse { id, name, input } => Some(ToolCall {
                 id: id.clone(),
                 kind: "function".to_owned(),
-                function: FunctionCall {
-                    name: name.clone(),
-                    arguments: input.to_string(),
-                },
+                function: FunctionCall { name: name.clone(), arguments: input.to_string() },
             }),
             _ => None,
         })
@@ -526,10 +454,7 @@ pub fn response_to_chat(resp: MessagesResponse, created: u64) -> ChatResponse {
             finish_reason: Some(finish_reason(resp.stop_reason.as_deref()).to_owned()),
             extra: Map::new(),
         }],
-        usage: Some(Usage::new(
-            resp.usage.input_tokens,
-            resp.usage.output_tokens,
-        )),
+        usage: Some(Usage::new(resp.usage.input_tokens, resp.usage.output_tokens)),
         extra: Map::new(),
     }
 }

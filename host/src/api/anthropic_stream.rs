@@ -36,13 +36,7 @@ pub struct AnthropicEncoder {
 
 impl AnthropicEncoder {
     pub fn new(model: &str) -> Self {
-        AnthropicEncoder {
-            started: false,
-            open: OpenBlock::None,
-            next_block: 0,
-            finish: None,
-            model: model.to_owned(),
-        }
+        AnthropicEncoder { started: false, open: OpenBlock::None, next_block: 0, finish: None, model: model.to_owned() }
     }
 
     fn start(&mut self, id: &str, model: &str, input_tokens: u64, out: &mut Vec<Bytes>) {
@@ -69,10 +63,7 @@ impl AnthropicEncoder {
             OpenBlock::None => return,
             OpenBlock::Text(i) | OpenBlock::Tool { block: i, .. } => i,
         };
-        out.push(sse_event(
-            "content_block_stop",
-            &json!({"type": "content_block_stop", "index": index}),
-        ));
+        out.push(sse_event("content_block_stop", &json!({"type": "content_block_stop", "index": index})));
         self.open = OpenBlock::None;
     }
 
@@ -109,31 +100,15 @@ impl AnthropicEncoder {
             for call in choice.delta.tool_calls.iter().flatten() {
                 let same = matches!(self.open, OpenBlock::Tool { call: c, .. } if c == call.index);
                 if !same || call.id.is_some() {
-                    let name = call
-                        .function
-                        .as_ref()
-                        .and_then(|f| f.name.clone())
-                        .unwrap_or_default();
-                    let id = call
-                        .id
-                        .clone()
-                        .unwrap_or_else(|| format!("toolu_{}", call.index));
-                    let block = self.open_block(
-                        json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
-                        &mut out,
-                    );
-                    self.open = OpenBlock::Tool {
-                        block,
-                        call: call.index,
-                    };
+                    let name = call.function.as_ref().and_then(|f| f.name.clone()).unwrap_or_default();
+                    let id = call.id.clone().unwrap_or_else(|| format!("toolu_{}", call.index));
+                    let block =
+                        self.open_block(json!({"type": "tool_use", "id": id, "name": name, "input": {}}), &mut out);
+                    self.open = OpenBlock::Tool { block, call: call.index };
                 }
-                if let (OpenBlock::Tool { block, .. }, Some(args)) = (
-                    self.open,
-                    call.function
-                        .as_ref()
-                        .and_then(|f| f.arguments.as_deref())
-                        .filter(|a| !a.is_empty()),
-                ) {
+                if let (OpenBlock::Tool { block, .. }, Some(args)) =
+                    (self.open, call.function.as_ref().and_then(|f| f.arguments.as_deref()).filter(|a| !a.is_empty()))
+                {
                     out.push(sse_event(
                         "content_block_delta",
                         &json!({"type": "content_block_delta", "index": block, "delta": {"type": "input_json_delta", "partial_json": args}}),
@@ -164,10 +139,7 @@ impl AnthropicEncoder {
 
     /// An `error` event, for a stream that fails after it started.
     pub fn error(message: &str) -> Bytes {
-        sse_event(
-            "error",
-            &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
-        )
+        sse_event("error", &json!({"type": "error", "error": {"type": "api_error", "message": message}}))
     }
 }
 
@@ -195,10 +167,7 @@ pub enum Decoded {
 
 impl AnthropicDecoder {
     pub fn new(created: u64) -> Self {
-        AnthropicDecoder {
-            created,
-            ..Default::default()
-        }
+        AnthropicDecoder { created, ..Default::default() }
     }
 
     fn chunk(&self, delta: Delta, finish_reason: Option<String>) -> Decoded {
@@ -207,12 +176,7 @@ impl AnthropicDecoder {
             object: "chat.completion.chunk".to_owned(),
             created: self.created,
             model: self.model.clone(),
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason,
-                extra: Map::new(),
-            }],
+            choices: vec![ChunkChoice { index: 0, delta, finish_reason, extra: Map::new() }],
             usage: None,
             extra: Map::new(),
         }))
@@ -220,32 +184,16 @@ impl AnthropicDecoder {
 
     /// Decodes one event's JSON data.
     pub fn event(&mut self, data: &Value) -> Decoded {
-        let u64_at = |v: &Value, path: &[&str]| {
-            path.iter()
-                .try_fold(v, |v, k| v.get(k))
-                .and_then(Value::as_u64)
-        };
+        let u64_at = |v: &Value, path: &[&str]| path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_u64);
         match data.get("type").and_then(Value::as_str) {
             Some("message_start") => {
                 let msg = &data["message"];
-                self.id = msg
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or("msg")
-                    .to_owned();
-                self.model = msg
-                    .get("model")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
+                self.id = msg.get("id").and_then(Value::as_str).unwrap_or("msg").to_owned();
+                self.model = msg.get("model").and_then(Value::as_str).unwrap_or("").to_owned();
                 self.input_tokens = u64_at(msg, &["usage", "input_tokens"]).unwrap_or(0);
                 self.output_tokens = u64_at(msg, &["usage", "output_tokens"]).unwrap_or(0);
                 self.chunk(
-                    Delta {
-                        role: Some(Role::Assistant),
-                        content: Some(String::new()),
-                        ..Default::default()
-                    },
+                    Delta { role: Some(Role::Assistant), content: Some(String::new()), ..Default::default() },
                     None,
                 )
             }
@@ -255,10 +203,7 @@ impl AnthropicDecoder {
                     return Decoded::Nothing;
                 }
                 let index = self.tool_blocks.len() as u32;
-                self.tool_blocks.push((
-                    data.get("index").and_then(Value::as_u64).unwrap_or(0),
-                    index,
-                ));
+                self.tool_blocks.push((data.get("index").and_then(Value::as_u64).unwrap_or(0), index));
                 let call = ToolCallDelta {
                     index,
                     id: block.get("id").and_then(Value::as_str).map(str::to_owned),
@@ -268,58 +213,28 @@ impl AnthropicDecoder {
                         arguments: Some(String::new()),
                     }),
                 };
-                self.chunk(
-                    Delta {
-                        tool_calls: Some(vec![call]),
-                        ..Default::default()
-                    },
-                    None,
-                )
+                self.chunk(Delta { tool_calls: Some(vec![call]), ..Default::default() }, None)
             }
             Some("content_block_delta") => {
                 let delta = &data["delta"];
                 match delta.get("type").and_then(Value::as_str) {
                     Some("text_delta") => {
-                        let text = delta
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_owned();
-                        self.chunk(
-                            Delta {
-                                content: Some(text),
-                                ..Default::default()
-                            },
-                            None,
-                        )
+                        let text = delta.get("text").and_then(Value::as_str).unwrap_or("").to_owned();
+                        self.chunk(Delta { content: Some(text), ..Default::default() }, None)
                     }
                     Some("input_json_delta") => {
                         let block = data.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        let Some(&(_, index)) = self.tool_blocks.iter().find(|(b, _)| *b == block)
-                        else {
+                        let Some(&(_, index)) = self.tool_blocks.iter().find(|(b, _)| *b == block) else {
                             return Decoded::Nothing;
                         };
-                        let args = delta
-                            .get("partial_json")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_owned();
+                        let args = delta.get("partial_json").and_then(Value::as_str).unwrap_or("").to_owned();
                         let call = ToolCallDelta {
                             index,
                             id: None,
                             kind: None,
-                            function: Some(FunctionCallDelta {
-                                name: None,
-                                arguments: Some(args),
-                            }),
+                            function: Some(FunctionCallDelta { name: None, arguments: Some(args) }),
                         };
-                        self.chunk(
-                            Delta {
-                                tool_calls: Some(vec![call]),
-                                ..Default::default()
-                            },
-                            None,
-                        )
+                        self.chunk(Delta { tool_calls: Some(vec![call]), ..Default::default() }, None)
                     }
                     _ => Decoded::Nothing,
                 }
@@ -331,14 +246,9 @@ impl AnthropicDecoder {
                 let reason = data["delta"].get("stop_reason").and_then(Value::as_str);
                 self.chunk(Delta::default(), Some(finish_reason(reason).to_owned()))
             }
-            Some("message_stop") => {
-                Decoded::Done(Usage::new(self.input_tokens, self.output_tokens))
-            }
+            Some("message_stop") => Decoded::Done(Usage::new(self.input_tokens, self.output_tokens)),
             Some("error") => {
-                let message = data["error"]
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("upstream stream error");
+                let message = data["error"].get("message").and_then(Value::as_str).unwrap_or("upstream stream error");
                 Decoded::Error(message.to_owned())
             }
             _ => Decoded::Nothing,
@@ -358,10 +268,7 @@ mod tests {
             model: "m".into(),
             choices: vec![ChunkChoice {
                 index: 0,
-                delta: Delta {
-                    content: Some(text.into()),
-                    ..Default::default()
-                },
+                delta: Delta { content: Some(text.into()), ..Default::default() },
                 finish_reason: finish.map(str::to_owned),
                 extra: Map::new(),
             }],
@@ -373,14 +280,7 @@ mod tests {
     fn names(events: &[Bytes]) -> Vec<String> {
         events
             .iter()
-            .map(|e| {
-                String::from_utf8_lossy(e)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim_start_matches("event: ")
-                    .to_owned()
-            })
+            .map(|e| String::from_utf8_lossy(e).lines().next().unwrap_or("").trim_start_matches("event: ").to_owned())
             .collect()
     }
 
@@ -419,17 +319,11 @@ mod tests {
             json!({"type":"message_stop"}),
         ];
         let decoded: Vec<Decoded> = events.iter().map(|e| dec.event(e)).collect();
-        let Decoded::Chunk(c) = &decoded[2] else {
-            panic!("text chunk expected")
-        };
+        let Decoded::Chunk(c) = &decoded[2] else { panic!("text chunk expected") };
         assert_eq!(c.choices[0].delta.content.as_deref(), Some("Hi"));
-        let Decoded::Chunk(c) = &decoded[5] else {
-            panic!("finish chunk expected")
-        };
+        let Decoded::Chunk(c) = &decoded[5] else { panic!("finish chunk expected") };
         assert_eq!(c.choices[0].finish_reason.as_deref(), Some("tool_calls"));
-        let Decoded::Done(u) = decoded[6] else {
-            panic!("done expected")
-        };
+        let Decoded::Done(u) = decoded[6] else { panic!("done expected") };
         assert_eq!((u.prompt_tokens, u.completion_tokens), (7, 9));
     }
 }

@@ -71,9 +71,7 @@ impl ChatRequest {
 
     /// Whether the client asked for a usage chunk at the end of a stream.
     pub fn wants_stream_usage(&self) -> bool {
-        self.stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage)
+        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
     }
 }
 
@@ -122,10 +120,7 @@ impl Message {
 
     /// The message's text: the string content, or its text parts joined.
     pub fn text_content(&self) -> String {
-        self.content
-            .as_ref()
-            .map(Content::to_text)
-            .unwrap_or_default()
+        self.content.as_ref().map(Content::to_text).unwrap_or_default()
     }
 }
 
@@ -228,15 +223,20 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// How many prompt tokens were served from a cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: u64,
 }
 
 impl Usage {
     pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
-        Usage {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
-        }
+        Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, prompt_tokens_details: None }
     }
 }
 

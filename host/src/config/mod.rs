@@ -88,6 +88,28 @@ pub struct UpstreamConfig {
     pub list_models: bool,
     pub default_max_tokens: u32,
     pub anthropic_version: String,
+    /// Settings of the bundled engine (kind `engine` only).
+    pub engine: EngineSettings,
+}
+
+/// The bundled engine's settings.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub model_path: PathBuf,
+    pub embedding_model_dir: Option<PathBuf>,
+    pub kv_blocks: usize,
+    pub max_batch: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            model_path: PathBuf::from("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+            embedding_model_dir: Some(PathBuf::from("models/all-minilm-l6-v2")),
+            kv_blocks: 1024,
+            max_batch: 32,
+        }
+    }
 }
 
 impl UpstreamConfig {
@@ -108,6 +130,7 @@ impl UpstreamConfig {
             list_models: false,
             default_max_tokens: 4096,
             anthropic_version: "2023-06-01".to_owned(),
+            engine: EngineSettings::default(),
         }
     }
 }
@@ -131,10 +154,7 @@ impl Default for Config {
                 sse_keepalive: Duration::from_millis(15_000),
                 tls: None,
             },
-            logging: LoggingConfig {
-                level: "info".to_owned(),
-                json: false,
-            },
+            logging: LoggingConfig { level: "info".to_owned(), json: false },
             upstreams: Vec::new(),
             models: Vec::new(),
         }
@@ -156,11 +176,7 @@ impl Config {
 
     /// Parses and checks config text; `origin` names it in errors and `env`
     /// resolves `${VAR}` references.
-    pub fn parse(
-        text: &str,
-        origin: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn parse(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let location = e.span().map(|s| line_of(text, s.start)).unwrap_or_default();
             ConfigError {
@@ -171,6 +187,21 @@ impl Config {
             }
         })?;
         Checker { text, origin, env }.check(raw)
+    }
+
+    /// Adds the bundled engine as the pass-through upstream `engine`, serving
+    /// `model_path` (or the default model): what `sluice serve` runs with no
+    /// upstream configured.
+    pub fn with_engine(mut self, model_path: Option<PathBuf>) -> Self {
+        let mut upstream = UpstreamConfig::new("engine", UpstreamKind::Engine, "");
+        if let Some(path) = model_path {
+            upstream.engine.model_path = path;
+        }
+        upstream.passthrough = true;
+        upstream.list_models = true;
+        self.upstreams.retain(|u| u.name != "engine");
+        self.upstreams.insert(0, upstream);
+        self
     }
 
     /// Adds the upstream given on the command line (`--upstream URL`): it
@@ -197,9 +228,7 @@ fn key_at(text: &str, offset: Option<usize>) -> String {
     let Some(offset) = offset else {
         return "-".to_owned();
     };
-    let start = text[..offset.min(text.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
+    let start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
     let line = text[start..].lines().next().unwrap_or("");
     match line.split_once('=') {
         Some((key, _)) => key.trim().to_owned(),
@@ -222,9 +251,7 @@ impl Checker<'_> {
     ) -> Result<T, ConfigError> {
         Err(ConfigError {
             origin: self.origin.to_owned(),
-            location: span
-                .map(|s| line_of(self.text, s.start))
-                .unwrap_or_default(),
+            location: span.map(|s| line_of(self.text, s.start)).unwrap_or_default(),
             key: key.to_owned(),
             message: message.into(),
         })
@@ -246,22 +273,15 @@ impl Checker<'_> {
                 }
             },
         };
-        let max_body_bytes = server
-            .max_body_bytes
-            .unwrap_or(defaults.server.max_body_bytes);
+        let max_body_bytes = server.max_body_bytes.unwrap_or(defaults.server.max_body_bytes);
         if max_body_bytes == 0 {
             return self.err("server.max_body_bytes", None, "must be greater than 0");
         }
-        let tls = server.tls.as_ref().map(|t| TlsConfig {
-            cert: PathBuf::from(&t.cert),
-            key: PathBuf::from(&t.key),
-        });
+        let tls = server.tls.as_ref().map(|t| TlsConfig { cert: PathBuf::from(&t.cert), key: PathBuf::from(&t.key) });
         let server = ServerConfig {
             listen,
             max_body_bytes,
-            sse_keepalive: server
-                .sse_keepalive_ms
-                .map_or(defaults.server.sse_keepalive, Duration::from_millis),
+            sse_keepalive: server.sse_keepalive_ms.map_or(defaults.server.sse_keepalive, Duration::from_millis),
             tls,
         };
 
@@ -279,10 +299,7 @@ impl Checker<'_> {
                 }
             },
         };
-        let logging = LoggingConfig {
-            level: raw.logging.level.clone().unwrap_or(defaults.logging.level),
-            json,
-        };
+        let logging = LoggingConfig { level: raw.logging.level.clone().unwrap_or(defaults.logging.level), json };
 
         let mut upstreams = Vec::new();
         for (name, spanned) in &raw.upstreams {
@@ -296,11 +313,7 @@ impl Checker<'_> {
                 return self.err("models.name", Some(spanned.span()), "must not be empty");
             }
             if models.iter().any(|x| x.name == m.name) {
-                return self.err(
-                    &key,
-                    Some(spanned.span()),
-                    "this model name is defined twice",
-                );
+                return self.err(&key, Some(spanned.span()), "this model name is defined twice");
             }
             if !upstreams.iter().any(|u| u.name == *m.upstream.get_ref()) {
                 return self.err(
@@ -309,16 +322,11 @@ impl Checker<'_> {
                     format!("no `[upstreams.{}]` is defined", m.upstream.get_ref()),
                 );
             }
-            for (field, price) in [
-                ("input_price_per_mtok", m.input_price_per_mtok),
-                ("output_price_per_mtok", m.output_price_per_mtok),
-            ] {
+            for (field, price) in
+                [("input_price_per_mtok", m.input_price_per_mtok), ("output_price_per_mtok", m.output_price_per_mtok)]
+            {
                 if price.is_some_and(|p| !(p.is_finite() && p >= 0.0)) {
-                    return self.err(
-                        &format!("{key}.{field}"),
-                        Some(spanned.span()),
-                        "must be a non-negative number",
-                    );
+                    return self.err(&format!("{key}.{field}"), Some(spanned.span()), "must be a non-negative number");
                 }
             }
             models.push(ModelConfig {
@@ -330,19 +338,10 @@ impl Checker<'_> {
                 context_window: m.context_window,
             });
         }
-        Ok(Config {
-            server,
-            logging,
-            upstreams,
-            models,
-        })
+        Ok(Config { server, logging, upstreams, models })
     }
 
-    fn upstream(
-        &self,
-        name: &str,
-        spanned: &Spanned<raw::RawUpstream>,
-    ) -> Result<UpstreamConfig, ConfigError> {
+    fn upstream(&self, name: &str, spanned: &Spanned<raw::RawUpstream>) -> Result<UpstreamConfig, ConfigError> {
         let u = spanned.get_ref();
         let key = |field: &str| format!("upstreams.{name}.{field}");
         let kind = match u.kind.get_ref().as_str() {
@@ -361,12 +360,7 @@ impl Checker<'_> {
             (Some(url), _) => {
                 let s = url.get_ref();
                 match s.parse::<http::Uri>() {
-                    Ok(uri)
-                        if matches!(uri.scheme_str(), Some("http" | "https"))
-                            && uri.host().is_some() =>
-                    {
-                        s.clone()
-                    }
+                    Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => s.clone(),
                     _ => {
                         return self.err(
                             &key("base_url"),
@@ -378,11 +372,7 @@ impl Checker<'_> {
             }
             (None, UpstreamKind::Engine) => String::new(),
             (None, _) => {
-                return self.err(
-                    &key("base_url"),
-                    Some(spanned.span()),
-                    "is required for this kind",
-                );
+                return self.err(&key("base_url"), Some(spanned.span()), "is required for this kind");
             }
         };
         let mut out = UpstreamConfig::new(name, kind, &base_url);
@@ -405,11 +395,7 @@ impl Checker<'_> {
         }
         if let Some(v) = u.max_in_flight {
             if v == 0 {
-                return self.err(
-                    &key("max_in_flight"),
-                    Some(spanned.span()),
-                    "must be greater than 0",
-                );
+                return self.err(&key("max_in_flight"), Some(spanned.span()), "must be greater than 0");
             }
             out.max_in_flight = v;
         }
@@ -420,6 +406,30 @@ impl Checker<'_> {
         }
         if let Some(v) = &u.anthropic_version {
             out.anthropic_version = v.clone();
+        }
+        let engine_only = [
+            ("model_path", u.model_path.is_some()),
+            ("embedding_model_dir", u.embedding_model_dir.is_some()),
+            ("kv_blocks", u.kv_blocks.is_some()),
+            ("max_batch", u.max_batch.is_some()),
+        ];
+        if let Some((field, _)) = engine_only.iter().find(|(_, set)| *set).filter(|_| kind != UpstreamKind::Engine) {
+            return self.err(&key(field), Some(spanned.span()), "applies to upstreams of kind `engine` only");
+        }
+        if let Some(path) = &u.model_path {
+            out.engine.model_path = PathBuf::from(path);
+        }
+        if let Some(dir) = &u.embedding_model_dir {
+            out.engine.embedding_model_dir = (!dir.is_empty()).then(|| PathBuf::from(dir));
+        }
+        for (field, value, target) in
+            [("kv_blocks", u.kv_blocks, &mut out.engine.kv_blocks), ("max_batch", u.max_batch, &mut out.engine.max_batch)]
+        {
+            match value {
+                Some(0) => return self.err(&key(field), Some(spanned.span()), "must be greater than 0"),
+                Some(v) => *target = v,
+                None => {}
+            }
         }
         Ok(out)
     }
@@ -437,11 +447,7 @@ impl Checker<'_> {
             match (self.env)(var) {
                 Some(v) => out.push_str(&v),
                 None => {
-                    return self.err(
-                        key,
-                        Some(value.span()),
-                        format!("environment variable `{var}` is not set"),
-                    );
+                    return self.err(key, Some(value.span()), format!("environment variable `{var}` is not set"));
                 }
             }
             rest = &rest[start + len + 1..];
@@ -456,9 +462,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, "t.toml", &|v| {
-            (v == "KEY").then(|| "secret".to_owned())
-        })
+        Config::parse(text, "t.toml", &|v| (v == "KEY").then(|| "secret".to_owned()))
     }
 
     #[test]
@@ -495,10 +499,8 @@ input_price_per_mtok = 0.5
         assert_eq!(e.key, "models[m].upstream");
         assert_eq!(e.location, ":6");
 
-        let e = parse(
-            "[upstreams.a]\nkind = \"openai\"\nbase_url = \"http://x\"\napi_key = \"${NOPE}\"\n",
-        )
-        .expect_err("env");
+        let e = parse("[upstreams.a]\nkind = \"openai\"\nbase_url = \"http://x\"\napi_key = \"${NOPE}\"\n")
+            .expect_err("env");
         assert_eq!(e.key, "upstreams.a.api_key");
         assert!(e.message.contains("NOPE"));
 

@@ -93,6 +93,17 @@ pub struct RawUpstream {
     pub default_max_tokens: Option<u32>,
     /// `anthropic-version` header for Anthropic upstreams. Default `2023-06-01`.
     pub anthropic_version: Option<String>,
+    /// `engine` only: the GGUF model file.
+    /// Default `models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`.
+    pub model_path: Option<String>,
+    /// `engine` only: the embedding model folder (`model.safetensors`,
+    /// `tokenizer.json`, `config.json`); `""` disables embeddings.
+    /// Default `models/all-minilm-l6-v2`.
+    pub embedding_model_dir: Option<String>,
+    /// `engine` only: KV cache blocks of 16 tokens. Default 1024.
+    pub kv_blocks: Option<usize>,
+    /// `engine` only: most sequences decoded together. Default 32.
+    pub max_batch: Option<usize>,
 }
 
 /// `[[models]]`

@@ -80,11 +80,10 @@ impl RequestContext {
                 headers.insert(X_MODEL, v);
             }
         }
-        if let Some(cost) = self.cost {
-            if let Ok(v) = HeaderValue::from_str(&format_cost(cost)) {
+        if let Some(cost) = self.cost
+            && let Ok(v) = HeaderValue::from_str(&format_cost(cost)) {
                 headers.insert(X_COST, v);
             }
-        }
         if let Ok(v) = HeaderValue::from_str(&overhead.as_micros().to_string()) {
             headers.insert(X_OVERHEAD, v);
         }
@@ -122,8 +121,7 @@ impl RequestContext {
                 .increment(usage.completion_tokens);
         }
         if let Some(cost) = self.cost {
-            metrics::gauge!(telemetry::COST, "model" => model, "upstream" => upstream)
-                .increment(cost);
+            metrics::gauge!(telemetry::COST, "model" => model, "upstream" => upstream).increment(cost);
         }
     }
 }

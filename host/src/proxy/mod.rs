@@ -32,16 +32,10 @@ use crate::upstream::ChatReply;
 /// Checks what serde cannot: constraints between and within fields.
 fn validate(req: &ChatRequest) -> Result<(), GatewayError> {
     if req.model.is_empty() {
-        return Err(GatewayError::invalid(
-            "`model` must not be empty",
-            Some("model"),
-        ));
+        return Err(GatewayError::invalid("`model` must not be empty", Some("model")));
     }
     if req.messages.is_empty() {
-        return Err(GatewayError::invalid(
-            "`messages` must contain at least one message",
-            Some("messages"),
-        ));
+        return Err(GatewayError::invalid("`messages` must contain at least one message", Some("messages")));
     }
     if req.n == Some(0) {
         return Err(GatewayError::invalid("`n` must be at least 1", Some("n")));
@@ -53,10 +47,7 @@ fn validate(req: &ChatRequest) -> Result<(), GatewayError> {
         ));
     }
     if let Some(p) = req.top_p.filter(|p| !(0.0..=1.0).contains(p)) {
-        return Err(GatewayError::invalid(
-            format!("`top_p` must be between 0 and 1, got {p}"),
-            Some("top_p"),
-        ));
+        return Err(GatewayError::invalid(format!("`top_p` must be between 0 and 1, got {p}"), Some("top_p")));
     }
     Ok(())
 }
@@ -75,9 +66,7 @@ pub async fn chat(
     if req.stream && route.upstream.config.kind == UpstreamKind::OpenAi {
         // Always ask for usage so tokens and cost are known; the usage chunk
         // is dropped again for clients that did not ask for it.
-        req.stream_options
-            .get_or_insert_with(StreamOptions::default)
-            .include_usage = true;
+        req.stream_options.get_or_insert_with(StreamOptions::default).include_usage = true;
     }
 
     let sent = Instant::now();
@@ -100,25 +89,15 @@ fn complete(
     raw: Option<Bytes>,
 ) -> Result<Response<Body>, GatewayError> {
     let usage = response.usage.unwrap_or_else(|| {
-        let completion: u64 = response
-            .choices
-            .iter()
-            .map(|c| count_tokens(&c.message.text_content()))
-            .sum();
+        let completion: u64 = response.choices.iter().map(|c| count_tokens(&c.message.text_content())).sum();
         Usage::new(count_prompt_tokens(req), completion)
     });
     ctx.usage = Some(usage);
-    ctx.cost = ctx
-        .route
-        .as_ref()
-        .and_then(|r| r.pricing)
-        .map(|p| p.cost(usage));
+    ctx.cost = ctx.route.as_ref().and_then(|r| r.pricing).map(|p| p.cost(usage));
     let body = match ctx.api {
         ApiFlavor::OpenAi => match raw {
             Some(raw) => raw,
-            None => Bytes::from(
-                serde_json::to_vec(&response).map_err(|e| GatewayError::Internal(e.to_string()))?,
-            ),
+            None => Bytes::from(serde_json::to_vec(&response).map_err(|e| GatewayError::Internal(e.to_string()))?),
         },
         ApiFlavor::Anthropic => Bytes::from(
             serde_json::to_vec(&response_from_chat(&response, usage))
@@ -126,10 +105,7 @@ fn complete(
         ),
     };
     let mut out = Response::new(full(body));
-    out.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(out)
 }
 
@@ -143,43 +119,27 @@ pub async fn embeddings(
     let model = match body.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(_) => {
-            return Err(GatewayError::invalid(
-                "`model` must be a non-empty string",
-                Some("model"),
-            ));
+            return Err(GatewayError::invalid("`model` must be a non-empty string", Some("model")));
         }
         None => {
-            return Err(GatewayError::invalid(
-                "missing field `model`",
-                Some("model"),
-            ));
+            return Err(GatewayError::invalid("missing field `model`", Some("model")));
         }
     };
     match body.get("input") {
         Some(Value::String(_) | Value::Array(_)) => {}
         Some(_) => {
-            return Err(GatewayError::invalid(
-                "`input` must be a string or an array",
-                Some("input"),
-            ));
+            return Err(GatewayError::invalid("`input` must be a string or an array", Some("input")));
         }
         None => {
-            return Err(GatewayError::invalid(
-                "missing field `input`",
-                Some("input"),
-            ));
+            return Err(GatewayError::invalid("missing field `input`", Some("input")));
         }
     }
     let route = gw.models.resolve(&model)?;
     ctx.route = Some(route.clone());
-    body.insert(
-        "model".to_owned(),
-        Value::String(route.upstream_model.clone()),
-    );
-    let payload = serde_json::to_vec(&body).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    body.insert("model".to_owned(), Value::String(route.upstream_model.clone()));
 
     let sent = Instant::now();
-    let reply = route.upstream.embeddings(Bytes::from(payload)).await;
+    let reply = route.upstream.embeddings(&body).await;
     ctx.upstream_time += sent.elapsed();
     let raw = reply?;
 
@@ -191,9 +151,6 @@ pub async fn embeddings(
     ctx.usage = Some(usage);
     ctx.cost = route.pricing.map(|p| p.cost(usage));
     let mut out = Response::new(full(raw));
-    out.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(out)
 }

@@ -56,8 +56,7 @@ impl Drop for StreamRecord {
     fn drop(&mut self) {
         // No status means the client went away before the end.
         let status = self.status.unwrap_or(499);
-        self.ctx
-            .record(status, self.ctx.started.elapsed(), self.ttft);
+        self.ctx.record(status, self.ctx.started.elapsed(), self.ttft);
     }
 }
 
@@ -72,16 +71,8 @@ pub fn respond(
     let keepalive = gw.config.server.sse_keepalive;
     let api = ctx.api;
     let pricing = ctx.route.as_ref().and_then(|r| r.pricing);
-    let public_model = ctx
-        .route
-        .as_ref()
-        .map(|r| r.public.clone())
-        .unwrap_or_default();
-    let mut record = StreamRecord {
-        ctx: ctx.clone(),
-        ttft: None,
-        status: None,
-    };
+    let public_model = ctx.route.as_ref().map(|r| r.public.clone()).unwrap_or_default();
+    let mut record = StreamRecord { ctx: ctx.clone(), ttft: None, status: None };
 
     let body = async_stream::stream! {
         let mut encoder = (api == ApiFlavor::Anthropic).then(|| AnthropicEncoder::new(&public_model));
@@ -150,12 +141,11 @@ pub fn respond(
         }
         match encoder.as_mut() {
             None => {
-                if client_wants_usage && !reported {
-                    if let Some(mut chunk) = template.take() {
+                if client_wants_usage && !reported
+                    && let Some(mut chunk) = template.take() {
                         chunk.usage = Some(usage);
                         tail.extend_from_slice(&sse_data(&serde_json::to_vec(&chunk).unwrap_or_default()));
                     }
-                }
                 tail.extend_from_slice(b"data: [DONE]\n\n");
             }
             Some(encoder) => {
@@ -171,10 +161,7 @@ pub fn respond(
 
     let mut response = Response::new(streaming(body));
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response

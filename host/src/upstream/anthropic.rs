@@ -10,11 +10,10 @@ use futures_util::StreamExt;
 use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Map, Value};
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::http::{HttpClient, read_body, send};
 use super::openai::MAX_RESPONSE;
-use super::{ChatReply, ChunkEvent, unix_now};
+use super::{ChatReply, ChunkEvent, Slot, unix_now};
 use crate::api::anthropic::{MessagesRequest, MessagesResponse, response_to_chat};
 use crate::api::anthropic_stream::{AnthropicDecoder, Decoded};
 use crate::api::chat::{ChatChunk, ChatRequest};
@@ -30,54 +29,36 @@ fn request(
     let mut builder = Request::builder()
         .method(method)
         .uri(format!("{}{path}", cfg.base_url))
-        .header(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )
+        .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .header("anthropic-version", cfg.anthropic_version.as_str());
     if let Some(key) = &cfg.api_key {
         builder = builder.header("x-api-key", key.as_str());
     }
-    builder
-        .body(Full::new(body))
-        .map_err(|e| GatewayError::Internal(format!("building the upstream request: {e}")))
+    builder.body(Full::new(body)).map_err(|e| GatewayError::Internal(format!("building the upstream request: {e}")))
 }
 
 fn protocol(cfg: &UpstreamConfig, detail: impl Into<String>) -> GatewayError {
-    GatewayError::UpstreamProtocol {
-        upstream: cfg.name.clone(),
-        detail: detail.into(),
-    }
+    GatewayError::UpstreamProtocol { upstream: cfg.name.clone(), detail: detail.into() }
 }
 
 pub async fn chat(
     client: &HttpClient,
     cfg: &UpstreamConfig,
     req: &ChatRequest,
-    permit: OwnedSemaphorePermit,
+    permit: Slot,
 ) -> Result<ChatReply, GatewayError> {
     let body = MessagesRequest::from_chat(req, &req.model, cfg.default_max_tokens)?;
     let body = serde_json::to_vec(&body).map_err(|e| GatewayError::Internal(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + cfg.total_timeout;
     let http_req = request(cfg, http::Method::POST, "/messages", body.into())?;
-    let response = send(
-        client,
-        &cfg.name,
-        ApiFlavor::Anthropic,
-        http_req,
-        cfg.first_byte_timeout,
-    )
-    .await?;
+    let response = send(client, &cfg.name, ApiFlavor::Anthropic, http_req, cfg.first_byte_timeout).await?;
     if !req.stream {
         let within = deadline.saturating_duration_since(tokio::time::Instant::now());
         let raw = read_body(&cfg.name, response.into_body(), MAX_RESPONSE, within).await?;
         drop(permit);
-        let parsed: MessagesResponse = serde_json::from_slice(&raw)
-            .map_err(|e| protocol(cfg, format!("not a Messages API response: {e}")))?;
-        return Ok(ChatReply::Complete {
-            response: response_to_chat(parsed, unix_now()),
-            raw: None,
-        });
+        let parsed: MessagesResponse =
+            serde_json::from_slice(&raw).map_err(|e| protocol(cfg, format!("not a Messages API response: {e}")))?;
+        return Ok(ChatReply::Complete { response: response_to_chat(parsed, unix_now()), raw: None });
     }
     let upstream = cfg.clone();
     let stream = async_stream::stream! {
@@ -135,10 +116,6 @@ pub async fn models(client: &HttpClient, cfg: &UpstreamConfig) -> Result<Vec<Val
     let req = request(cfg, http::Method::GET, "/models", Bytes::new())?;
     let response = send(client, &cfg.name, ApiFlavor::Anthropic, req, limit).await?;
     let body = read_body(&cfg.name, response.into_body(), MAX_RESPONSE, limit).await?;
-    let v: Value =
-        serde_json::from_slice(&body).map_err(|e| protocol(cfg, format!("/models: {e}")))?;
-    Ok(v.get("data")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default())
+    let v: Value = serde_json::from_slice(&body).map_err(|e| protocol(cfg, format!("/models: {e}")))?;
+    Ok(v.get("data").and_then(Value::as_array).cloned().unwrap_or_default())
 }

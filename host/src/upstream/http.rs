@@ -46,22 +46,17 @@ pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, String> {
 
     let mut roots = system_roots().clone();
     if let Some(path) = &cfg.ca_cert {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read ca_cert {}: {e}", path.display()))?;
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read ca_cert {}: {e}", path.display()))?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("unusable certificate in {}: {e}", path.display()))?;
+            roots.add(cert).map_err(|e| format!("unusable certificate in {}: {e}", path.display()))?;
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -98,24 +93,12 @@ pub async fn send(
     if status.is_success() {
         return Ok(response);
     }
-    let body = read_body(upstream, response.into_body(), MAX_ERROR_BODY, first_byte)
-        .await
-        .unwrap_or_default();
-    Err(GatewayError::UpstreamStatus {
-        upstream: upstream.to_owned(),
-        upstream_api: api,
-        status,
-        body,
-    })
+    let body = read_body(upstream, response.into_body(), MAX_ERROR_BODY, first_byte).await.unwrap_or_default();
+    Err(GatewayError::UpstreamStatus { upstream: upstream.to_owned(), upstream_api: api, status, body })
 }
 
 /// Reads a whole body of at most `limit` bytes within `within`.
-pub async fn read_body(
-    upstream: &str,
-    body: Incoming,
-    limit: usize,
-    within: Duration,
-) -> Result<Bytes, GatewayError> {
+pub async fn read_body(upstream: &str, body: Incoming, limit: usize, within: Duration) -> Result<Bytes, GatewayError> {
     match tokio::time::timeout(within, Limited::new(body, limit).collect()).await {
         Err(_) => Err(GatewayError::UpstreamTimeout {
             upstream: upstream.to_owned(),
@@ -145,8 +128,5 @@ fn classify(upstream: &str, e: &hyper_util::client::legacy::Error) -> GatewayErr
             after: Duration::ZERO,
         };
     }
-    GatewayError::UpstreamUnreachable {
-        upstream: upstream.to_owned(),
-        detail,
-    }
+    GatewayError::UpstreamUnreachable { upstream: upstream.to_owned(), detail }
 }

@@ -7,6 +7,7 @@
 //! retry, fall back or cache: those are stages above it.
 
 mod anthropic;
+mod engine;
 pub mod http;
 mod openai;
 
@@ -17,12 +18,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::Stream;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::chat::{ChatChunk, ChatRequest, ChatResponse};
 use crate::config::{UpstreamConfig, UpstreamKind};
 use crate::error::GatewayError;
+use crate::telemetry;
 
 /// One streamed chunk, with the upstream's own bytes when it spoke OpenAI so
 /// they can be forwarded without re-encoding.
@@ -38,18 +40,29 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChunkEvent, GatewayError
 pub enum ChatReply {
     /// A whole response; `raw` holds the upstream's body when it can be
     /// forwarded verbatim to an OpenAI client.
-    Complete {
-        response: ChatResponse,
-        raw: Option<Bytes>,
-    },
+    Complete { response: ChatResponse, raw: Option<Bytes> },
     /// Chunks as they arrive. The usage chunk (no choices, `usage` set) comes
     /// last when the upstream reports usage.
     Stream(ChunkStream),
 }
 
+/// One of an upstream's in-flight places, held until the request (or its
+/// stream) ends.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    gauge: metrics::Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gauge.decrement(1.0);
+    }
+}
+
 enum Backend {
     OpenAi(http::HttpClient),
     Anthropic(http::HttpClient),
+    Engine(sluice_engine::Engine),
 }
 
 /// One configured upstream.
@@ -65,9 +78,7 @@ impl Upstream {
         let backend = match config.kind {
             UpstreamKind::OpenAi => Backend::OpenAi(http::client(&config)?),
             UpstreamKind::Anthropic => Backend::Anthropic(http::client(&config)?),
-            UpstreamKind::Engine => {
-                return Err("the bundled engine is not part of this build".to_owned());
-            }
+            UpstreamKind::Engine => Backend::Engine(engine::start(&config)?),
         };
         Ok(Upstream {
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
@@ -87,22 +98,22 @@ impl Upstream {
     }
 
     /// Waits (up to the queue timeout) for an in-flight slot.
-    async fn slot(&self) -> Result<OwnedSemaphorePermit, GatewayError> {
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Ok(permit);
-        }
-        match tokio::time::timeout(
-            self.config.queue_timeout,
-            self.slots.clone().acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(GatewayError::UpstreamBusy {
-                upstream: self.config.name.clone(),
-                limit: self.config.max_in_flight,
-            }),
-        }
+    async fn slot(&self) -> Result<Slot, GatewayError> {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => match tokio::time::timeout(self.config.queue_timeout, self.slots.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                _ => {
+                    return Err(GatewayError::UpstreamBusy {
+                        upstream: self.config.name.clone(),
+                        limit: self.config.max_in_flight,
+                    });
+                }
+            },
+        };
+        let gauge = metrics::gauge!(telemetry::IN_FLIGHT, "upstream" => self.config.name.clone());
+        gauge.increment(1.0);
+        Ok(Slot { _permit: permit, gauge })
     }
 
     /// Sends a chat request whose `model` is already the upstream's model id.
@@ -111,19 +122,35 @@ impl Upstream {
         match &self.backend {
             Backend::OpenAi(client) => openai::chat(client, &self.config, req, permit).await,
             Backend::Anthropic(client) => anthropic::chat(client, &self.config, req, permit).await,
+            Backend::Engine(engine) => engine::chat(engine, &self.config, req, permit).await,
         }
     }
 
-    /// Forwards an embeddings request body (model already rewritten); returns
-    /// the upstream's JSON body.
-    pub async fn embeddings(&self, body: Bytes) -> Result<Bytes, GatewayError> {
+    /// The model an upstream serves whatever name it is asked for: the
+    /// bundled engine's one model.
+    pub fn sole_model(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Engine(engine) => Some(engine.model_name()),
+            _ => None,
+        }
+    }
+
+    /// Answers an embeddings request (`model` already the upstream's id) with
+    /// the OpenAI-shaped JSON body.
+    pub async fn embeddings(&self, body: &Map<String, Value>) -> Result<Bytes, GatewayError> {
         let _permit = self.slot().await?;
         match &self.backend {
-            Backend::OpenAi(client) => openai::embeddings(client, &self.config, body).await,
-            Backend::Anthropic(_) => Err(GatewayError::Unsupported {
-                upstream: self.config.name.clone(),
-                what: "embeddings",
-            }),
+            Backend::OpenAi(client) => {
+                let payload = serde_json::to_vec(body).map_err(|e| GatewayError::Internal(e.to_string()))?;
+                openai::embeddings(client, &self.config, Bytes::from(payload)).await
+            }
+            Backend::Engine(engine) => {
+                let v = engine::embeddings(engine, &self.config, body).await?;
+                Ok(Bytes::from(v.to_string()))
+            }
+            Backend::Anthropic(_) => {
+                Err(GatewayError::Unsupported { upstream: self.config.name.clone(), what: "embeddings" })
+            }
         }
     }
 
@@ -132,14 +159,14 @@ impl Upstream {
     /// upstream is down.
     pub async fn list_models(&self) -> Vec<Value> {
         const FRESH: Duration = Duration::from_secs(60);
-        if let Ok(cache) = self.models_cache.lock() {
-            if let Some((_, models)) = cache.as_ref().filter(|(at, _)| at.elapsed() < FRESH) {
+        if let Ok(cache) = self.models_cache.lock()
+            && let Some((_, models)) = cache.as_ref().filter(|(at, _)| at.elapsed() < FRESH) {
                 return models.clone();
             }
-        }
         let models = match &self.backend {
             Backend::OpenAi(client) => openai::models(client, &self.config).await,
             Backend::Anthropic(client) => anthropic::models(client, &self.config).await,
+            Backend::Engine(engine) => return engine::models(engine),
         };
         match models {
             Ok(models) => {
@@ -167,9 +194,7 @@ impl Upstreams {
     pub fn build(configs: &[UpstreamConfig]) -> Result<Upstreams, String> {
         let mut out = Upstreams::default();
         for cfg in configs {
-            let upstream = Arc::new(
-                Upstream::new(cfg.clone()).map_err(|e| format!("upstream `{}`: {e}", cfg.name))?,
-            );
+            let upstream = Arc::new(Upstream::new(cfg.clone()).map_err(|e| format!("upstream `{}`: {e}", cfg.name))?);
             out.by_name.insert(cfg.name.clone(), upstream.clone());
             out.ordered.push(upstream);
         }
@@ -187,7 +212,5 @@ impl Upstreams {
 
 /// Seconds since the Unix epoch, for `created` fields.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -9,10 +9,9 @@ use futures_util::StreamExt;
 use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::http::{HttpClient, read_body, send};
-use super::{ChatReply, ChunkEvent};
+use super::{ChatReply, ChunkEvent, Slot};
 use crate::api::chat::{ChatChunk, ChatRequest, ChatResponse};
 use crate::config::UpstreamConfig;
 use crate::error::{ApiFlavor, GatewayError};
@@ -20,35 +19,24 @@ use crate::error::{ApiFlavor, GatewayError};
 /// Largest complete response accepted from an upstream.
 pub(super) const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
-fn post(
-    cfg: &UpstreamConfig,
-    path: &str,
-    body: Bytes,
-) -> Result<Request<Full<Bytes>>, GatewayError> {
-    let mut builder = Request::post(format!("{}{path}", cfg.base_url)).header(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+fn post(cfg: &UpstreamConfig, path: &str, body: Bytes) -> Result<Request<Full<Bytes>>, GatewayError> {
+    let mut builder = Request::post(format!("{}{path}", cfg.base_url))
+        .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(key) = &cfg.api_key {
         builder = builder.header(header::AUTHORIZATION, format!("Bearer {key}"));
     }
-    builder
-        .body(Full::new(body))
-        .map_err(|e| GatewayError::Internal(format!("building the upstream request: {e}")))
+    builder.body(Full::new(body)).map_err(|e| GatewayError::Internal(format!("building the upstream request: {e}")))
 }
 
 fn protocol(cfg: &UpstreamConfig, detail: impl Into<String>) -> GatewayError {
-    GatewayError::UpstreamProtocol {
-        upstream: cfg.name.clone(),
-        detail: detail.into(),
-    }
+    GatewayError::UpstreamProtocol { upstream: cfg.name.clone(), detail: detail.into() }
 }
 
 pub async fn chat(
     client: &HttpClient,
     cfg: &UpstreamConfig,
     req: &ChatRequest,
-    permit: OwnedSemaphorePermit,
+    permit: Slot,
 ) -> Result<ChatReply, GatewayError> {
     let body = serde_json::to_vec(req).map_err(|e| GatewayError::Internal(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + cfg.total_timeout;
@@ -64,12 +52,9 @@ pub async fn chat(
         let within = deadline.saturating_duration_since(tokio::time::Instant::now());
         let raw = read_body(&cfg.name, response.into_body(), MAX_RESPONSE, within).await?;
         drop(permit);
-        let parsed: ChatResponse = serde_json::from_slice(&raw)
-            .map_err(|e| protocol(cfg, format!("not a chat completion: {e}")))?;
-        return Ok(ChatReply::Complete {
-            response: parsed,
-            raw: Some(raw),
-        });
+        let parsed: ChatResponse =
+            serde_json::from_slice(&raw).map_err(|e| protocol(cfg, format!("not a chat completion: {e}")))?;
+        return Ok(ChatReply::Complete { response: parsed, raw: Some(raw) });
     }
     let upstream = cfg.clone();
     let stream = async_stream::stream! {
@@ -116,26 +101,10 @@ pub async fn chat(
     Ok(ChatReply::Stream(Box::pin(stream)))
 }
 
-pub async fn embeddings(
-    client: &HttpClient,
-    cfg: &UpstreamConfig,
-    body: Bytes,
-) -> Result<Bytes, GatewayError> {
-    let response = send(
-        client,
-        &cfg.name,
-        ApiFlavor::OpenAi,
-        post(cfg, "/embeddings", body)?,
-        cfg.first_byte_timeout,
-    )
-    .await?;
-    read_body(
-        &cfg.name,
-        response.into_body(),
-        MAX_RESPONSE,
-        cfg.total_timeout,
-    )
-    .await
+pub async fn embeddings(client: &HttpClient, cfg: &UpstreamConfig, body: Bytes) -> Result<Bytes, GatewayError> {
+    let response =
+        send(client, &cfg.name, ApiFlavor::OpenAi, post(cfg, "/embeddings", body)?, cfg.first_byte_timeout).await?;
+    read_body(&cfg.name, response.into_body(), MAX_RESPONSE, cfg.total_timeout).await
 }
 
 pub async fn models(client: &HttpClient, cfg: &UpstreamConfig) -> Result<Vec<Value>, GatewayError> {
@@ -143,16 +112,10 @@ pub async fn models(client: &HttpClient, cfg: &UpstreamConfig) -> Result<Vec<Val
     if let Some(key) = &cfg.api_key {
         builder = builder.header(header::AUTHORIZATION, format!("Bearer {key}"));
     }
-    let req = builder
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let req = builder.body(Full::new(Bytes::new())).map_err(|e| GatewayError::Internal(e.to_string()))?;
     let limit = cfg.first_byte_timeout.min(Duration::from_secs(5));
     let response = send(client, &cfg.name, ApiFlavor::OpenAi, req, limit).await?;
     let body = read_body(&cfg.name, response.into_body(), MAX_RESPONSE, limit).await?;
-    let v: Value =
-        serde_json::from_slice(&body).map_err(|e| protocol(cfg, format!("/models: {e}")))?;
-    Ok(v.get("data")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default())
+    let v: Value = serde_json::from_slice(&body).map_err(|e| protocol(cfg, format!("/models: {e}")))?;
+    Ok(v.get("data").and_then(Value::as_array).cloned().unwrap_or_default())
 }

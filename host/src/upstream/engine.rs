@@ -1,0 +1,213 @@
+//! The bundled engine as an upstream: internal chat requests become engine
+//! generate calls, and the engine's token events become OpenAI-shaped
+//! responses and chunks. Dropping a stream drops the engine's receiver, which
+//! cancels the sequence and frees its KV blocks.
+//!
+//! The engine serves text chat: tool definitions and `n > 1` are refused
+//! with a clear 400 rather than silently ignored.
+
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+use sluice_engine::{
+    ChatMessage, Engine, EngineConfig, EngineError, FinishReason, GenerateRequest, GenerationEvent, Prompt,
+    SamplingParams,
+};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use super::{ChatReply, ChunkEvent, Slot, unix_now};
+use crate::api::chat::{
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, Message, PromptTokensDetails, Role, Usage,
+};
+use crate::config::UpstreamConfig;
+use crate::error::GatewayError;
+
+/// Loads the engine's models and starts its actor.
+pub fn start(cfg: &UpstreamConfig) -> Result<Engine, String> {
+    let engine = &cfg.engine;
+    let config = EngineConfig {
+        model_path: engine.model_path.clone(),
+        embedding_model_dir: engine.embedding_model_dir.clone(),
+        kv_blocks: engine.kv_blocks,
+        max_batch: engine.max_batch,
+        ..EngineConfig::default()
+    };
+    Engine::start(config).map_err(|e| format!("loading {}: {e}", engine.model_path.display()))
+}
+
+fn engine_error(cfg: &UpstreamConfig, e: EngineError) -> GatewayError {
+    match e {
+        EngineError::InvalidRequest(message) => GatewayError::invalid(message, Some("messages")),
+        EngineError::NoEmbeddingModel => GatewayError::Unsupported { upstream: cfg.name.clone(), what: "embeddings" },
+        other => GatewayError::UpstreamUnreachable { upstream: cfg.name.clone(), detail: other.to_string() },
+    }
+}
+
+fn request(cfg: &UpstreamConfig, req: &ChatRequest) -> Result<GenerateRequest, GatewayError> {
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(GatewayError::Unsupported { upstream: cfg.name.clone(), what: "tools" });
+    }
+    if req.n.is_some_and(|n| n > 1) {
+        return Err(GatewayError::Unsupported { upstream: cfg.name.clone(), what: "n > 1" });
+    }
+    let messages = req
+        .messages
+        .iter()
+        .map(|m| ChatMessage { role: m.role.as_str().to_owned(), content: m.text_content() })
+        .collect();
+    let top_k = req.extra.get("top_k").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let sampling = SamplingParams {
+        // OpenAI's defaults: temperature 1, top_p 1.
+        temperature: req.temperature.unwrap_or(1.0) as f32,
+        top_p: req.top_p.unwrap_or(1.0) as f32,
+        top_k,
+        seed: req.seed.map(|s| s as u64),
+        max_tokens: req.max_output_tokens().unwrap_or(cfg.default_max_tokens) as usize,
+        stop: req.stop_sequences(),
+    };
+    Ok(GenerateRequest { prompt: Prompt::Chat(messages), sampling })
+}
+
+fn finish_reason(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+fn completion_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("chatcmpl-sluice-{:x}-{}", unix_now(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn usage_of(prompt_tokens: usize, completion_tokens: usize, cached: usize) -> Usage {
+    Usage {
+        prompt_tokens_details: Some(PromptTokensDetails { cached_tokens: cached as u64 }),
+        ..Usage::new(prompt_tokens as u64, completion_tokens as u64)
+    }
+}
+
+pub async fn chat(
+    engine: &Engine,
+    cfg: &UpstreamConfig,
+    req: &ChatRequest,
+    permit: Slot,
+) -> Result<ChatReply, GatewayError> {
+    let generate = request(cfg, req)?;
+    let mut events = engine.generate(generate).map_err(|e| engine_error(cfg, e))?;
+    let id = completion_id();
+    let created = unix_now();
+    let model = engine.model_name().to_owned();
+
+    if !req.stream {
+        let mut text = String::new();
+        while let Some(event) = events.recv().await {
+            match event {
+                GenerationEvent::Token { text: piece, .. } => text.push_str(&piece),
+                GenerationEvent::Done { finish_reason: reason, prompt_tokens, completion_tokens, cached_prompt_tokens } => {
+                    drop(permit);
+                    let usage = usage_of(prompt_tokens, completion_tokens, cached_prompt_tokens);
+                    let response = ChatResponse {
+                        id,
+                        object: "chat.completion".to_owned(),
+                        created,
+                        model,
+                        choices: vec![Choice {
+                            index: 0,
+                            message: Message::text(Role::Assistant, text),
+                            finish_reason: Some(finish_reason(reason).to_owned()),
+                            extra: Map::new(),
+                        }],
+                        usage: Some(usage),
+                        extra: Map::new(),
+                    };
+                    return Ok(ChatReply::Complete { response, raw: None });
+                }
+                GenerationEvent::Error(message) => {
+                    return Err(GatewayError::UpstreamProtocol { upstream: cfg.name.clone(), detail: message });
+                }
+            }
+        }
+        return Err(GatewayError::UpstreamProtocol { upstream: cfg.name.clone(), detail: "the engine stopped".to_owned() });
+    }
+
+    let chunk = move |delta: Delta, finish: Option<&str>, usage: Option<Usage>| {
+        // The usage chunk has no choices, as OpenAI sends it.
+        let choices = match usage {
+            Some(_) => Vec::new(),
+            None => vec![ChunkChoice { index: 0, delta, finish_reason: finish.map(str::to_owned), extra: Map::new() }],
+        };
+        let chunk = ChatChunk {
+            id: id.clone(),
+            object: "chat.completion.chunk".to_owned(),
+            created,
+            model: model.clone(),
+            choices,
+            usage,
+            extra: Map::new(),
+        };
+        Ok(ChunkEvent { chunk, raw: None })
+    };
+    let upstream = cfg.name.clone();
+    let first = chunk(Delta { role: Some(Role::Assistant), content: Some(String::new()), ..Default::default() }, None, None);
+    let stream = async_stream::stream! {
+        let _permit = permit;
+        yield first;
+        let mut events = UnboundedReceiverStream::new(events);
+        while let Some(event) = events.next().await {
+            match event {
+                GenerationEvent::Token { text, .. } if text.is_empty() => {}
+                GenerationEvent::Token { text, .. } => {
+                    yield chunk(Delta { content: Some(text), ..Default::default() }, None, None);
+                }
+                GenerationEvent::Done { finish_reason: reason, prompt_tokens, completion_tokens, cached_prompt_tokens } => {
+                    yield chunk(Delta::default(), Some(finish_reason(reason)), None);
+                    yield chunk(Delta::default(), None, Some(usage_of(prompt_tokens, completion_tokens, cached_prompt_tokens)));
+                    return;
+                }
+                GenerationEvent::Error(message) => {
+                    yield Err(GatewayError::UpstreamProtocol { upstream: upstream.clone(), detail: message });
+                    return;
+                }
+            }
+        }
+        yield Err(GatewayError::UpstreamProtocol { upstream: upstream.clone(), detail: "the engine stopped".to_owned() });
+    };
+    Ok(ChatReply::Stream(Box::pin(stream)))
+}
+
+/// `/v1/embeddings` served by the engine's embedding model, in OpenAI's shape.
+pub async fn embeddings(engine: &Engine, cfg: &UpstreamConfig, body: &Map<String, Value>) -> Result<Value, GatewayError> {
+    let inputs: Vec<String> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(|| GatewayError::invalid("the bundled engine embeds strings only", Some("input")))?,
+        _ => return Err(GatewayError::invalid("`input` must be a string or an array of strings", Some("input"))),
+    };
+    let tokens: usize = inputs.iter().map(|t| engine.count_tokens(t)).sum();
+    let vectors = engine.embed(inputs).await.map_err(|e| engine_error(cfg, e))?;
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, embedding)| json!({"object": "embedding", "index": index, "embedding": embedding}))
+        .collect();
+    Ok(json!({
+        "object": "list", "data": data,
+        "model": engine.embedding_model_name().unwrap_or_default(),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }))
+}
+
+/// The models the engine serves, as `/v1/models` entries.
+pub fn models(engine: &Engine) -> Vec<Value> {
+    let created = unix_now();
+    let mut out = vec![json!({"id": engine.model_name(), "object": "model", "created": created, "owned_by": "sluice-engine",
+        "context_window": engine.context_window()})];
+    if let Some(name) = engine.embedding_model_name() {
+        out.push(json!({"id": name, "object": "model", "created": created, "owned_by": "sluice-engine"}));
+    }
+    out
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what Sluice needs to build, run and test, on a fresh machine.
+# Idempotent: what is already there is kept.
+#   scripts/setup.sh          the wasm target, the models, the example plugins
+#   scripts/setup.sh --test   also the official SDKs the tests drive
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2
+fi
+
+bash engine/fetch-models.sh
+
+if [ -x plugins/build.sh ]; then
+  bash plugins/build.sh
+fi
+
+if [ "${1:-}" = "--test" ]; then
+  if ! python3 -c 'import openai, anthropic' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check openai==3.54.0 anthropic==2.12.0
+  fi
+  if [ ! -d tests/sdk/node_modules/openai ]; then
+    (cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi

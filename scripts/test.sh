@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test: installs what the tests need, then the whole workspace's
+# tests (the real model, the official SDKs, plugins built from source).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+export SLUICE_REQUIRE_MODELS=1 SLUICE_REQUIRE_SDKS=1
+cargo test --workspace --locked
