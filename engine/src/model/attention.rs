@@ -1,0 +1,149 @@
+//! Paged attention over the host-memory KV pool. New keys/values are written to
+//! their slots first; then each sequence's queries attend to its whole context.
+//! Every query row (decode token or prefill-chunk token) attends with the same
+//! loop over its sequence's blocks, so a row's result is bit-identical whether
+//! it runs alone, in a batch, in any prefill chunk or after a prefix-cache hit.
+//! Rows are split across threads. No flash-attention / online-softmax tricks.
+
+use super::{Batch, LlamaConfig};
+use crate::EngineError;
+use crate::kv::{BlockId, KvStore};
+use candle_core::{Device, Tensor};
+
+/// One query row: (context length, block table, query, output).
+type Job<'a> = (usize, &'a [BlockId], &'a [f32], &'a mut [f32]);
+
+/// Attention for one layer. `q` is `(T, n_head*head_dim)`, `k`/`v` are
+/// `(T, n_kv_head*head_dim)`; returns `(T, n_head*head_dim)` on the CPU.
+pub fn paged_attention(
+    cfg: &LlamaConfig,
+    layer: usize,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    batch: &Batch,
+    kv: &mut KvStore,
+) -> Result<Tensor, EngineError> {
+    let row = kv.row;
+    let qd = cfg.n_head * cfg.head_dim;
+    let q = q.flatten_all()?.to_vec1::<f32>()?;
+    let k = k.flatten_all()?.to_vec1::<f32>()?;
+    let v = v.flatten_all()?.to_vec1::<f32>()?;
+    // Write the new K/V into their slots.
+    let mut i = 0;
+    for s in &batch.seqs {
+        for p in s.start_pos..s.start_pos + s.tokens.len() {
+            let slot = kv.slot(s.table, p);
+            kv.k[layer][slot * row..(slot + 1) * row].copy_from_slice(&k[i * row..(i + 1) * row]);
+            kv.v[layer][slot * row..(slot + 1) * row].copy_from_slice(&v[i * row..(i + 1) * row]);
+            i += 1;
+        }
+    }
+    let t = i;
+    let mut out = vec![0f32; t * qd];
+    let (kl, vl) = (&kv.k[layer], &kv.v[layer]);
+    let bs = kv.block_size;
+    // One job per query row: (context length, block table, query, output).
+    // Every row is computed the same way whatever the batch or chunk it is in,
+    // so results do not depend on batching, chunking or prefix-cache hits.
+    let mut jobs: Vec<Job> = Vec::with_capacity(t);
+    let mut outs = out.chunks_exact_mut(qd);
+    let mut qs = q.chunks_exact(qd);
+    for s in &batch.seqs {
+        for p in s.start_pos..s.start_pos + s.tokens.len() {
+            if let (Some(o), Some(qr)) = (outs.next(), qs.next()) {
+                jobs.push((p + 1, s.table, qr, o));
+            }
+        }
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let work: usize = jobs.iter().map(|j| j.0).sum();
+    if threads > 1 && jobs.len() > 1 && work > 1024 {
+        // Split into contiguous groups of roughly equal work.
+        let per = work.div_ceil(threads);
+        std::thread::scope(|sc| {
+            let mut rest: &mut [_] = &mut jobs;
+            while !rest.is_empty() {
+                let mut acc = 0;
+                let mut n = 0;
+                while n < rest.len() && (acc < per || n == 0) {
+                    acc += rest[n].0;
+                    n += 1;
+                }
+                let (part, tail) = rest.split_at_mut(n);
+                rest = tail;
+                sc.spawn(move || {
+                    for (ctx, table, q, o) in part.iter_mut() {
+                        attend(cfg, bs, kl, vl, table, *ctx, q, o);
+                    }
+                });
+            }
+        });
+    } else {
+        for (ctx, table, q, o) in jobs.iter_mut() {
+            attend(cfg, bs, kl, vl, table, *ctx, q, o);
+        }
+    }
+    Ok(Tensor::from_vec(out, (t, qd), &Device::Cpu)?)
+}
+
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for j in 0..8 {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// One query row attending to positions `0..ctx` (causal by construction).
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    cfg: &LlamaConfig,
+    bs: usize,
+    kl: &[f32],
+    vl: &[f32],
+    table: &[BlockId],
+    ctx: usize,
+    q: &[f32],
+    out: &mut [f32],
+) {
+    let hd = cfg.head_dim;
+    let row = cfg.n_kv_head * hd;
+    let rep = cfg.n_head / cfg.n_kv_head;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let slot = |p: usize| table[p / bs] as usize * bs + p % bs;
+    let mut scores = vec![0f32; ctx];
+    for h in 0..cfg.n_head {
+        let kvh = h / rep;
+        let qh = &q[h * hd..(h + 1) * hd];
+        let mut max = f32::NEG_INFINITY;
+        for (p, sc) in scores.iter_mut().enumerate() {
+            let base = slot(p) * row + kvh * hd;
+            *sc = dot(qh, &kl[base..base + hd]) * scale;
+            max = max.max(*sc);
+        }
+        let mut sum = 0.0;
+        for sc in scores.iter_mut() {
+            *sc = (*sc - max).exp();
+            sum += *sc;
+        }
+        let oh = &mut out[h * hd..(h + 1) * hd];
+        oh.fill(0.0);
+        for (p, &w) in scores.iter().enumerate() {
+            let base = slot(p) * row + kvh * hd;
+            let w = w / sum;
+            for (o, &x) in oh.iter_mut().zip(&vl[base..base + hd]) {
+                *o += w * x;
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The Llama-family decoder (SmolLM2, Llama 3.x, Qwen2) loaded from GGUF, with
+//! a forward pass over a *flat batch*: the new tokens of many sequences are
+//! concatenated, the linear layers run once for all of them, and attention reads
+//! each sequence's keys and values from the paged [`KvStore`](crate::kv::KvStore).
+//! It does not schedule, sample or tokenize.
+
+mod attention;
+mod forward;
+
+pub use forward::{Batch, SeqInput};
+
+use crate::EngineError;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
+use candle_core::{DType, Device, Tensor};
+use std::sync::Arc;
+
+/// How weights are stored after loading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WeightFormat {
+    /// Keep the file's quantisation (e.g. Q4_1; slow scalar kernels on CPU).
+    Native,
+    /// Requantise to Q8_0 at load: fast SIMD kernels, near-lossless.
+    #[default]
+    Q8_0,
+    /// Dequantise to f32 (largest, fastest for large batches).
+    F32,
+}
+
+/// Hyper-parameters read from the GGUF metadata.
+#[derive(Clone, Debug)]
+pub struct LlamaConfig {
+    /// Architecture name (`llama`, `qwen2`).
+    pub arch: String,
+    /// Decoder layers.
+    pub n_layer: usize,
+    /// Hidden size.
+    pub hidden: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_kv_head: usize,
+    /// Per-head size.
+    pub head_dim: usize,
+    /// RMSNorm epsilon.
+    pub eps: f64,
+    /// RoPE base frequency.
+    pub rope_base: f32,
+    /// NEOX (half-split) rather than interleaved RoPE.
+    pub rope_neox: bool,
+    /// Training context length.
+    pub context: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+}
+
+pub(crate) struct Layer {
+    attn_norm: Tensor,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    bq: Option<Tensor>,
+    bk: Option<Tensor>,
+    bv: Option<Tensor>,
+    wo: QMatMul,
+    ffn_norm: Tensor,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+}
+
+/// Loaded weights plus RoPE tables.
+pub struct Llama {
+    /// Hyper-parameters.
+    pub cfg: LlamaConfig,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: QMatMul,
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+fn convert(q: QTensor, fmt: WeightFormat, dev: &Device) -> Result<QMatMul, EngineError> {
+    let native_fast = matches!(
+        q.dtype(),
+        GgmlDType::Q8_0 | GgmlDType::Q4_0 | GgmlDType::Q4K | GgmlDType::Q6K | GgmlDType::F32
+    );
+    let out = match fmt {
+        WeightFormat::Native => QMatMul::from_qtensor(q)?,
+        WeightFormat::Q8_0 if native_fast => QMatMul::from_qtensor(q)?,
+        WeightFormat::Q8_0 => {
+            let w = q.dequantize(dev)?;
+            let k = w.dims().last().copied().unwrap_or(0);
+            if k % 32 == 0 {
+                QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0)?)?
+            } else {
+                QMatMul::Tensor(w)
+            }
+        }
+        WeightFormat::F32 => QMatMul::Tensor(q.dequantize(dev)?),
+    };
+    Ok(out)
+}
+
+impl Llama {
+    /// Load a GGUF Llama-family model.
+    pub fn load<R: std::io::Read + std::io::Seek>(
+        ct: &gguf_file::Content,
+        r: &mut R,
+        fmt: WeightFormat,
+        device: &Device,
+    ) -> Result<Self, EngineError> {
+        let get = |k: &str| {
+            ct.metadata
+                .get(k)
+                .ok_or_else(|| EngineError::Model(format!("missing metadata {k}")))
+        };
+        let arch = get("general.architecture")?.to_string()?.clone();
+        if !matches!(arch.as_str(), "llama" | "qwen2") {
+            return Err(EngineError::Model(format!(
+                "architecture {arch} unsupported"
+            )));
+        }
+        let a = |k: &str| get(&format!("{arch}.{k}"));
+        let n_head = a("attention.head_count")?.to_u32()? as usize;
+        let hidden = a("embedding_length")?.to_u32()? as usize;
+        let head_dim = hidden / n_head;
+        let cfg = LlamaConfig {
+            n_layer: a("block_count")?.to_u32()? as usize,
+            hidden,
+            n_head,
+            n_kv_head: a("attention.head_count_kv")?.to_u32()? as usize,
+            head_dim,
+            eps: a("attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
+            rope_base: a("rope.freq_base")
+                .and_then(|v| Ok(v.to_f32()?))
+                .unwrap_or(10000.0),
+            rope_neox: arch == "qwen2",
+            context: a("context_length")?.to_u32()? as usize,
+            vocab: 0,
+            arch: arch.clone(),
+        };
+        let t =
+            |r: &mut R, n: &str| -> Result<QTensor, EngineError> { Ok(ct.tensor(r, n, device)?) };
+        let f32t = |r: &mut R, n: &str| -> Result<Tensor, EngineError> {
+            Ok(t(r, n)?.dequantize(device)?)
+        };
+        let opt = |r: &mut R, n: &str| -> Result<Option<Tensor>, EngineError> {
+            if ct.tensor_infos.contains_key(n) {
+                Ok(Some(f32t(r, n)?))
+            } else {
+                Ok(None)
+            }
+        };
+        let embd_q = t(r, "token_embd.weight")?;
+        let embed = embd_q.dequantize(device)?;
+        let vocab = embed.dim(0)?;
+        let lm_head = if ct.tensor_infos.contains_key("output.weight") {
+            convert(t(r, "output.weight")?, fmt, device)?
+        } else {
+            convert(embd_q, fmt, device)?
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let p = |s: &str| format!("blk.{i}.{s}");
+            layers.push(Layer {
+                attn_norm: f32t(r, &p("attn_norm.weight"))?,
+                wq: convert(t(r, &p("attn_q.weight"))?, fmt, device)?,
+                wk: convert(t(r, &p("attn_k.weight"))?, fmt, device)?,
+                wv: convert(t(r, &p("attn_v.weight"))?, fmt, device)?,
+                bq: opt(r, &p("attn_q.bias"))?,
+                bk: opt(r, &p("attn_k.bias"))?,
+                bv: opt(r, &p("attn_v.bias"))?,
+                wo: convert(t(r, &p("attn_output.weight"))?, fmt, device)?,
+                ffn_norm: f32t(r, &p("ffn_norm.weight"))?,
+                gate: convert(t(r, &p("ffn_gate.weight"))?, fmt, device)?,
+                up: convert(t(r, &p("ffn_up.weight"))?, fmt, device)?,
+                down: convert(t(r, &p("ffn_down.weight"))?, fmt, device)?,
+            });
+        }
+        let norm = f32t(r, "output_norm.weight")?;
+        // RoPE tables for every position of the context window.
+        let half = head_dim / 2;
+        let inv: Vec<f32> = (0..half)
+            .map(|i| 1.0 / cfg.rope_base.powf(2.0 * i as f32 / head_dim as f32))
+            .collect();
+        let inv = Tensor::from_vec(inv, (1, half), &Device::Cpu)?;
+        let pos = Tensor::arange(0u32, cfg.context as u32, &Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .reshape((cfg.context, 1))?;
+        let ang = pos.matmul(&inv)?;
+        let cfg = LlamaConfig { vocab, ..cfg };
+        Ok(Self {
+            cfg,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            cos: ang.cos()?.to_device(device)?,
+            sin: ang.sin()?.to_device(device)?,
+            device: device.clone(),
+        })
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+/// A loaded model shared between threads.
+pub type SharedModel = Arc<Llama>;
