@@ -1,3 +1,5 @@
 //! Sluice: an LLM gateway whose optimisation stages are WebAssembly plugins.
 
 pub mod api;
+pub mod plugin;
+pub mod stage;

@@ -1,1 +1,3 @@
+mod plugins;
+
 fn main() {}
