@@ -11,6 +11,7 @@
 #
 # Usage: plugins/build.sh [--rust-only]
 set -euo pipefail
+shopt -s inherit_errexit
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PLUG="$ROOT/plugins"
@@ -38,6 +39,7 @@ publish() {
 # Hash of the given files and directories (sorted, content and names).
 src_hash() {
     find "$@" -type f ! -path '*/node_modules/*' ! -path '*/__pycache__/*' ! -path '*/target/*' \
+        ! -name '*.md' ! -name '*.toml' \
         -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1
 }
 
@@ -74,23 +76,40 @@ build_rust "$ROOT/tests/fixtures/plugins/faulty" "$FIXDIST" \
 
 # ---- Python (componentize-py) --------------------------------------------
 VENV="$PLUG/.venv"
+
+# Path of a componentize-py 0.25, installed into plugins/.venv (or with
+# `pip install --user` where venv is unavailable) if needed.
+componentize_py() {
+    if [[ -x "$VENV/bin/componentize-py" ]]; then echo "$VENV/bin/componentize-py"; return; fi
+    local user_bin
+    user_bin="$(python3 -m site --user-base)/bin/componentize-py"
+    if [[ -x "$user_bin" ]] && "$user_bin" --version | grep -q ' 0\.25\.'; then
+        echo "$user_bin"; return
+    fi
+    if python3 -m venv "$VENV" >&2 2>/dev/null; then
+        log "installing componentize-py into $VENV"
+        "$VENV/bin/pip" install --quiet 'componentize-py==0.25.*' >&2
+        echo "$VENV/bin/componentize-py"
+    else
+        rm -rf "$VENV"
+        log "python3 -m venv unavailable: pip install --user componentize-py"
+        python3 -m pip install --quiet --user 'componentize-py==0.25.*' >&2
+        echo "$user_bin"
+    fi
+}
 for dir in "$PLUG"/python/*/; do
     name="$(basename "$dir")-py"
     hash="$(src_hash "$dir" "$ROOT/wit")"
+    publish "$dir/$name.toml" "$DIST/$name.toml"
     if up_to_date "$name" "$hash" "$DIST/$name.wasm"; then continue; fi
-    if [[ ! -x "$VENV/bin/componentize-py" ]]; then
-        log "installing componentize-py into $VENV"
-        python3 -m venv "$VENV"
-        "$VENV/bin/pip" install --quiet 'componentize-py==0.25.*'
-    fi
+    CPY="$(componentize_py)"
     log "componentize-py $name"
     world="$(cat "$dir/world")"
     tmp="$(mktemp -d)"
-    (cd "$dir" && "$VENV/bin/componentize-py" -d "$ROOT/wit" -w "$world" componentize app \
+    (cd "$dir" && "$CPY" -d "$ROOT/wit" -w "$world" componentize app \
         -o "$tmp/$name.wasm" >/dev/null)
     publish "$tmp/$name.wasm" "$DIST/$name.wasm"
     rm -rf "$tmp"
-    publish "$dir/$name.toml" "$DIST/$name.toml"
     echo "$hash" > "$STAMPS/$name"
 done
 
@@ -98,17 +117,20 @@ done
 for dir in "$PLUG"/js/*/; do
     name="$(basename "$dir")-js"
     hash="$(src_hash "$dir" "$ROOT/wit")"
+    publish "$dir/$name.toml" "$DIST/$name.toml"
     if up_to_date "$name" "$hash" "$DIST/$name.wasm"; then continue; fi
-    if [[ ! -d "$dir/node_modules/@bytecodealliance/componentize-js" ]]; then
+    if [[ ! -d "$dir/node_modules/@bytecodealliance/preview2-shim" ]]; then
         log "npm ci in $dir"
-        (cd "$dir" && npm ci --silent --no-audit --no-fund)
+        # `npm ci` refuses a lockfile that lacks other platforms' optional
+        # packages (as some registries leave out); then install from it anyway.
+        (cd "$dir" && { npm ci --silent --no-audit --no-fund 2>/dev/null \
+            || npm install --no-save --silent --no-audit --no-fund; })
     fi
     log "componentize-js $name"
     tmp="$(mktemp -d)"
     (cd "$dir" && node build.mjs "$ROOT/wit" "$tmp/$name.wasm")
     publish "$tmp/$name.wasm" "$DIST/$name.wasm"
     rm -rf "$tmp"
-    publish "$dir/$name.toml" "$DIST/$name.toml"
     echo "$hash" > "$STAMPS/$name"
 done
 log "done"

@@ -72,8 +72,10 @@ fn main() {
     let iterations: usize =
         std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
     let (req, resp, cands) = (request(), response(), candidates());
-    println!("| plugin | stage | instances | p50 µs | p99 µs | calls |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| plugin | size | stage | instances | p50 µs | p99 µs | calls | load, compiling | load, cached |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for name in ["compressor", "cache-policy", "router", "judge", "judge-py", "router-js"] {
         let wasm = dist.join(format!("{name}.wasm"));
         if !wasm.is_file() {
@@ -84,10 +86,15 @@ fn main() {
         std::fs::create_dir_all(&dir).expect("temp dir");
         std::fs::copy(&wasm, dir.join(format!("{name}.wasm"))).expect("copy");
         let _ = std::fs::copy(dist.join(format!("{name}.toml")), dir.join(format!("{name}.toml")));
+        // Load once compiling (empty cache), then again from the cache.
         let mut cfg = PluginConfig::new(&dir);
-        cfg.cache_dir = Some(root().join("target/plugin-test-cache"));
         cfg.watch = false;
+        let t = Instant::now();
+        drop(PluginHost::start(cfg.clone()).expect("host starts"));
+        let cold = t.elapsed();
+        let t = Instant::now();
         let host = PluginHost::start(cfg).expect("host starts");
+        let cached = t.elapsed();
         let info = host.list().into_iter().next().expect("plugin loaded");
         let call = || match name {
             "compressor" => drop(host.compress(&req).expect("ok")),
@@ -108,9 +115,12 @@ fn main() {
         let stage = info.stage.map(|s| s.to_string()).unwrap_or_default();
         let mode = if info.warm == Some(true) { "warm" } else { "fresh" };
         println!(
-            "| {name} | {stage} | {mode} | {:.1} | {:.1} | {iterations} |",
+            "| {name} | {:.1} MB | {stage} | {mode} | {:.1} | {:.1} | {iterations} | {} ms | {} ms |",
+            info.size_bytes.unwrap_or(0) as f64 / 1e6,
             percentile(&times, 0.5),
-            percentile(&times, 0.99)
+            percentile(&times, 0.99),
+            cold.as_millis(),
+            cached.as_millis(),
         );
         drop(host);
         let _ = std::fs::remove_dir_all(&dir);

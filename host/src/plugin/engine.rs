@@ -105,10 +105,10 @@ pub fn compile_cached(
         }
     }
     let component = Component::new(&rt.engine, bytes)?;
-    if let Some(path) = &path {
-        if let Err(e) = store_artifact(&component, path) {
-            tracing::warn!(path = %path.display(), error = %e, "could not cache compiled plugin");
-        }
+    if let Some(path) = &path
+        && let Err(e) = store_artifact(&component, path)
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not cache compiled plugin");
     }
     Ok(component)
 }

@@ -99,6 +99,8 @@ pub struct LoadedPlugin {
     pre: InstancePre<HostState>,
     ticks: u64,
     pool: Mutex<Vec<Warm>>,
+    calls_total: metrics::Counter,
+    call_seconds: metrics::Histogram,
 }
 
 impl LoadedPlugin {
@@ -129,7 +131,10 @@ impl LoadedPlugin {
             StageKind::Judge => StageIndices::Judge(judging::GuestIndices::new(&pre).map_err(bad)?),
         };
         let ticks = deadline_ticks(meta.manifest.deadline);
+        let labels = [("plugin", meta.name.to_string()), ("stage", stage.as_str().to_owned())];
         let plugin = LoadedPlugin {
+            calls_total: metrics::counter!("sluice_plugin_calls_total", &labels),
+            call_seconds: metrics::histogram!("sluice_plugin_call_seconds", &labels),
             meta,
             stage,
             hash,
@@ -198,8 +203,11 @@ impl LoadedPlugin {
         }
         let start = Instant::now();
         let result = off_async(|| self.call_inner(f));
-        self.stats.record_duration(start.elapsed());
+        let took = start.elapsed();
+        self.stats.record_duration(took);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.calls_total.increment(1);
+        self.call_seconds.record(took.as_secs_f64());
         match &result {
             Ok(_) => self.stats.consecutive_faults.store(0, Ordering::Relaxed),
             Err(fault) => self.on_fault(fault),

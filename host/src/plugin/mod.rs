@@ -9,8 +9,17 @@
 //! mode; a component that does not load is rejected with the previous version
 //! still serving. This module does not serve HTTP: the gateway exposes
 //! [`PluginHost::list`] at `GET /admin/plugins`.
+//!
+//! Metrics (`metrics` crate; install the recorder before [`PluginHost::start`],
+//! as per-plugin handles are registered at load): counters
+//! `sluice_plugin_calls_total{plugin,stage}`,
+//! `sluice_plugin_faults_total{plugin,stage,kind}`,
+//! `sluice_plugin_disabled_total{plugin}`, `sluice_plugin_loads_total{plugin}`,
+//! `sluice_plugin_load_errors_total{plugin}`; histogram
+//! `sluice_plugin_call_seconds{plugin,stage}`.
 
 mod bindings;
+mod config;
 mod convert;
 mod engine;
 mod instance;
@@ -21,10 +30,11 @@ mod stages;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
 
+pub use config::{PluginConfig, PluginDefaults, PluginSettings};
 pub use manifest::{DirGrant, FailureMode, Grants, InstanceMode};
 
 use crate::api::chat::{ChatRequest, ChatResponse};
@@ -33,62 +43,6 @@ use crate::stage::{
     RouteCandidate, RoutePlan, Router, StageError, StageKind,
 };
 use registry::Shared;
-
-/// Defaults for plugins whose manifest does not say otherwise.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PluginDefaults {
-    /// Longest a call may run (default 50 ms).
-    pub deadline: Duration,
-    /// Most linear memory an instance may grow to (default 64 MiB).
-    pub memory_bytes: usize,
-    /// Faults in a row after which a plugin is disabled (default 5).
-    pub max_consecutive_faults: u32,
-    /// Most idle warm instances kept per warm plugin (default 4).
-    pub warm_pool: usize,
-}
-
-impl Default for PluginDefaults {
-    fn default() -> Self {
-        PluginDefaults {
-            deadline: Duration::from_millis(50),
-            memory_bytes: 64 << 20,
-            max_consecutive_faults: 5,
-            warm_pool: 4,
-        }
-    }
-}
-
-/// Where plugins come from and how they run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PluginConfig {
-    /// The plugin folder (`plugins/dist` by default).
-    pub dir: PathBuf,
-    /// Where compiled components are cached (default `DIR/.cache`).
-    pub cache_dir: Option<PathBuf>,
-    /// Watch the folder and hot-reload (default true).
-    pub watch: bool,
-    /// Quiet time after a change before reloading (default 100 ms).
-    pub debounce: Duration,
-    pub defaults: PluginDefaults,
-}
-
-impl PluginConfig {
-    pub fn new(dir: impl Into<PathBuf>) -> PluginConfig {
-        PluginConfig {
-            dir: dir.into(),
-            cache_dir: None,
-            watch: true,
-            debounce: Duration::from_millis(100),
-            defaults: PluginDefaults::default(),
-        }
-    }
-}
-
-impl Default for PluginConfig {
-    fn default() -> Self {
-        PluginConfig::new("plugins/dist")
-    }
-}
 
 /// Why the plugin host could not start.
 #[derive(Debug, thiserror::Error)]

@@ -103,7 +103,7 @@ fn rust_compressor_squeezes_whitespace_and_drops_duplicate_paragraphs() {
         (Role::System, "You   are a   helpful assistant.  \n\n\n\nBe brief."),
         (Role::User, &format!("{para}\n\nSummarise it.")),
         (Role::Assistant, "Revenue grew 12%."),
-        (Role::User, &format!("{para}")),
+        (Role::User, para),
         (Role::User, &format!("Again:   {para}\n\nAnd what about costs?")),
     ]);
     let out = host.compress(&req).expect("compressed");
