@@ -72,6 +72,8 @@ done
 
 build_rust "$ROOT/tests/fixtures/plugins/faulty" "$FIXDIST" \
     sluice_fixture_faulty:faulty not-a-plugin:not-a-plugin
+build_rust "$ROOT/tests/fixtures/plugins/wrong-shape" "$FIXDIST" \
+    sluice_fixture_wrong_shape:wrong-shape
 [[ $RUST_ONLY == 1 ]] && exit 0
 
 # ---- Python (componentize-py) --------------------------------------------

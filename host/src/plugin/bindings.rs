@@ -6,6 +6,7 @@
 //! plugin's name. This module does not create stores or call plugins.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
@@ -80,8 +81,8 @@ impl HostState {
     /// by default).
     pub fn new(meta: Arc<PluginMeta>) -> HostState {
         let mut b = WasiCtxBuilder::new();
-        b.stdout(LogStream { plugin: meta.name.clone(), stream: "stdout" });
-        b.stderr(LogStream { plugin: meta.name.clone(), stream: "stderr" });
+        b.stdout(LogStream::new(&meta.name, "stdout"));
+        b.stderr(LogStream::new(&meta.name, "stderr"));
         let grants = &meta.manifest.grants;
         for name in &grants.env {
             if let Ok(value) = std::env::var(name) {
@@ -154,6 +155,14 @@ impl host::Host for HostState {
 struct LogStream {
     plugin: Arc<str>,
     stream: &'static str,
+    /// Bytes written so far by this instance (all its stream handles).
+    written: Arc<AtomicUsize>,
+}
+
+impl LogStream {
+    fn new(plugin: &Arc<str>, stream: &'static str) -> LogStream {
+        LogStream { plugin: plugin.clone(), stream, written: Arc::default() }
+    }
 }
 
 impl IsTerminal for LogStream {
@@ -164,7 +173,12 @@ impl IsTerminal for LogStream {
 
 impl StdoutStream for LogStream {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(LogWriter { plugin: self.plugin.clone(), stream: self.stream, buf: Vec::new() })
+        Box::new(LogWriter {
+            plugin: self.plugin.clone(),
+            stream: self.stream,
+            buf: Vec::new(),
+            written: self.written.clone(),
+        })
     }
 
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
@@ -176,10 +190,14 @@ impl StdoutStream for LogStream {
 /// Longest line kept before it is logged in pieces.
 const MAX_LINE: usize = 4096;
 
+/// Most output logged per stream per instance; the rest is dropped.
+const MAX_OUTPUT: usize = 64 * 1024;
+
 struct LogWriter {
     plugin: Arc<str>,
     stream: &'static str,
     buf: Vec<u8>,
+    written: Arc<AtomicUsize>,
 }
 
 impl LogWriter {
@@ -215,6 +233,15 @@ impl Pollable for LogWriter {
 
 impl OutputStream for LogWriter {
     fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        let before = self.written.fetch_add(bytes.len(), Ordering::Relaxed);
+        if before.saturating_add(bytes.len()) > MAX_OUTPUT {
+            if before <= MAX_OUTPUT {
+                self.emit(true);
+                tracing::warn!(plugin = %self.plugin, stream = self.stream,
+                    "plugin output over {MAX_OUTPUT} bytes; dropping the rest");
+            }
+            return Ok(());
+        }
         self.buf.extend_from_slice(&bytes);
         self.emit(false);
         Ok(())

@@ -7,6 +7,7 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -118,7 +119,9 @@ fn store_artifact(component: &Component, path: &Path) -> wasmtime::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    static N: AtomicU64 = AtomicU64::new(0);
+    let unique = format!("tmp{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let tmp = path.with_extension(unique);
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())

@@ -101,8 +101,9 @@ impl PluginHost {
     /// Load the folder and (if configured) start watching it.
     pub fn start(config: PluginConfig) -> Result<Arc<PluginHost>, PluginError> {
         engine::runtime().map_err(PluginError::Engine)?;
-        // Load the tokenizer now rather than on the first plugin call.
-        std::thread::spawn(|| bindings::count_tokens("warm up"));
+        // Load the tokenizer now (once per process): loading it inside the
+        // first plugin call would eat that call's deadline.
+        bindings::count_tokens("warm up");
         let watch = config.watch;
         let shared = Arc::new(Shared::new(config));
         shared.rescan()?;

@@ -129,6 +129,7 @@ impl Shared {
             let wasm = dir.join(format!("{name}.wasm"));
             let Ok(bytes) = std::fs::read(&wasm) else {
                 // Vanished between listing and reading: a remove in progress.
+                attempts.remove(name);
                 continue;
             };
             let manifest_text = std::fs::read_to_string(dir.join(format!("{name}.toml"))).ok();

@@ -127,15 +127,21 @@ fn bad_components_are_rejected_and_the_previous_version_keeps_serving() {
     let folder = Folder::new();
     folder.add_example("judge", "judge");
     folder.put_wasm("cli", &fixtures().join("not-a-plugin.wasm"));
+    folder.put_wasm("shape", &fixtures().join("wrong-shape.wasm"));
     folder.put_bytes("core.wasm", b"\0asm\x01\0\0\0");
     folder.put_bytes("junk.wasm", b"definitely not wasm");
     let host = folder.host(false);
     let list = host.list();
     let names: Vec<(&str, bool)> =
         list.iter().map(|p| (p.name.as_str(), p.load_error.is_some())).collect();
-    assert_eq!(names, [("judge", false), ("cli", true), ("core", true), ("junk", true)]);
-    let cli = info(&host, "cli");
-    assert!(cli.load_error.as_deref().unwrap_or("").contains("exports no Sluice stage"), "{cli:?}");
+    assert_eq!(
+        names,
+        [("judge", false), ("cli", true), ("core", true), ("junk", true), ("shape", true)]
+    );
+    let error = |name: &str| info(&host, name).load_error.unwrap_or_default();
+    assert!(error("cli").contains("exports no Sluice stage"), "{}", error("cli"));
+    assert!(error("shape").contains("wrong judge interface"), "{}", error("shape"));
+    assert!(error("junk").contains("not a valid component"), "{}", error("junk"));
 
     // Replace the working judge by junk: rejected, the old version serves.
     let hash = info(&host, "judge").hash;
