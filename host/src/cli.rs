@@ -53,6 +53,9 @@ pub struct ServeArgs {
     /// engine's default model, when no other upstream is given].
     #[arg(long)]
     pub engine_model: Option<PathBuf>,
+    /// The stage plugin folder (hot-reloaded) [default: `plugins/dist` when it exists].
+    #[arg(long)]
+    pub plugins: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -82,6 +85,13 @@ impl ServeArgs {
                 KindArg::Anthropic => UpstreamKind::Anthropic,
             };
             config = config.with_upstream(url, kind, self.upstream_key.clone());
+        }
+        if let Some(dir) = &self.plugins {
+            let mut plugins = config.plugins.take().unwrap_or_else(|| crate::plugin::PluginConfig::new(dir));
+            plugins.dir.clone_from(dir);
+            config.plugins = Some(plugins);
+        } else if config.plugins.is_none() {
+            config.plugins = crate::plugin::PluginConfig::default_dir().map(crate::plugin::PluginConfig::new);
         }
         // No upstream at all, or an explicit engine model: the bundled engine serves.
         if config.upstreams.is_empty() || self.engine_model.is_some() {

@@ -43,6 +43,9 @@ pub enum GatewayError {
     UpstreamBusy { upstream: String, limit: usize },
     #[error("Upstream `{upstream}` does not support {what}")]
     Unsupported { upstream: String, what: &'static str },
+    /// A stage plugin refused the request (policy) or failed closed (fault).
+    #[error("{0}")]
+    Plugin(#[from] crate::stage::StageError),
     #[error("Internal error: {0}")]
     Internal(String),
 }
@@ -64,6 +67,8 @@ impl GatewayError {
             GatewayError::UpstreamStatus { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Unsupported { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::Plugin(e) if e.is_fault() => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::Plugin(_) => StatusCode::BAD_REQUEST,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,6 +86,8 @@ impl GatewayError {
             GatewayError::UpstreamProtocol { .. } => "upstream_protocol",
             GatewayError::UpstreamBusy { .. } => "upstream_busy",
             GatewayError::Unsupported { .. } => "unsupported",
+            GatewayError::Plugin(e) if e.is_fault() => "plugin_fault",
+            GatewayError::Plugin(_) => "plugin_rejected",
             GatewayError::Internal(_) => "internal",
         }
     }

@@ -1,5 +1,6 @@
 //! The gateway's shared state, built once from a validated config and shared
-//! by every connection: upstreams, the model registry, the metrics handle.
+//! by every connection: upstreams, the model registry, the stage plugins,
+//! the metrics handle.
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
 use crate::models::ModelRegistry;
+use crate::plugin::PluginHost;
 use crate::telemetry;
 use crate::upstream::Upstreams;
 
@@ -15,6 +17,8 @@ pub struct Gateway {
     pub upstreams: Upstreams,
     pub models: ModelRegistry,
     pub metrics: &'static PrometheusHandle,
+    /// The stage plugins; `None` when no plugin folder is configured.
+    pub plugins: Option<Arc<PluginHost>>,
 }
 
 /// Why a gateway could not be built from a config.
@@ -28,6 +32,13 @@ impl Gateway {
         crate::accounting::warm_up();
         let upstreams = Upstreams::build(&config.upstreams).map_err(BuildError)?;
         let models = ModelRegistry::build(&config, &upstreams).map_err(BuildError)?;
-        Ok(Arc::new(Gateway { config, upstreams, models, metrics }))
+        let plugins = match &config.plugins {
+            Some(plugin_config) => Some(
+                PluginHost::start(plugin_config.clone())
+                    .map_err(|e| BuildError(format!("plugins in {}: {e}", plugin_config.dir.display())))?,
+            ),
+            None => None,
+        };
+        Ok(Arc::new(Gateway { config, upstreams, models, metrics, plugins }))
     }
 }

@@ -27,9 +27,15 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
     let path = req.uri().path().trim_end_matches('/');
     let api = if path.ends_with("/messages") { ApiFlavor::Anthropic } else { ApiFlavor::OpenAi };
     let mut ctx = RequestContext::new(api, started);
+    ctx.pinned = req.headers().get("x-sluice-route").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"pinned"));
     let result = match (req.method(), path) {
         (&Method::GET, "/health") => Ok(json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))),
         (&Method::GET, "/metrics") => Ok(metrics_response(&gw)),
+        (&Method::GET, "/admin/plugins") => {
+            let list = gw.plugins.as_ref().map(|p| p.list()).unwrap_or_default();
+            let body = serde_json::json!({"dir": gw.config.plugins.as_ref().map(|p| p.dir.display().to_string()), "plugins": list});
+            Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
+        }
         (&Method::GET, "/v1/models" | "/models") => {
             let list = gw.models.list(&gw.upstreams).await;
             Ok(json_response(StatusCode::OK, Bytes::from(list.to_string())))

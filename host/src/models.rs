@@ -54,6 +54,11 @@ impl ModelRegistry {
         Ok(ModelRegistry { models, ordered, passthrough })
     }
 
+    /// The configured routes, in config order.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<ModelRoute>> {
+        self.ordered.iter()
+    }
+
     /// The route for a requested model name.
     pub fn resolve(&self, name: &str) -> Result<Arc<ModelRoute>, GatewayError> {
         if let Some(route) = self.models.get(name) {

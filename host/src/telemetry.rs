@@ -18,6 +18,10 @@ pub const TOKENS: &str = "sluice_tokens_total";
 pub const COST: &str = "sluice_cost_usd";
 pub const UPSTREAM_ERRORS: &str = "sluice_upstream_errors_total";
 pub const IN_FLIGHT: &str = "sluice_upstream_in_flight";
+pub const TOKENS_SAVED: &str = "sluice_compress_tokens_saved_total";
+pub const AB_REQUESTS: &str = "sluice_ab_requests_total";
+pub const JUDGE_SCORE: &str = "sluice_judge_score";
+pub const FALLBACKS: &str = "sluice_fallbacks_total";
 
 /// The process's Prometheus handle, installing the recorder on first use.
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -29,6 +33,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), &latency)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(TIME_TO_FIRST_TOKEN.to_owned()), &latency))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(GATEWAY_OVERHEAD.to_owned()), &overhead))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(JUDGE_SCORE.to_owned()), &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &latency))
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
@@ -63,6 +68,10 @@ fn describe() {
     describe_gauge!(COST, "Cumulative spend in USD by model and upstream, from configured prices");
     describe_counter!(UPSTREAM_ERRORS, "Upstream failures by upstream and kind");
     describe_gauge!(IN_FLIGHT, "Requests in flight to each upstream");
+    describe_counter!(TOKENS_SAVED, "Prompt tokens removed by the compress stage");
+    describe_counter!(AB_REQUESTS, "Requests by the A/B bucket the router assigned");
+    describe_histogram!(JUDGE_SCORE, "Judge scores of answers, by model");
+    describe_counter!(FALLBACKS, "Calls moved on to a route plan's next model, by the model that failed");
 }
 
 /// Installs the log subscriber. `RUST_LOG` wins over the configured level.

@@ -6,6 +6,7 @@ mod config_cli;
 mod engine;
 mod errors;
 mod openai;
+mod plugins;
 mod sdk;
 mod streaming;
 mod support;

@@ -32,6 +32,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub models: Vec<ModelConfig>,
+    /// The plugin runtime; `None` runs no plugins.
+    pub plugins: Option<crate::plugin::PluginConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +159,7 @@ impl Default for Config {
             logging: LoggingConfig { level: "info".to_owned(), json: false },
             upstreams: Vec::new(),
             models: Vec::new(),
+            plugins: None,
         }
     }
 }
@@ -338,7 +341,8 @@ impl Checker<'_> {
                 context_window: m.context_window,
             });
         }
-        Ok(Config { server, logging, upstreams, models })
+        let plugins = raw.plugins.into_config();
+        Ok(Config { server, logging, upstreams, models, plugins })
     }
 
     fn upstream(&self, name: &str, spanned: &Spanned<raw::RawUpstream>) -> Result<UpstreamConfig, ConfigError> {

@@ -21,6 +21,9 @@ pub struct RawConfig {
     /// Public models: `[[models]]`.
     #[serde(default)]
     pub models: Vec<Spanned<RawModel>>,
+    /// The plugin folder and runtime limits: `[plugins]`.
+    #[serde(default)]
+    pub plugins: crate::plugin::PluginSettings,
 }
 
 /// `[server]`

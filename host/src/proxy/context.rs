@@ -12,6 +12,7 @@ use crate::api::chat::Usage;
 use crate::body::Body;
 use crate::error::{ApiFlavor, GatewayError};
 use crate::models::ModelRoute;
+use crate::stage::{CacheDecision, JudgeVerdict, RoutePlan};
 use crate::telemetry;
 
 pub const X_UPSTREAM: HeaderName = HeaderName::from_static("x-sluice-upstream");
@@ -30,6 +31,16 @@ pub struct RequestContext {
     pub cost: Option<f64>,
     /// A streamed response records its own metrics when the stream ends.
     pub streaming: bool,
+    /// The client asked to bypass routing (`x-sluice-route: pinned`).
+    pub pinned: bool,
+    /// Prompt tokens the compress stage saved.
+    pub tokens_saved: u32,
+    /// The cache-policy stage's decision.
+    pub cache_decision: Option<CacheDecision>,
+    /// The route stage's plan.
+    pub plan: Option<RoutePlan>,
+    /// The judge stage's verdict on the answer.
+    pub verdict: Option<JudgeVerdict>,
     error_kind: Option<&'static str>,
 }
 
@@ -43,6 +54,11 @@ impl RequestContext {
             usage: None,
             cost: None,
             streaming: false,
+            pinned: false,
+            tokens_saved: 0,
+            cache_decision: None,
+            plan: None,
+            verdict: None,
             error_kind: None,
         }
     }
@@ -87,12 +103,39 @@ impl RequestContext {
         if let Ok(v) = HeaderValue::from_str(&overhead.as_micros().to_string()) {
             headers.insert(X_OVERHEAD, v);
         }
+        self.stage_headers(headers);
         metrics::histogram!(telemetry::GATEWAY_OVERHEAD).record(overhead.as_secs_f64());
         if !self.streaming {
             let status = response.status().as_u16();
             self.record(status, self.started.elapsed(), None);
         }
         response
+    }
+
+    /// What the stage plugins decided, as `x-sluice-*` headers.
+    fn stage_headers(&self, headers: &mut http::HeaderMap) {
+        let mut put = |name: &'static str, value: String| {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(HeaderName::from_static(name), v);
+            }
+        };
+        if self.tokens_saved > 0 {
+            put("x-sluice-tokens-saved", self.tokens_saved.to_string());
+        }
+        if let Some(plan) = &self.plan {
+            put("x-sluice-router", plan.plugin.clone());
+            if let Some(bucket) = &plan.ab_bucket {
+                put("x-sluice-ab-bucket", bucket.clone());
+            }
+        }
+        if let Some(decision) = &self.cache_decision {
+            let verdict = if decision.cacheable { "cacheable" } else { "no-store" };
+            put("x-sluice-cache-policy", format!("{verdict}; ttl={}; namespace={}", decision.ttl.as_secs(), decision.namespace));
+        }
+        if let Some(verdict) = &self.verdict {
+            put("x-sluice-judge-score", format!("{:.3}", verdict.score));
+            put("x-sluice-judge-pass", verdict.pass.to_string());
+        }
     }
 
     /// Records the request's counters and histograms.
@@ -113,6 +156,9 @@ impl RequestContext {
         if let Some(ttft) = ttft {
             metrics::histogram!(telemetry::TIME_TO_FIRST_TOKEN, "model" => model.clone(), "upstream" => upstream.clone())
                 .record(ttft.as_secs_f64());
+        }
+        if let Some(verdict) = &self.verdict {
+            metrics::histogram!(telemetry::JUDGE_SCORE, "model" => model.clone()).record(f64::from(verdict.score));
         }
         if let Some(usage) = self.usage {
             metrics::counter!(telemetry::TOKENS, "model" => model.clone(), "upstream" => upstream.clone(), "direction" => "input")

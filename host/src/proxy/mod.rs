@@ -1,16 +1,20 @@
 //! The request pipeline: what happens between a parsed request and the
 //! response, stage by stage. See `docs/pipeline.md` for the phase chart.
 //!
-//! 1. resolve the requested model to a route (upstream + upstream model id);
-//! 2. prepare the upstream request (model id, usage reporting for streams);
-//! 3. call the upstream, timing it;
-//! 4. account usage (reported, or counted) and cost;
-//! 5. answer in the client's API: a whole body, or a relayed stream.
+//! 1. stage plugins: compress the messages, decide the cache policy, plan
+//!    the route (primary model, fallbacks);
+//! 2. resolve each planned model to a route (upstream + upstream model id);
+//! 3. prepare the upstream request (model id, usage reporting for streams);
+//! 4. call the upstream, timing it; on a retryable failure, the next model;
+//! 5. judge a complete answer (stage plugins);
+//! 6. account usage (reported, or counted) and cost;
+//! 7. answer in the client's API: a whole body, or a relayed stream.
 //!
 //! The pipeline does not parse HTTP or shape errors (that is `ingress`).
 
 mod context;
 mod relay;
+mod stages;
 
 use std::time::Instant;
 
@@ -53,41 +57,58 @@ fn validate(req: &ChatRequest) -> Result<(), GatewayError> {
 }
 
 /// A chat request, from either API, through to its response.
-pub async fn chat(
-    gw: &Gateway,
-    ctx: &mut RequestContext,
-    mut req: ChatRequest,
-) -> Result<Response<Body>, GatewayError> {
+pub async fn chat(gw: &Gateway, ctx: &mut RequestContext, mut req: ChatRequest) -> Result<Response<Body>, GatewayError> {
     validate(&req)?;
-    let route = gw.models.resolve(&req.model)?;
-    ctx.route = Some(route.clone());
     let client_wants_usage = req.wants_stream_usage();
-    req.model.clone_from(&route.upstream_model);
-    if req.stream && route.upstream.config.kind == UpstreamKind::OpenAi {
-        // Always ask for usage so tokens and cost are known; the usage chunk
-        // is dropped again for clients that did not ask for it.
-        req.stream_options.get_or_insert_with(StreamOptions::default).include_usage = true;
-    }
+    let models = stages::before_upstream(gw, ctx, &mut req)?;
+    let mut failure = None;
+    for model in &models {
+        let route = match gw.models.resolve(model) {
+            Ok(route) => route,
+            Err(e) => {
+                failure.get_or_insert(e);
+                continue;
+            }
+        };
+        if let Some(previous) = ctx.route.replace(route.clone()) {
+            metrics::counter!(crate::telemetry::FALLBACKS, "model" => previous.public.clone()).increment(1);
+        }
+        req.model.clone_from(&route.upstream_model);
+        if req.stream && route.upstream.config.kind == UpstreamKind::OpenAi {
+            // Always ask for usage so tokens and cost are known; the usage
+            // chunk is dropped again for clients that did not ask for it.
+            req.stream_options.get_or_insert_with(StreamOptions::default).include_usage = true;
+        }
 
-    let sent = Instant::now();
-    let reply = route.upstream.chat(&req).await;
-    ctx.upstream_time += sent.elapsed();
+        let sent = Instant::now();
+        let reply = route.upstream.chat(&req).await;
+        ctx.upstream_time += sent.elapsed();
 
-    match reply? {
-        ChatReply::Complete { response, raw } => complete(ctx, &req, response, raw),
-        ChatReply::Stream(stream) => {
-            ctx.streaming = true;
-            Ok(relay::respond(gw, ctx, stream, req, client_wants_usage))
+        match reply {
+            Ok(ChatReply::Complete { response, raw }) => return complete(gw, ctx, &req, response, raw),
+            Ok(ChatReply::Stream(stream)) => {
+                ctx.streaming = true;
+                return Ok(relay::respond(gw, ctx, stream, req, client_wants_usage));
+            }
+            Err(e) if stages::is_retryable(&e) => {
+                tracing::warn!(model = %route.public, upstream = %route.upstream.name(), error = %e, "upstream failed");
+                ctx.note_error(&e);
+                failure = Some(e);
+            }
+            Err(e) => return Err(e),
         }
     }
+    Err(failure.unwrap_or_else(|| GatewayError::ModelNotFound(req.model.clone())))
 }
 
 fn complete(
+    gw: &Gateway,
     ctx: &mut RequestContext,
     req: &ChatRequest,
     response: ChatResponse,
     raw: Option<Bytes>,
 ) -> Result<Response<Body>, GatewayError> {
+    stages::judge(gw, ctx, req, &response)?;
     let usage = response.usage.unwrap_or_else(|| {
         let completion: u64 = response.choices.iter().map(|c| count_tokens(&c.message.text_content())).sum();
         Usage::new(count_prompt_tokens(req), completion)

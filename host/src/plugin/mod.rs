@@ -1,0 +1,252 @@
+//! The WebAssembly plugin runtime: loads every `NAME.wasm` component (with
+//! its optional `NAME.toml`) from a folder, detects the stage each
+//! implements, calls them with memory limits and deadlines, and hot-reloads
+//! the folder. [`PluginHost`] implements the stage traits of
+//! [`crate::stage`].
+//!
+//! Invariant: a plugin can never crash the host. Traps, deadline overruns and
+//! out-of-memory are caught, counted and turned into the plugin's failure
+//! mode; a component that does not load is rejected with the previous version
+//! still serving. This module does not serve HTTP: the gateway exposes
+//! [`PluginHost::list`] at `GET /admin/plugins`.
+//!
+//! Metrics (`metrics` crate; install the recorder before [`PluginHost::start`],
+//! as per-plugin handles are registered at load): counters
+//! `sluice_plugin_calls_total{plugin,stage}`,
+//! `sluice_plugin_faults_total{plugin,stage,kind}`,
+//! `sluice_plugin_disabled_total{plugin}`, `sluice_plugin_loads_total{plugin}`,
+//! `sluice_plugin_load_errors_total{plugin}`; histogram
+//! `sluice_plugin_call_seconds{plugin,stage}`.
+
+mod bindings;
+mod config;
+mod convert;
+mod engine;
+mod instance;
+mod manifest;
+mod registry;
+mod stages;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::UNIX_EPOCH;
+
+use serde::Serialize;
+
+pub use config::{PluginConfig, PluginDefaults, PluginSettings};
+pub use manifest::{DirGrant, FailureMode, Grants, InstanceMode};
+
+use crate::api::chat::{ChatRequest, ChatResponse};
+use crate::stage::{
+    CacheDecision, CachePolicyStage, CompressOutcome, Compressor, Judge, JudgeVerdict,
+    RouteCandidate, RoutePlan, Router, StageError, StageKind,
+};
+use registry::Shared;
+
+/// Why the plugin host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin folder {0}: {1}")]
+    Dir(PathBuf, #[source] std::io::Error),
+    #[error("cannot watch the plugin folder: {0}")]
+    Watch(#[source] notify::Error),
+    #[error("cannot create the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("plugin registry lock poisoned")]
+    Poisoned,
+}
+
+/// One plugin, for `GET /admin/plugins`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    /// `None` when the plugin never loaded (see `load_error`).
+    pub stage: Option<StageKind>,
+    /// blake3 of the `.wasm` file, hex.
+    pub hash: Option<String>,
+    /// When this version was loaded (Unix milliseconds).
+    pub loaded_at_ms: Option<u64>,
+    pub size_bytes: Option<u64>,
+    pub order: Option<i64>,
+    pub failure: Option<FailureMode>,
+    /// Warm instances reused across calls, or a fresh instance per call.
+    pub warm: Option<bool>,
+    pub calls: u64,
+    /// Policy refusals (`err` results).
+    pub errors: u64,
+    /// Faults of any kind (traps, deadline overruns, out of memory).
+    pub traps: u64,
+    pub deadline_overruns: u64,
+    pub out_of_memory: u64,
+    pub consecutive_faults: u32,
+    pub disabled: bool,
+    /// Median of recent call durations (microseconds, including instantiation).
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    /// Why the latest file of this name was rejected (the previous version,
+    /// if any, still serves).
+    pub load_error: Option<String>,
+}
+
+/// The running plugin system. Cheap to share (`Arc`); all methods are
+/// synchronous and safe to call from async tasks (calls leave the async
+/// context while the plugin runs).
+pub struct PluginHost {
+    shared: Arc<Shared>,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+}
+
+impl PluginHost {
+    /// Load the folder and (if configured) start watching it.
+    pub fn start(config: PluginConfig) -> Result<Arc<PluginHost>, PluginError> {
+        engine::runtime().map_err(PluginError::Engine)?;
+        // Load the tokenizer now (once per process): loading it inside the
+        // first plugin call would eat that call's deadline.
+        bindings::count_tokens("warm up");
+        let watch = config.watch;
+        let shared = Arc::new(Shared::new(config));
+        shared.rescan()?;
+        let watcher = if watch { Some(registry::watch(shared.clone())?) } else { None };
+        Ok(Arc::new(PluginHost { shared, watcher: Mutex::new(watcher) }))
+    }
+
+    /// Rescan the folder now (the watcher does this by itself).
+    pub fn reload(&self) -> Result<(), PluginError> {
+        self.shared.rescan()
+    }
+
+    /// Stop watching the folder; loaded plugins keep serving.
+    pub fn stop_watching(&self) {
+        if let Ok(mut w) = self.watcher.lock() {
+            w.take();
+        }
+    }
+
+    pub fn config(&self) -> &PluginConfig {
+        &self.shared.config
+    }
+
+    /// Run the compressors in order, each on the previous one's output.
+    pub fn compress(&self, request: &ChatRequest) -> Result<CompressOutcome, StageError> {
+        stages::compress(&self.shared.registry.load_full(), request)
+    }
+
+    /// The first cache policy's decision; `None` when none is loaded.
+    pub fn cache_policy(&self, request: &ChatRequest) -> Result<Option<CacheDecision>, StageError> {
+        stages::cache_policy(&self.shared.registry.load_full(), request)
+    }
+
+    /// The first router's plan; `None` when no router decided.
+    pub fn route(
+        &self,
+        request: &ChatRequest,
+        candidates: &[RouteCandidate],
+    ) -> Result<Option<RoutePlan>, StageError> {
+        stages::route(&self.shared.registry.load_full(), request, candidates)
+    }
+
+    /// The judges' combined verdict; `None` when no judge voted.
+    pub fn judge(
+        &self,
+        request: &ChatRequest,
+        response: &ChatResponse,
+    ) -> Result<Option<JudgeVerdict>, StageError> {
+        stages::judge(&self.shared.registry.load_full(), request, response)
+    }
+
+    /// Every loaded plugin, then every name whose file never loaded.
+    pub fn list(&self) -> Vec<PluginInfo> {
+        let reg = self.shared.registry.load_full();
+        let mut out: Vec<PluginInfo> = reg
+            .plugins
+            .values()
+            .map(|p| {
+                let s = &p.stats;
+                let (p50, p99) = s.percentiles_us();
+                PluginInfo {
+                    name: p.name().to_owned(),
+                    stage: Some(p.stage),
+                    hash: Some(p.hash.clone()),
+                    loaded_at_ms: p
+                        .loaded_at
+                        .duration_since(UNIX_EPOCH)
+                        .ok()
+                        .and_then(|d| u64::try_from(d.as_millis()).ok()),
+                    size_bytes: Some(p.size),
+                    order: Some(p.meta.manifest.order),
+                    failure: Some(p.meta.manifest.failure),
+                    warm: Some(p.warm),
+                    calls: s.calls.load(Ordering::Relaxed),
+                    errors: s.errors.load(Ordering::Relaxed),
+                    traps: s.faults.load(Ordering::Relaxed),
+                    deadline_overruns: s.deadlines.load(Ordering::Relaxed),
+                    out_of_memory: s.out_of_memory.load(Ordering::Relaxed),
+                    consecutive_faults: s.consecutive_faults.load(Ordering::Relaxed),
+                    disabled: s.disabled.load(Ordering::Relaxed),
+                    p50_us: p50,
+                    p99_us: p99,
+                    load_error: self.shared.load_error(p.name()),
+                }
+            })
+            .collect();
+        out.extend(self.shared.failed_only().into_iter().map(|(name, error)| PluginInfo {
+            name,
+            stage: None,
+            hash: None,
+            loaded_at_ms: None,
+            size_bytes: None,
+            order: None,
+            failure: None,
+            warm: None,
+            calls: 0,
+            errors: 0,
+            traps: 0,
+            deadline_overruns: 0,
+            out_of_memory: 0,
+            consecutive_faults: 0,
+            disabled: false,
+            p50_us: None,
+            p99_us: None,
+            load_error: Some(error),
+        }));
+        out
+    }
+}
+
+impl Compressor for PluginHost {
+    fn compress(&self, request: &ChatRequest) -> Result<CompressOutcome, StageError> {
+        PluginHost::compress(self, request)
+    }
+}
+
+impl CachePolicyStage for PluginHost {
+    fn cache_policy(&self, request: &ChatRequest) -> Result<Option<CacheDecision>, StageError> {
+        PluginHost::cache_policy(self, request)
+    }
+}
+
+impl Router for PluginHost {
+    fn route(
+        &self,
+        request: &ChatRequest,
+        candidates: &[RouteCandidate],
+    ) -> Result<Option<RoutePlan>, StageError> {
+        PluginHost::route(self, request, candidates)
+    }
+}
+
+impl Judge for PluginHost {
+    fn judge(
+        &self,
+        request: &ChatRequest,
+        response: &ChatResponse,
+    ) -> Result<Option<JudgeVerdict>, StageError> {
+        PluginHost::judge(self, request, response)
+    }
+}
+
+/// The gateway's token count of `text` (the same tokenizer plugins get).
+pub fn count_tokens(text: &str) -> u32 {
+    bindings::count_tokens(text)
+}

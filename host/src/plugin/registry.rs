@@ -1,0 +1,245 @@
+//! The plugin folder: scanning it into an immutable [`Registry`] snapshot,
+//! loading each changed `NAME.wasm` (+ `NAME.toml`) off the request path, and
+//! watching it for changes (debounced) to swap in a new snapshot atomically.
+//!
+//! A file that fails to load is logged and counted, and the previous version
+//! of that plugin keeps serving. Calls in flight keep the snapshot (and the
+//! plugin versions) they started with.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+
+use super::bindings::PluginMeta;
+use super::engine::{compile_cached, runtime};
+use super::instance::LoadedPlugin;
+use super::manifest::{InstanceMode, Manifest};
+use super::{PluginConfig, PluginError};
+use crate::stage::StageKind;
+
+/// Components at least this big (language runtimes) get warm instances
+/// unless their manifest says otherwise.
+const WARM_THRESHOLD_BYTES: usize = 4 << 20;
+
+/// An immutable set of loaded plugins.
+#[derive(Default)]
+pub struct Registry {
+    pub plugins: BTreeMap<String, Arc<LoadedPlugin>>,
+    /// Per stage, in (order, name) order.
+    pub stages: HashMap<StageKind, Vec<Arc<LoadedPlugin>>>,
+}
+
+impl Registry {
+    fn new(plugins: BTreeMap<String, Arc<LoadedPlugin>>) -> Registry {
+        let mut stages: HashMap<StageKind, Vec<Arc<LoadedPlugin>>> = HashMap::new();
+        for p in plugins.values() {
+            stages.entry(p.stage).or_default().push(p.clone());
+        }
+        for list in stages.values_mut() {
+            list.sort_by(|a, b| {
+                a.meta
+                    .manifest
+                    .order
+                    .cmp(&b.meta.manifest.order)
+                    .then_with(|| a.name().cmp(b.name()))
+            });
+        }
+        Registry { plugins, stages }
+    }
+
+    pub fn stage(&self, kind: StageKind) -> &[Arc<LoadedPlugin>] {
+        self.stages.get(&kind).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// What the host and its watcher thread share.
+pub struct Shared {
+    pub config: PluginConfig,
+    pub registry: ArcSwap<Registry>,
+    /// Per plugin name: the (hash, manifest text) last attempted, and its
+    /// load error if that attempt failed.
+    attempts: Mutex<HashMap<String, Attempt>>,
+}
+
+#[derive(Clone, PartialEq)]
+struct Attempt {
+    hash: String,
+    manifest: Option<String>,
+    error: Option<String>,
+}
+
+impl Shared {
+    pub fn new(config: PluginConfig) -> Shared {
+        Shared {
+            config,
+            registry: ArcSwap::from_pointee(Registry::default()),
+            attempts: Mutex::default(),
+        }
+    }
+
+    fn cache_dir(&self) -> PathBuf {
+        self.config.cache_dir.clone().unwrap_or_else(|| self.config.dir.join(".cache"))
+    }
+
+    /// The last load error of a plugin name, if its latest file failed.
+    pub fn load_error(&self, name: &str) -> Option<String> {
+        self.attempts.lock().ok()?.get(name)?.error.clone()
+    }
+
+    /// Names with a failed latest load and no loaded version.
+    pub fn failed_only(&self) -> Vec<(String, String)> {
+        let reg = self.registry.load();
+        let Ok(attempts) = self.attempts.lock() else {
+            return Vec::new();
+        };
+        let mut v: Vec<(String, String)> = attempts
+            .iter()
+            .filter(|(n, _)| !reg.plugins.contains_key(*n))
+            .filter_map(|(n, a)| Some((n.clone(), a.error.clone()?)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Scan the folder and swap in a registry reflecting it. Serialised: the
+    /// attempts lock is held throughout.
+    pub fn rescan(&self) -> Result<(), PluginError> {
+        let Ok(mut attempts) = self.attempts.lock() else {
+            return Err(PluginError::Poisoned);
+        };
+        let dir = &self.config.dir;
+        let entries = std::fs::read_dir(dir).map_err(|e| PluginError::Dir(dir.clone(), e))?;
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .filter_map(|n| n.strip_suffix(".wasm").map(str::to_owned))
+            .collect();
+        names.sort();
+
+        let old = self.registry.load_full();
+        let mut plugins = BTreeMap::new();
+        for name in &names {
+            let previous = old.plugins.get(name);
+            let wasm = dir.join(format!("{name}.wasm"));
+            let Ok(bytes) = std::fs::read(&wasm) else {
+                // Vanished between listing and reading: a remove in progress.
+                attempts.remove(name);
+                continue;
+            };
+            let manifest_text = std::fs::read_to_string(dir.join(format!("{name}.toml"))).ok();
+            let hash = blake3::hash(&bytes).to_hex().to_string();
+            let attempt = Attempt { hash, manifest: manifest_text, error: None };
+            if let Some(prev) = attempts.get(name)
+                && prev.hash == attempt.hash
+                && prev.manifest == attempt.manifest
+            {
+                // Unchanged since the last attempt (loaded or failed).
+                if let Some(p) = previous {
+                    plugins.insert(name.clone(), p.clone());
+                }
+                continue;
+            }
+            match self.load_one(name, &bytes, &attempt) {
+                Ok(p) => {
+                    tracing::info!(plugin = %name, stage = %p.stage, hash = %&p.hash[..12],
+                        warm = p.warm, replaced = previous.is_some(), "plugin loaded");
+                    metrics::counter!("sluice_plugin_loads_total", "plugin" => name.clone())
+                        .increment(1);
+                    plugins.insert(name.clone(), Arc::new(p));
+                    attempts.insert(name.clone(), attempt);
+                }
+                Err(error) => {
+                    tracing::error!(plugin = %name, file = %wasm.display(), %error,
+                        keeps_previous = previous.is_some(), "plugin rejected");
+                    metrics::counter!("sluice_plugin_load_errors_total", "plugin" => name.clone())
+                        .increment(1);
+                    if let Some(p) = previous {
+                        plugins.insert(name.clone(), p.clone());
+                    }
+                    attempts.insert(name.clone(), Attempt { error: Some(error), ..attempt });
+                }
+            }
+        }
+        for name in old.plugins.keys().filter(|n| !plugins.contains_key(*n)) {
+            tracing::info!(plugin = %name, "plugin unloaded (file removed)");
+        }
+        attempts.retain(|n, _| names.contains(n));
+        self.registry.store(Arc::new(Registry::new(plugins)));
+        Ok(())
+    }
+
+    fn load_one(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        attempt: &Attempt,
+    ) -> Result<LoadedPlugin, String> {
+        let defaults = &self.config.defaults;
+        let manifest = match &attempt.manifest {
+            Some(text) => {
+                Manifest::parse(text, defaults).map_err(|e| format!("bad {name}.toml: {e}"))?
+            }
+            None => Manifest::defaults(defaults),
+        };
+        let rt = runtime()?;
+        let component = compile_cached(rt, bytes, &attempt.hash, Some(&self.cache_dir()))
+            .map_err(|e| format!("not a valid component: {e:#}"))?;
+        let warm = match manifest.instances {
+            InstanceMode::Warm => true,
+            InstanceMode::Fresh => false,
+            InstanceMode::Auto => bytes.len() >= WARM_THRESHOLD_BYTES,
+        };
+        let meta = Arc::new(PluginMeta { name: name.into(), manifest });
+        LoadedPlugin::new(meta, &component, attempt.hash.clone(), bytes.len() as u64, warm)
+    }
+}
+
+/// Whether an event path is a plugin or manifest file (not a temp file).
+fn relevant(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    !name.starts_with('.') && (name.ends_with(".wasm") || name.ends_with(".toml"))
+}
+
+/// Watch the folder; rescan after changes settle (debounced, at most 4x the
+/// debounce after the first change). Stops when the watcher is dropped.
+pub fn watch(shared: Arc<Shared>) -> Result<RecommendedWatcher, PluginError> {
+    let (tx, rx) = channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && ev.paths.iter().any(|p| relevant(p))
+        {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(PluginError::Watch)?;
+    watcher.watch(&shared.config.dir, RecursiveMode::NonRecursive).map_err(PluginError::Watch)?;
+    let debounce = shared.config.debounce;
+    std::thread::Builder::new()
+        .name("sluice-plugin-watch".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                let until = Instant::now() + debounce * 4;
+                loop {
+                    let wait = debounce.min(until.saturating_duration_since(Instant::now()));
+                    match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+                        Ok(()) if Instant::now() < until => continue,
+                        Ok(()) | Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                if let Err(e) = shared.rescan() {
+                    tracing::error!(error = %e, "plugin folder rescan failed");
+                }
+            }
+        })
+        .map_err(|e| PluginError::Dir(PathBuf::from("<watch thread>"), e))?;
+    Ok(watcher)
+}

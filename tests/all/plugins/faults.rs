@@ -1,0 +1,177 @@
+//! Fault handling: deadlines, memory limits, traps, policy errors, disabling
+//! after consecutive faults, rejected components, and guest output inside
+//! async runtimes. A plugin never crashes the host.
+
+use std::time::{Duration, Instant};
+
+use sluice::stage::{FaultKind, StageError, StageKind};
+
+use super::support::{Folder, built, fixtures, response, user};
+
+fn info(host: &sluice::plugin::PluginHost, name: &str) -> sluice::plugin::PluginInfo {
+    host.list().into_iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name} listed"))
+}
+
+#[test]
+fn spinning_plugin_hits_its_deadline_and_open_mode_skips_it() {
+    built();
+    let folder = Folder::new();
+    folder.add_fixture("spin", "deadline_ms = 20\n[config]\nmode = \"spin\"\n");
+    folder.add_fixture("lenient", "order = 200\n[config]\nmode = \"ok\"\n");
+    let host = folder.host(false);
+    let start = Instant::now();
+    let v =
+        host.judge(&user("q"), &response("a", "stop")).expect("open: skipped").expect("verdict");
+    assert!(start.elapsed() < Duration::from_millis(500), "took {:?}", start.elapsed());
+    assert_eq!(v.votes.len(), 1);
+    assert_eq!(v.votes[0].plugin, "lenient");
+    let spin = info(&host, "spin");
+    assert_eq!((spin.calls, spin.traps, spin.deadline_overruns), (1, 1, 1));
+    assert!(!spin.disabled);
+}
+
+#[test]
+fn memory_hog_is_stopped_at_its_limit() {
+    built();
+    let folder = Folder::new();
+    folder.add_fixture("hog", "failure = \"closed\"\nmemory_mib = 16\n[config]\nmode = \"hog\"\n");
+    let host = folder.host(false);
+    let err = host.judge(&user("q"), &response("a", "stop")).expect_err("closed: fails");
+    match &err {
+        StageError::Fault { plugin, stage, kind, .. } => {
+            assert_eq!(
+                (plugin.as_str(), *stage, *kind),
+                ("hog", StageKind::Judge, FaultKind::OutOfMemory)
+            );
+        }
+        other => panic!("expected a fault, got {other:?}"),
+    }
+    assert_eq!(err.http_status(), 500);
+    assert!(err.to_string().contains("`hog`"), "{err}");
+    assert_eq!(info(&host, "hog").out_of_memory, 1);
+}
+
+#[test]
+fn trapping_plugin_in_closed_mode_fails_the_request_naming_it() {
+    built();
+    let folder = Folder::new();
+    folder.add_fixture("trapper", "failure = \"closed\"\n[config]\nmode = \"trap\"\n");
+    let host = folder.host(false);
+    let err = host.judge(&user("q"), &response("a", "stop")).expect_err("closed: fails");
+    assert!(
+        matches!(&err, StageError::Fault { kind: FaultKind::Trap, plugin, .. } if plugin == "trapper")
+    );
+    assert!(err.is_fault());
+}
+
+#[test]
+fn policy_err_is_a_refusal_not_a_fault() {
+    built();
+    let folder = Folder::new();
+    folder.add_fixture("strict", "failure = \"closed\"\n[config]\nmode = \"err\"\n");
+    let host = folder.host(false);
+    let v = host.judge(&user("q"), &response("a", "stop")).expect("an answer").expect("verdict");
+    assert!(!v.pass);
+    assert_eq!(v.reason, "strict: fixture policy error");
+    let i = info(&host, "strict");
+    assert_eq!((i.errors, i.traps, i.consecutive_faults), (1, 0, 0));
+}
+
+#[test]
+fn plugin_is_disabled_after_consecutive_faults_until_its_file_changes() {
+    built();
+    let folder = Folder::new();
+    folder.add_fixture("flaky", "max_consecutive_faults = 3\n[config]\nmode = \"trap\"\n");
+    let host = folder.host(false);
+    for _ in 0..5 {
+        assert_eq!(host.judge(&user("q"), &response("a", "stop")), Ok(None), "open: skipped");
+    }
+    let i = info(&host, "flaky");
+    assert!(i.disabled);
+    assert_eq!((i.traps, i.consecutive_faults), (3, 3), "disabled calls do not run");
+
+    // Same bytes again: still disabled.
+    folder.put_wasm("flaky", &fixtures().join("faulty.wasm"));
+    host.reload().expect("rescan");
+    assert!(info(&host, "flaky").disabled);
+
+    // A changed file loads as a new version, enabled.
+    folder.put_toml("flaky", "max_consecutive_faults = 3\n[config]\nmode = \"ok\"\n");
+    host.reload().expect("rescan");
+    assert!(!info(&host, "flaky").disabled);
+    let v = host.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict");
+    assert!(v.pass);
+}
+
+#[test]
+fn warm_instances_are_replaced_after_a_fault() {
+    built();
+    let folder = Folder::new();
+    folder.add_fixture("warm", "instances = \"warm\"\n[config]\nmode = \"ok\"\n");
+    let host = folder.host(false);
+    assert_eq!(info(&host, "warm").warm, Some(true));
+    let req = user("q");
+    assert!(host.judge(&req, &response("a", "stop")).expect("ok").is_some());
+    assert_eq!(host.judge(&req, &response("TRAP", "stop")), Ok(None), "trap skipped");
+    for _ in 0..3 {
+        let v = host.judge(&req, &response("a", "stop")).expect("ok").expect("verdict");
+        assert!(v.pass);
+    }
+    let i = info(&host, "warm");
+    assert_eq!((i.calls, i.traps, i.consecutive_faults), (5, 1, 0));
+}
+
+#[test]
+fn bad_components_are_rejected_and_the_previous_version_keeps_serving() {
+    built();
+    let folder = Folder::new();
+    folder.add_example("judge", "judge");
+    folder.put_wasm("cli", &fixtures().join("not-a-plugin.wasm"));
+    folder.put_wasm("shape", &fixtures().join("wrong-shape.wasm"));
+    folder.put_bytes("core.wasm", b"\0asm\x01\0\0\0");
+    folder.put_bytes("junk.wasm", b"definitely not wasm");
+    let host = folder.host(false);
+    let list = host.list();
+    let names: Vec<(&str, bool)> =
+        list.iter().map(|p| (p.name.as_str(), p.load_error.is_some())).collect();
+    assert_eq!(
+        names,
+        [("judge", false), ("cli", true), ("core", true), ("junk", true), ("shape", true)]
+    );
+    let error = |name: &str| info(&host, name).load_error.unwrap_or_default();
+    assert!(error("cli").contains("exports no Sluice stage"), "{}", error("cli"));
+    assert!(error("shape").contains("wrong judge interface"), "{}", error("shape"));
+    assert!(error("junk").contains("not a valid component"), "{}", error("junk"));
+
+    // Replace the working judge by junk: rejected, the old version serves.
+    let hash = info(&host, "judge").hash;
+    folder.put_bytes("judge.wasm", b"\0asm garbage");
+    host.reload().expect("rescan");
+    let judge = info(&host, "judge");
+    assert_eq!(judge.hash, hash);
+    assert!(judge.load_error.is_some());
+    let v = host.judge(&user("q"), &response("Paris.", "stop")).expect("ok").expect("verdict");
+    assert_eq!(v.votes[0].plugin, "judge");
+
+    // A bad manifest is rejected the same way.
+    folder.add_example("judge", "judge");
+    folder.put_toml("judge", "failure = \"sometimes\"\n");
+    host.reload().expect("rescan");
+    let judge = info(&host, "judge");
+    assert!(judge.load_error.as_deref().unwrap_or("").contains("judge.toml"), "{judge:?}");
+}
+
+#[test]
+fn guest_output_is_logged_and_calls_work_inside_async_runtimes() {
+    built();
+    let folder = Folder::new();
+    folder.add_fixture("chatty", "[config]\nmode = \"print\"\n");
+    let host = folder.host(false);
+    let call = || host.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict");
+    assert!(call().pass);
+    let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("rt");
+    assert!(multi.block_on(async { call() }).pass);
+    let single = tokio::runtime::Builder::new_current_thread().build().expect("rt");
+    assert!(single.block_on(async { call() }).pass);
+    assert_eq!(info(&host, "chatty").traps, 0);
+}

@@ -1,0 +1,149 @@
+//! Hot reload (swap under load, in-flight calls finish on their version,
+//! removal unloads), the on-disk artifact cache, and the admin listing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::support::{Folder, built, dist, eventually, response, user};
+
+#[test]
+fn hot_reload_swaps_versions_under_load_without_failed_calls() {
+    built();
+    let folder = Folder::new();
+    folder.add_fixture("live", "[config]\nmode = \"ok\"\ntag = \"v1\"\n");
+    let host = folder.host(true);
+    let stop = Arc::new(AtomicBool::new(false));
+    let new_seen = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (host, stop, new_seen, calls) =
+                (host.clone(), stop.clone(), new_seen.clone(), calls.clone());
+            std::thread::spawn(move || {
+                let req = user("What is the capital of France?");
+                let resp = response("Paris.", "stop");
+                while !stop.load(Ordering::Relaxed) {
+                    let v = host.judge(&req, &resp);
+                    let v = v.expect("no call fails during reload").expect("always a judge");
+                    let reason = v.votes[0].reason.as_str();
+                    assert!(reason.starts_with("fixture") || reason == "ok", "{reason}");
+                    if reason == "ok" {
+                        new_seen.store(true, Ordering::Relaxed);
+                    }
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // The example judge replaces the fixture, manifest first then component.
+    folder.put_toml("live", "order = 1\n");
+    folder.put_wasm("live", &dist().join("judge.wasm"));
+    let landed = Instant::now();
+    let swapped = eventually(Duration::from_secs(1), || new_seen.load(Ordering::Relaxed));
+    let took = landed.elapsed();
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().expect("no worker panicked");
+    }
+    assert!(swapped, "the new version was not live within 1 s");
+    assert!(calls.load(Ordering::Relaxed) > 10);
+    eprintln!("new version live {took:?} after the file landed");
+    let info = host.list().into_iter().find(|p| p.name == "live").expect("listed");
+    assert_eq!(info.hash.as_deref(), Some(blake3_hex(&dist().join("judge.wasm")).as_str()));
+}
+
+fn blake3_hex(path: &std::path::Path) -> String {
+    // The host hashes with blake3; compare through the listing of a fresh host.
+    let folder = Folder::new();
+    folder.put_wasm("x", path);
+    let host = folder.host(false);
+    host.list()[0].hash.clone().expect("hash")
+}
+
+#[test]
+fn in_flight_calls_finish_on_the_version_they_started_with() {
+    built();
+    let folder = Folder::new();
+    folder.add_fixture(
+        "slow",
+        "deadline_ms = 2000\n[config]\nmode = \"slow\"\nslow_ms = 400\ntag = \"old\"\n",
+    );
+    let host = folder.host(true);
+    let h = host.clone();
+    let in_flight = std::thread::spawn(move || {
+        h.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict")
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    folder.put_toml("slow", "[config]\nmode = \"ok\"\ntag = \"new\"\n");
+    let new = eventually(Duration::from_secs(1), || {
+        host.judge(&user("q"), &response("a", "stop"))
+            .ok()
+            .flatten()
+            .is_some_and(|v| v.votes[0].reason == "fixture new")
+    });
+    assert!(new, "new version live while the old call still runs");
+    let old = in_flight.join().expect("no panic");
+    assert_eq!(old.votes[0].reason, "fixture old");
+}
+
+#[test]
+fn removing_a_file_unloads_the_plugin() {
+    built();
+    let folder = Folder::new();
+    folder.add_example("judge", "judge");
+    let host = folder.host(true);
+    assert_eq!(host.list().len(), 1);
+    std::fs::remove_file(folder.path.join("judge.wasm")).expect("remove");
+    assert!(eventually(Duration::from_secs(1), || host.list().is_empty()));
+    assert_eq!(host.judge(&user("q"), &response("a", "stop")), Ok(None));
+}
+
+#[test]
+fn compiled_components_are_cached_on_disk_by_content_hash() {
+    built();
+    let folder = Folder::new();
+    folder.add_example("router", "router");
+    let mut cfg = sluice::plugin::PluginConfig::new(&folder.path);
+    cfg.watch = false;
+    let host = sluice::plugin::PluginHost::start(cfg.clone()).expect("starts");
+    let hash = host.list()[0].hash.clone().expect("hash");
+    let cached: Vec<_> = std::fs::read_dir(folder.path.join(".cache"))
+        .expect("cache dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert!(cached[0].starts_with(&hash) && cached[0].ends_with(".cwasm"), "{cached:?}");
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let artifact = folder.path.join(".cache").join(&cached[0]);
+    let before = modified(&artifact);
+    drop(host);
+    let again = sluice::plugin::PluginHost::start(cfg).expect("restarts");
+    assert_eq!(again.list()[0].hash.as_deref(), Some(hash.as_str()));
+    assert_eq!(modified(&artifact), before, "loaded from the cache, not rewritten");
+    let plan = again.route(&user("hi"), &super::cases::candidates()).expect("routes");
+    assert!(plan.is_some());
+}
+
+#[test]
+fn listing_reports_versions_calls_and_latency() {
+    built();
+    let folder = Folder::new();
+    folder.add_example("judge", "judge");
+    let host = folder.host(false);
+    for _ in 0..20 {
+        host.judge(&user("q"), &response("Paris.", "stop")).expect("ok");
+    }
+    let info = &host.list()[0];
+    assert_eq!(info.name, "judge");
+    assert_eq!(info.hash.as_ref().map(String::len), Some(64));
+    assert!(info.loaded_at_ms.unwrap_or(0) > 1_600_000_000_000);
+    assert_eq!((info.calls, info.errors, info.traps), (20, 0, 0));
+    assert!(info.p50_us.is_some_and(|p| p > 0.0));
+    let json = serde_json::to_value(info).expect("serialisable");
+    assert_eq!(json["stage"], "judge");
+    assert_eq!(json["failure"], "open");
+}

@@ -1,0 +1,128 @@
+//! Per-stage plugin call overhead: p50 and p99 of one stage call through
+//! `PluginHost` for each example plugin, from a request already in memory to
+//! the answer (conversion, instantiation or warm reuse, the guest's work).
+//!
+//! Needs the plugins built: `plugins/build.sh`, then
+//! `cargo bench -p sluice-tests --bench plugin_calls`. Prints a Markdown table.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sluice::api::chat::{ChatRequest, ChatResponse, Choice, Message, Role};
+use sluice::plugin::{PluginConfig, PluginHost};
+use sluice::stage::{Health, RouteCandidate};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+fn request() -> ChatRequest {
+    let messages = vec![
+        Message::text(Role::System, "You are a concise assistant."),
+        Message::text(Role::User, "What is the capital of France? Answer in one word."),
+    ];
+    let mut r: ChatRequest =
+        serde_json::from_value(serde_json::json!({ "model": "auto", "messages": messages }))
+            .expect("valid request");
+    r.temperature = Some(0.0);
+    r
+}
+
+fn response() -> ChatResponse {
+    ChatResponse {
+        id: "r".into(),
+        object: "chat.completion".into(),
+        created: 0,
+        model: "m".into(),
+        choices: vec![Choice {
+            index: 0,
+            message: Message::text(Role::Assistant, "Paris."),
+            finish_reason: Some("stop".into()),
+            extra: Default::default(),
+        }],
+        usage: None,
+        extra: Default::default(),
+    }
+}
+
+fn candidates() -> Vec<RouteCandidate> {
+    ["small", "large"]
+        .iter()
+        .zip([0.15, 2.5])
+        .map(|(m, p)| RouteCandidate {
+            model: (*m).into(),
+            provider: "bench".into(),
+            input_price_per_mtok: p,
+            output_price_per_mtok: p * 4.0,
+            context_window: 128_000,
+            p50_latency_ms: 300.0,
+            p95_latency_ms: 900.0,
+            error_rate: 0.0,
+            health: Health::Healthy,
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6
+}
+
+fn main() {
+    let dist = root().join("plugins/dist");
+    let iterations: usize =
+        std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
+    let (req, resp, cands) = (request(), response(), candidates());
+    println!(
+        "| plugin | size | stage | instances | p50 µs | p99 µs | calls | load, compiling | load, cached |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for name in ["compressor", "cache-policy", "router", "judge", "judge-py", "router-js"] {
+        let wasm = dist.join(format!("{name}.wasm"));
+        if !wasm.is_file() {
+            eprintln!("skipping {name}: {} missing (run plugins/build.sh)", wasm.display());
+            continue;
+        }
+        let dir = std::env::temp_dir().join(format!("sluice-bench-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::copy(&wasm, dir.join(format!("{name}.wasm"))).expect("copy");
+        let _ = std::fs::copy(dist.join(format!("{name}.toml")), dir.join(format!("{name}.toml")));
+        // Load once compiling (empty cache), then again from the cache.
+        let mut cfg = PluginConfig::new(&dir);
+        cfg.watch = false;
+        let t = Instant::now();
+        drop(PluginHost::start(cfg.clone()).expect("host starts"));
+        let cold = t.elapsed();
+        let t = Instant::now();
+        let host = PluginHost::start(cfg).expect("host starts");
+        let cached = t.elapsed();
+        let info = host.list().into_iter().next().expect("plugin loaded");
+        let call = || match name {
+            "compressor" => drop(host.compress(&req).expect("ok")),
+            "cache-policy" => drop(host.cache_policy(&req).expect("ok")),
+            "router" | "router-js" => drop(host.route(&req, &cands).expect("ok")),
+            _ => drop(host.judge(&req, &resp).expect("ok")),
+        };
+        for _ in 0..iterations / 10 {
+            call();
+        }
+        let mut times = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let t = Instant::now();
+            call();
+            times.push(t.elapsed());
+        }
+        times.sort_unstable();
+        let stage = info.stage.map(|s| s.to_string()).unwrap_or_default();
+        let mode = if info.warm == Some(true) { "warm" } else { "fresh" };
+        println!(
+            "| {name} | {:.1} MB | {stage} | {mode} | {:.1} | {:.1} | {iterations} | {} ms | {} ms |",
+            info.size_bytes.unwrap_or(0) as f64 / 1e6,
+            percentile(&times, 0.5),
+            percentile(&times, 0.99),
+            cold.as_millis(),
+            cached.as_millis(),
+        );
+        drop(host);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
