@@ -171,6 +171,12 @@ fn guest_output_is_logged_and_calls_work_inside_async_runtimes() {
     assert!(call().pass);
     let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("rt");
     assert!(multi.block_on(async { call() }).pass);
+    // On a worker thread, as in the gateway's request tasks.
+    let h = host.clone();
+    let on_worker = multi.spawn(async move {
+        h.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict").pass
+    });
+    assert!(multi.block_on(on_worker).expect("task did not panic"));
     let single = tokio::runtime::Builder::new_current_thread().build().expect("rt");
     assert!(single.block_on(async { call() }).pass);
     assert_eq!(info(&host, "chatty").traps, 0);
