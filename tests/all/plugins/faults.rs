@@ -181,3 +181,37 @@ fn guest_output_is_logged_and_calls_work_inside_async_runtimes() {
     assert!(single.block_on(async { call() }).pass);
     assert_eq!(info(&host, "chatty").traps, 0);
 }
+
+#[test]
+fn plugins_see_no_environment_or_files_unless_granted() {
+    built();
+    let folder = Folder::new();
+    folder.put_bytes("data.txt", b"secret");
+    folder.add_fixture("env", "order = 1\n[config]\nmode = \"env\"\n");
+    folder.add_fixture(
+        "env-granted",
+        "order = 2\n[grants]\nenv = [\"PATH\"]\n[config]\nmode = \"env\"\n",
+    );
+    folder.add_fixture("fs", "order = 3\n[config]\nmode = \"fs\"\npath = \"/data/data.txt\"\n");
+    let dir = folder.path.display();
+    folder.add_fixture(
+        "fs-granted",
+        &format!(
+            "order = 4\n[grants]\ndirs = [{{ host = \"{dir}\", guest = \"/data\" }}]\n\
+             [config]\nmode = \"fs\"\npath = \"/data/data.txt\"\n"
+        ),
+    );
+    let host = folder.host(false);
+    let v = host.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict");
+    let reasons: Vec<(&str, &str)> =
+        v.votes.iter().map(|v| (v.plugin.as_str(), v.reason.as_str())).collect();
+    assert_eq!(
+        reasons,
+        [
+            ("env", "env unset"),
+            ("env-granted", "env set"),
+            ("fs", "fs denied"),
+            ("fs-granted", "fs read")
+        ]
+    );
+}
