@@ -40,7 +40,7 @@ pub use manifest::{DirGrant, FailureMode, Grants, InstanceMode};
 use crate::api::chat::{ChatRequest, ChatResponse};
 use crate::stage::{
     CacheDecision, CachePolicyStage, CompressOutcome, Compressor, Judge, JudgeVerdict,
-    RouteCandidate, RoutePlan, Router, StageError, StageKind,
+    RouteCandidate, RoutePlan, Router, StageContext, StageError, StageKind,
 };
 use registry::Shared;
 
@@ -129,12 +129,30 @@ impl PluginHost {
 
     /// Run the compressors in order, each on the previous one's output.
     pub fn compress(&self, request: &ChatRequest) -> Result<CompressOutcome, StageError> {
-        stages::compress(&self.shared.registry.load_full(), request)
+        self.compress_with(request, &StageContext::default())
+    }
+
+    /// [`PluginHost::compress`] with the request's metadata and headers.
+    pub fn compress_with(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+    ) -> Result<CompressOutcome, StageError> {
+        stages::compress(&self.shared.registry.load_full(), request, ctx)
     }
 
     /// The first cache policy's decision; `None` when none is loaded.
     pub fn cache_policy(&self, request: &ChatRequest) -> Result<Option<CacheDecision>, StageError> {
-        stages::cache_policy(&self.shared.registry.load_full(), request)
+        self.cache_policy_with(request, &StageContext::default())
+    }
+
+    /// [`PluginHost::cache_policy`] with the request's metadata and headers.
+    pub fn cache_policy_with(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+    ) -> Result<Option<CacheDecision>, StageError> {
+        stages::cache_policy(&self.shared.registry.load_full(), request, ctx)
     }
 
     /// The first router's plan; `None` when no router decided.
@@ -143,7 +161,17 @@ impl PluginHost {
         request: &ChatRequest,
         candidates: &[RouteCandidate],
     ) -> Result<Option<RoutePlan>, StageError> {
-        stages::route(&self.shared.registry.load_full(), request, candidates)
+        self.route_with(request, &StageContext::default(), candidates)
+    }
+
+    /// [`PluginHost::route`] with the request's metadata and headers.
+    pub fn route_with(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+        candidates: &[RouteCandidate],
+    ) -> Result<Option<RoutePlan>, StageError> {
+        stages::route(&self.shared.registry.load_full(), request, ctx, candidates)
     }
 
     /// The judges' combined verdict; `None` when no judge voted.
@@ -152,7 +180,17 @@ impl PluginHost {
         request: &ChatRequest,
         response: &ChatResponse,
     ) -> Result<Option<JudgeVerdict>, StageError> {
-        stages::judge(&self.shared.registry.load_full(), request, response)
+        self.judge_with(request, &StageContext::default(), response)
+    }
+
+    /// [`PluginHost::judge`] with the request's metadata and headers.
+    pub fn judge_with(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+        response: &ChatResponse,
+    ) -> Result<Option<JudgeVerdict>, StageError> {
+        stages::judge(&self.shared.registry.load_full(), request, ctx, response)
     }
 
     /// Every loaded plugin, then every name whose file never loaded.

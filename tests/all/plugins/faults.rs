@@ -215,3 +215,23 @@ fn plugins_see_no_environment_or_files_unless_granted() {
         ]
     );
 }
+
+#[test]
+fn plugins_see_request_metadata_and_headers_without_credentials() {
+    built();
+    let folder = Folder::new();
+    folder.add_fixture("ctx", "[config]\nmode = \"context\"\n");
+    let host = folder.host(false);
+    let mut req = user("q");
+    req.extra.insert("metadata".into(), serde_json::json!({ "app": "docs" }));
+    let ctx = sluice::stage::StageContext {
+        metadata: vec![("tenant".into(), "acme".into())],
+        headers: vec![
+            ("Authorization".into(), "Bearer sk-secret".into()),
+            ("X-Request-Id".into(), "r1".into()),
+            ("cookie".into(), "s=1".into()),
+        ],
+    };
+    let v = host.judge_with(&req, &ctx, &response("a", "stop")).expect("ok").expect("verdict");
+    assert_eq!(v.votes[0].reason, "metadata app=docs,tenant=acme; headers x-request-id=r1");
+}
