@@ -106,14 +106,15 @@ impl PluginHost {
         bindings::count_tokens("warm up");
         let watch = config.watch;
         let shared = Arc::new(Shared::new(config));
-        shared.rescan()?;
+        // Loading instantiates each plugin once: keep WASI off the async context.
+        instance::off_async(|| shared.rescan())?;
         let watcher = if watch { Some(registry::watch(shared.clone())?) } else { None };
         Ok(Arc::new(PluginHost { shared, watcher: Mutex::new(watcher) }))
     }
 
     /// Rescan the folder now (the watcher does this by itself).
     pub fn reload(&self) -> Result<(), PluginError> {
-        self.shared.rescan()
+        instance::off_async(|| self.shared.rescan())
     }
 
     /// Stop watching the folder; loaded plugins keep serving.
