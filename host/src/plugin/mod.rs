@@ -53,6 +53,8 @@ pub enum PluginError {
     Watch(#[source] notify::Error),
     #[error("cannot create the WebAssembly engine: {0}")]
     Engine(String),
+    #[error("cannot compile {0}: {1}")]
+    Compile(PathBuf, String),
     #[error("plugin registry lock poisoned")]
     Poisoned,
 }
@@ -283,6 +285,22 @@ impl Judge for PluginHost {
     ) -> Result<Option<JudgeVerdict>, StageError> {
         PluginHost::judge(self, request, response)
     }
+}
+
+/// Compile `wasm` into `cache_dir` (the artifact cache a [`PluginHost`]
+/// with that `cache_dir` reads), so that dropping the file into a watched
+/// folder later goes live without compiling: useful for language-runtime
+/// components, which take seconds to compile. Returns the content hash.
+pub fn precompile(
+    wasm: &std::path::Path,
+    cache_dir: &std::path::Path,
+) -> Result<String, PluginError> {
+    let rt = engine::runtime().map_err(PluginError::Engine)?;
+    let bytes = std::fs::read(wasm).map_err(|e| PluginError::Dir(wasm.to_path_buf(), e))?;
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    engine::compile_cached(rt, &bytes, &hash, Some(cache_dir))
+        .map_err(|e| PluginError::Compile(wasm.to_path_buf(), format!("{e:#}")))?;
+    Ok(hash)
 }
 
 /// The gateway's token count of `text` (the same tokenizer plugins get).

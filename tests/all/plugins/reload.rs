@@ -149,3 +149,26 @@ fn listing_reports_versions_calls_and_latency() {
     assert_eq!(json["stage"], "judge");
     assert_eq!(json["failure"], "open");
 }
+
+#[test]
+fn precompiled_components_go_live_without_compiling() {
+    built();
+    let folder = Folder::new();
+    let cache = folder.path.join(".cache");
+    let hash =
+        sluice::plugin::precompile(&dist().join("cache-policy.wasm"), &cache).expect("precompiles");
+    let artifacts: Vec<_> =
+        std::fs::read_dir(&cache).expect("cache dir").filter_map(Result::ok).collect();
+    assert_eq!(artifacts.len(), 1);
+    let before = std::fs::metadata(artifacts[0].path()).and_then(|m| m.modified()).ok();
+    let mut cfg = sluice::plugin::PluginConfig::new(&folder.path);
+    cfg.watch = false;
+    let host = sluice::plugin::PluginHost::start(cfg).expect("starts");
+    folder.add_example("cache-policy", "cache-policy");
+    host.reload().expect("rescan");
+    assert_eq!(host.list()[0].hash.as_deref(), Some(hash.as_str()));
+    let path = artifacts[0].path();
+    let now = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    assert_eq!(now, before, "the precompiled artifact was used, not rewritten");
+    assert!(sluice::plugin::precompile(&folder.path.join("nope.wasm"), &cache).is_err());
+}
