@@ -4,6 +4,8 @@
 //!
 //! Needs the plugins built: `plugins/build.sh`, then
 //! `cargo bench -p sluice-tests --bench plugin_calls`. Prints a Markdown table.
+//! `BENCH_ITERATIONS=N` sets the calls measured per plugin (default 5000),
+//! `BENCH_ONLY=NAME` runs one plugin.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -69,15 +71,24 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
 
 fn main() {
     let dist = root().join("plugins/dist");
+    let fixtures = root().join("tests/fixtures/plugins/dist");
     let iterations: usize =
         std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
     let (req, resp, cands) = (request(), response(), candidates());
     println!(
-        "| plugin | size | stage | instances | p50 µs | p99 µs | calls | load, compiling | load, cached |"
+        "| plugin | size | stage | instances | p50 µs | p99 µs | calls | faults | load, compiling | load, cached |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for name in ["compressor", "cache-policy", "router", "judge", "judge-py", "router-js"] {
-        let wasm = dist.join(format!("{name}.wasm"));
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let plugins =
+        ["minimal", "compressor", "cache-policy", "router", "judge", "judge-py", "router-js"];
+    let only = std::env::var("BENCH_ONLY").ok();
+    for name in plugins.into_iter().filter(|n| only.as_deref().is_none_or(|o| o == *n)) {
+        // `minimal`: the fault fixture in its default `ok` mode, a judge that
+        // does almost nothing: the runtime's own per-call overhead.
+        let wasm = match name {
+            "minimal" => fixtures.join("faulty.wasm"),
+            _ => dist.join(format!("{name}.wasm")),
+        };
         if !wasm.is_file() {
             eprintln!("skipping {name}: {} missing (run plugins/build.sh)", wasm.display());
             continue;
@@ -95,7 +106,6 @@ fn main() {
         let t = Instant::now();
         let host = PluginHost::start(cfg).expect("host starts");
         let cached = t.elapsed();
-        let info = host.list().into_iter().next().expect("plugin loaded");
         let call = || match name {
             "compressor" => drop(host.compress(&req).expect("ok")),
             "cache-policy" => drop(host.cache_policy(&req).expect("ok")),
@@ -112,13 +122,16 @@ fn main() {
             times.push(t.elapsed());
         }
         times.sort_unstable();
+        let info = host.list().into_iter().next().expect("plugin loaded");
         let stage = info.stage.map(|s| s.to_string()).unwrap_or_default();
         let mode = if info.warm == Some(true) { "warm" } else { "fresh" };
         println!(
-            "| {name} | {:.1} MB | {stage} | {mode} | {:.1} | {:.1} | {iterations} | {} ms | {} ms |",
+            "| {name} | {:.1} MB | {stage} | {mode} | {:.1} | {:.1} | {} | {} | {} ms | {} ms |",
             info.size_bytes.unwrap_or(0) as f64 / 1e6,
             percentile(&times, 0.5),
             percentile(&times, 0.99),
+            info.calls,
+            info.traps,
             cold.as_millis(),
             cached.as_millis(),
         );

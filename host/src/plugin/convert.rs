@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use super::bindings::{caching, judging, routing, types};
 use crate::api::chat::{ChatRequest, ChatResponse, Content, Message, Role};
-use crate::stage::{CacheDecision, Cascade, Health, JudgeVote, RouteCandidate, RoutePlan};
+use crate::stage::{
+    CacheDecision, Cascade, Health, JudgeVote, RouteCandidate, RoutePlan, StageContext,
+};
 
 fn role_to_wit(role: Role) -> types::Role {
     match role {
@@ -49,8 +51,20 @@ fn metadata(req: &ChatRequest) -> Vec<(String, String)> {
     }
 }
 
+/// Headers a plugin never sees.
+const SECRET_HEADERS: [&str; 5] =
+    ["authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"];
+
+fn headers(ctx: &StageContext) -> Vec<(String, String)> {
+    ctx.headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .filter(|(k, _)| !SECRET_HEADERS.contains(&k.as_str()))
+        .collect()
+}
+
 /// The plugins' view of a request.
-pub fn request_to_wit(req: &ChatRequest) -> types::ChatRequest {
+pub fn request_to_wit(req: &ChatRequest, ctx: &StageContext) -> types::ChatRequest {
     let messages = req
         .messages
         .iter()
@@ -84,8 +98,8 @@ pub fn request_to_wit(req: &ChatRequest) -> types::ChatRequest {
         has_tools: req.tools.as_ref().is_some_and(|t| !t.is_empty()),
         wants_json,
         user: req.user.clone(),
-        metadata: metadata(req),
-        headers: Vec::new(),
+        metadata: metadata(req).into_iter().chain(ctx.metadata.iter().cloned()).collect(),
+        headers: headers(ctx),
     }
 }
 

@@ -314,7 +314,7 @@ fn detect_stage(component: &Component, rt: &super::engine::Runtime) -> Result<St
 /// Run a synchronous plugin call where WASI's blocking host functions are
 /// allowed: they enter a Tokio runtime themselves, which panics inside an
 /// async task unless the worker is first handed off with `block_in_place`.
-fn off_async<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+pub(crate) fn off_async<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
         Err(_) => f(),

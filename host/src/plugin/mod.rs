@@ -40,7 +40,7 @@ pub use manifest::{DirGrant, FailureMode, Grants, InstanceMode};
 use crate::api::chat::{ChatRequest, ChatResponse};
 use crate::stage::{
     CacheDecision, CachePolicyStage, CompressOutcome, Compressor, Judge, JudgeVerdict,
-    RouteCandidate, RoutePlan, Router, StageError, StageKind,
+    RouteCandidate, RoutePlan, Router, StageContext, StageError, StageKind,
 };
 use registry::Shared;
 
@@ -53,6 +53,8 @@ pub enum PluginError {
     Watch(#[source] notify::Error),
     #[error("cannot create the WebAssembly engine: {0}")]
     Engine(String),
+    #[error("cannot compile {0}: {1}")]
+    Compile(PathBuf, String),
     #[error("plugin registry lock poisoned")]
     Poisoned,
 }
@@ -106,14 +108,15 @@ impl PluginHost {
         bindings::count_tokens("warm up");
         let watch = config.watch;
         let shared = Arc::new(Shared::new(config));
-        shared.rescan()?;
+        // Loading instantiates each plugin once: keep WASI off the async context.
+        instance::off_async(|| shared.rescan())?;
         let watcher = if watch { Some(registry::watch(shared.clone())?) } else { None };
         Ok(Arc::new(PluginHost { shared, watcher: Mutex::new(watcher) }))
     }
 
     /// Rescan the folder now (the watcher does this by itself).
     pub fn reload(&self) -> Result<(), PluginError> {
-        self.shared.rescan()
+        instance::off_async(|| self.shared.rescan())
     }
 
     /// Stop watching the folder; loaded plugins keep serving.
@@ -129,12 +132,30 @@ impl PluginHost {
 
     /// Run the compressors in order, each on the previous one's output.
     pub fn compress(&self, request: &ChatRequest) -> Result<CompressOutcome, StageError> {
-        stages::compress(&self.shared.registry.load_full(), request)
+        self.compress_with(request, &StageContext::default())
+    }
+
+    /// [`PluginHost::compress`] with the request's metadata and headers.
+    pub fn compress_with(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+    ) -> Result<CompressOutcome, StageError> {
+        stages::compress(&self.shared.registry.load_full(), request, ctx)
     }
 
     /// The first cache policy's decision; `None` when none is loaded.
     pub fn cache_policy(&self, request: &ChatRequest) -> Result<Option<CacheDecision>, StageError> {
-        stages::cache_policy(&self.shared.registry.load_full(), request)
+        self.cache_policy_with(request, &StageContext::default())
+    }
+
+    /// [`PluginHost::cache_policy`] with the request's metadata and headers.
+    pub fn cache_policy_with(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+    ) -> Result<Option<CacheDecision>, StageError> {
+        stages::cache_policy(&self.shared.registry.load_full(), request, ctx)
     }
 
     /// The first router's plan; `None` when no router decided.
@@ -143,7 +164,17 @@ impl PluginHost {
         request: &ChatRequest,
         candidates: &[RouteCandidate],
     ) -> Result<Option<RoutePlan>, StageError> {
-        stages::route(&self.shared.registry.load_full(), request, candidates)
+        self.route_with(request, &StageContext::default(), candidates)
+    }
+
+    /// [`PluginHost::route`] with the request's metadata and headers.
+    pub fn route_with(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+        candidates: &[RouteCandidate],
+    ) -> Result<Option<RoutePlan>, StageError> {
+        stages::route(&self.shared.registry.load_full(), request, ctx, candidates)
     }
 
     /// The judges' combined verdict; `None` when no judge voted.
@@ -152,7 +183,17 @@ impl PluginHost {
         request: &ChatRequest,
         response: &ChatResponse,
     ) -> Result<Option<JudgeVerdict>, StageError> {
-        stages::judge(&self.shared.registry.load_full(), request, response)
+        self.judge_with(request, &StageContext::default(), response)
+    }
+
+    /// [`PluginHost::judge`] with the request's metadata and headers.
+    pub fn judge_with(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+        response: &ChatResponse,
+    ) -> Result<Option<JudgeVerdict>, StageError> {
+        stages::judge(&self.shared.registry.load_full(), request, ctx, response)
     }
 
     /// Every loaded plugin, then every name whose file never loaded.
@@ -244,6 +285,22 @@ impl Judge for PluginHost {
     ) -> Result<Option<JudgeVerdict>, StageError> {
         PluginHost::judge(self, request, response)
     }
+}
+
+/// Compile `wasm` into `cache_dir` (the artifact cache a [`PluginHost`]
+/// with that `cache_dir` reads), so that dropping the file into a watched
+/// folder later goes live without compiling: useful for language-runtime
+/// components, which take seconds to compile. Returns the content hash.
+pub fn precompile(
+    wasm: &std::path::Path,
+    cache_dir: &std::path::Path,
+) -> Result<String, PluginError> {
+    let rt = engine::runtime().map_err(PluginError::Engine)?;
+    let bytes = std::fs::read(wasm).map_err(|e| PluginError::Dir(wasm.to_path_buf(), e))?;
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    engine::compile_cached(rt, &bytes, &hash, Some(cache_dir))
+        .map_err(|e| PluginError::Compile(wasm.to_path_buf(), format!("{e:#}")))?;
+    Ok(hash)
 }
 
 /// The gateway's token count of `text` (the same tokenizer plugins get).

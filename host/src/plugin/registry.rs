@@ -64,6 +64,9 @@ pub struct Shared {
     /// Per plugin name: the (hash, manifest text) last attempted, and its
     /// load error if that attempt failed.
     attempts: Mutex<HashMap<String, Attempt>>,
+    /// A copy of the attempts' errors, locked only briefly (the attempts
+    /// lock is held through compiles, which can take seconds).
+    errors: Mutex<HashMap<String, String>>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -79,6 +82,7 @@ impl Shared {
             config,
             registry: ArcSwap::from_pointee(Registry::default()),
             attempts: Mutex::default(),
+            errors: Mutex::default(),
         }
     }
 
@@ -88,19 +92,19 @@ impl Shared {
 
     /// The last load error of a plugin name, if its latest file failed.
     pub fn load_error(&self, name: &str) -> Option<String> {
-        self.attempts.lock().ok()?.get(name)?.error.clone()
+        self.errors.lock().ok()?.get(name).cloned()
     }
 
     /// Names with a failed latest load and no loaded version.
     pub fn failed_only(&self) -> Vec<(String, String)> {
         let reg = self.registry.load();
-        let Ok(attempts) = self.attempts.lock() else {
+        let Ok(errors) = self.errors.lock() else {
             return Vec::new();
         };
-        let mut v: Vec<(String, String)> = attempts
+        let mut v: Vec<(String, String)> = errors
             .iter()
             .filter(|(n, _)| !reg.plugins.contains_key(*n))
-            .filter_map(|(n, a)| Some((n.clone(), a.error.clone()?)))
+            .map(|(n, e)| (n.clone(), e.clone()))
             .collect();
         v.sort();
         v
@@ -170,6 +174,10 @@ impl Shared {
             tracing::info!(plugin = %name, "plugin unloaded (file removed)");
         }
         attempts.retain(|n, _| names.contains(n));
+        if let Ok(mut errors) = self.errors.lock() {
+            *errors =
+                attempts.iter().filter_map(|(n, a)| Some((n.clone(), a.error.clone()?))).collect();
+        }
         self.registry.store(Arc::new(Registry::new(plugins)));
         Ok(())
     }

@@ -17,7 +17,8 @@ use super::manifest::FailureMode;
 use super::registry::Registry;
 use crate::api::chat::{ChatRequest, ChatResponse};
 use crate::stage::{
-    CacheDecision, CompressOutcome, JudgeVerdict, RouteCandidate, RoutePlan, StageError, StageKind,
+    CacheDecision, CompressOutcome, JudgeVerdict, RouteCandidate, RoutePlan, StageContext,
+    StageError, StageKind,
 };
 
 /// A fault: skip the plugin (`Ok`) or fail the request (`Err`).
@@ -38,13 +39,17 @@ fn rejected(p: &LoadedPlugin, reason: String) -> StageError {
     StageError::Rejected { plugin: p.name().to_owned(), stage: p.stage, reason }
 }
 
-pub fn compress(reg: &Registry, req: &ChatRequest) -> Result<CompressOutcome, StageError> {
+pub fn compress(
+    reg: &Registry,
+    req: &ChatRequest,
+    ctx: &StageContext,
+) -> Result<CompressOutcome, StageError> {
     let mut out = CompressOutcome { request: req.clone(), tokens_saved: 0, notes: Vec::new() };
     for p in reg.stage(StageKind::Compressor) {
         let StageIndices::Compressor(idx) = &p.indices else {
             continue;
         };
-        let wit = request_to_wit(&out.request);
+        let wit = request_to_wit(&out.request, ctx);
         let res =
             p.call(|store, inst| idx.load(&mut *store, inst)?.call_compress(&mut *store, &wit));
         match res {
@@ -63,12 +68,13 @@ pub fn compress(reg: &Registry, req: &ChatRequest) -> Result<CompressOutcome, St
 pub fn cache_policy(
     reg: &Registry,
     req: &ChatRequest,
+    ctx: &StageContext,
 ) -> Result<Option<CacheDecision>, StageError> {
     let plugins = reg.stage(StageKind::CachePolicy);
     if plugins.is_empty() {
         return Ok(None);
     }
-    let wit = request_to_wit(req);
+    let wit = request_to_wit(req, ctx);
     for p in plugins {
         let StageIndices::CachePolicy(idx) = &p.indices else {
             continue;
@@ -86,13 +92,14 @@ pub fn cache_policy(
 pub fn route(
     reg: &Registry,
     req: &ChatRequest,
+    ctx: &StageContext,
     candidates: &[RouteCandidate],
 ) -> Result<Option<RoutePlan>, StageError> {
     let plugins = reg.stage(StageKind::Router);
     if plugins.is_empty() {
         return Ok(None);
     }
-    let wit = request_to_wit(req);
+    let wit = request_to_wit(req, ctx);
     let cands: Vec<_> = candidates.iter().map(candidate_to_wit).collect();
     for p in plugins {
         let StageIndices::Router(idx) = &p.indices else {
@@ -113,13 +120,14 @@ pub fn route(
 pub fn judge(
     reg: &Registry,
     req: &ChatRequest,
+    ctx: &StageContext,
     resp: &ChatResponse,
 ) -> Result<Option<JudgeVerdict>, StageError> {
     let plugins = reg.stage(StageKind::Judge);
     if plugins.is_empty() {
         return Ok(None);
     }
-    let wit_req = request_to_wit(req);
+    let wit_req = request_to_wit(req, ctx);
     let wit_resp = response_to_wit(resp);
     let mut votes = Vec::with_capacity(plugins.len());
     for p in plugins {

@@ -10,7 +10,7 @@ mod types;
 
 pub use types::{
     CacheDecision, Cascade, CompressOutcome, FaultKind, Health, JudgeVerdict, JudgeVote,
-    RouteCandidate, RoutePlan, StageKind,
+    RouteCandidate, RoutePlan, StageContext, StageKind,
 };
 
 use crate::api::chat::{ChatRequest, ChatResponse};

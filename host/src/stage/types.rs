@@ -201,3 +201,16 @@ impl JudgeVerdict {
         Some(JudgeVerdict { score, pass, reason, votes })
     }
 }
+
+/// What the gateway knows about a request beyond its body, shown to plugins
+/// as `metadata` and `headers` (a request's own OpenAI `metadata` object is
+/// shown too, before these entries).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StageContext {
+    /// Gateway metadata: tenant, API key name, route, request id, ...
+    pub metadata: Vec<(String, String)>,
+    /// The client's HTTP headers. Names are lowercased and credentials
+    /// (`authorization`, `proxy-authorization`, `cookie`, `x-api-key`,
+    /// `api-key`) removed before a plugin sees them.
+    pub headers: Vec<(String, String)>,
+}

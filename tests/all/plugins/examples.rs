@@ -200,3 +200,32 @@ fn rust_cache_policy_decides_keys_ttls_and_semantics() {
     several.n = Some(2);
     assert!(!decide(&several).cacheable);
 }
+
+#[test]
+fn first_router_with_a_plan_wins_and_compressors_chain() {
+    built();
+    let folder = Folder::new();
+    folder.add_example("router", "router");
+    folder.add_example("router-js", "router-js");
+    folder.put_toml("router", "order = 30\n");
+    folder.put_toml("router-js", "order = 20\ninstances = \"warm\"\n");
+    folder.add_example("compressor", "squeeze");
+    folder.add_example("compressor", "budget");
+    folder.put_toml("squeeze", "order = 1\n");
+    folder.put_toml("budget", "order = 2\n[config]\nmax_prompt_tokens = 20\n");
+    let host = folder.host(false);
+    let plan = host.route(&user("hi"), &super::cases::candidates()).expect("ok").expect("plan");
+    assert_eq!(plan.plugin, "router-js", "lower order runs first");
+
+    let req = request(&[
+        (Role::System, "Be   brief."),
+        (Role::User, "An old question that nobody needs any more, with many words in it."),
+        (Role::Assistant, "An old answer that nobody needs any more either, also quite long."),
+        (Role::User, "What is   2+2?"),
+    ]);
+    let out = host.compress(&req).expect("compressed");
+    assert_eq!(out.notes.len(), 2, "{:?}", out.notes);
+    assert!(out.notes[0].starts_with("squeeze:") && out.notes[1].starts_with("budget:"));
+    let texts: Vec<String> = out.request.messages.iter().map(|m| m.text_content()).collect();
+    assert_eq!(texts, ["Be brief.", "What is 2+2?"]);
+}

@@ -171,7 +171,67 @@ fn guest_output_is_logged_and_calls_work_inside_async_runtimes() {
     assert!(call().pass);
     let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("rt");
     assert!(multi.block_on(async { call() }).pass);
+    // On a worker thread, as in the gateway's request tasks.
+    let h = host.clone();
+    let on_worker = multi.spawn(async move {
+        h.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict").pass
+    });
+    assert!(multi.block_on(on_worker).expect("task did not panic"));
     let single = tokio::runtime::Builder::new_current_thread().build().expect("rt");
     assert!(single.block_on(async { call() }).pass);
     assert_eq!(info(&host, "chatty").traps, 0);
+}
+
+#[test]
+fn plugins_see_no_environment_or_files_unless_granted() {
+    built();
+    let folder = Folder::new();
+    folder.put_bytes("data.txt", b"secret");
+    folder.add_fixture("env", "order = 1\n[config]\nmode = \"env\"\n");
+    folder.add_fixture(
+        "env-granted",
+        "order = 2\n[grants]\nenv = [\"PATH\"]\n[config]\nmode = \"env\"\n",
+    );
+    folder.add_fixture("fs", "order = 3\n[config]\nmode = \"fs\"\npath = \"/data/data.txt\"\n");
+    let dir = folder.path.display();
+    folder.add_fixture(
+        "fs-granted",
+        &format!(
+            "order = 4\n[grants]\ndirs = [{{ host = \"{dir}\", guest = \"/data\" }}]\n\
+             [config]\nmode = \"fs\"\npath = \"/data/data.txt\"\n"
+        ),
+    );
+    let host = folder.host(false);
+    let v = host.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict");
+    let reasons: Vec<(&str, &str)> =
+        v.votes.iter().map(|v| (v.plugin.as_str(), v.reason.as_str())).collect();
+    assert_eq!(
+        reasons,
+        [
+            ("env", "env unset"),
+            ("env-granted", "env set"),
+            ("fs", "fs denied"),
+            ("fs-granted", "fs read")
+        ]
+    );
+}
+
+#[test]
+fn plugins_see_request_metadata_and_headers_without_credentials() {
+    built();
+    let folder = Folder::new();
+    folder.add_fixture("ctx", "[config]\nmode = \"context\"\n");
+    let host = folder.host(false);
+    let mut req = user("q");
+    req.extra.insert("metadata".into(), serde_json::json!({ "app": "docs" }));
+    let ctx = sluice::stage::StageContext {
+        metadata: vec![("tenant".into(), "acme".into())],
+        headers: vec![
+            ("Authorization".into(), "Bearer sk-secret".into()),
+            ("X-Request-Id".into(), "r1".into()),
+            ("cookie".into(), "s=1".into()),
+        ],
+    };
+    let v = host.judge_with(&req, &ctx, &response("a", "stop")).expect("ok").expect("verdict");
+    assert_eq!(v.votes[0].reason, "metadata app=docs,tenant=acme; headers x-request-id=r1");
 }

@@ -119,10 +119,11 @@ impl Guest for Router {
                 .unwrap_or_default();
             let in_b = f64::from(fnv1a32(&key) % 100) < ab_percent;
             ab_bucket = Some(if in_b { "b" } else { "a" }.to_owned());
-            if in_b && let Some(m) = host::config_get("ab_model") {
-                if usable.iter().any(|c| c.model == m) {
-                    primary = m;
-                }
+            if in_b
+                && let Some(m) = host::config_get("ab_model")
+                && usable.iter().any(|c| c.model == m)
+            {
+                primary = m;
             }
         }
 
