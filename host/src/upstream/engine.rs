@@ -34,6 +34,18 @@ pub fn start(cfg: &UpstreamConfig) -> Result<Engine, String> {
     Engine::start(config).map_err(|e| format!("loading {}: {e}", engine.model_path.display()))
 }
 
+/// The id clients see for the engine's model: the GGUF file's name without
+/// its quantisation suffix (`SmolLM2-135M-Instruct.Q4_1.gguf` →
+/// `SmolLM2-135M-Instruct`), falling back to the model's own name.
+pub fn model_id(cfg: &UpstreamConfig, engine: &Engine) -> String {
+    let stem = cfg.engine.model_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let id = match stem.rsplit_once('.') {
+        Some((name, quant)) if quant.starts_with(['Q', 'q', 'F', 'f', 'I', 'i', 'B', 'b']) => name.to_owned(),
+        _ => stem,
+    };
+    if id.is_empty() { engine.model_name().to_owned() } else { id }
+}
+
 fn engine_error(cfg: &UpstreamConfig, e: EngineError) -> GatewayError {
     match e {
         EngineError::InvalidRequest(message) => GatewayError::invalid(message, Some("messages")),
@@ -89,6 +101,7 @@ fn usage_of(prompt_tokens: usize, completion_tokens: usize, cached: usize) -> Us
 
 pub async fn chat(
     engine: &Engine,
+    model: &str,
     cfg: &UpstreamConfig,
     req: &ChatRequest,
     permit: Slot,
@@ -97,7 +110,7 @@ pub async fn chat(
     let mut events = engine.generate(generate).map_err(|e| engine_error(cfg, e))?;
     let id = completion_id();
     let created = unix_now();
-    let model = engine.model_name().to_owned();
+    let model = model.to_owned();
 
     if !req.stream {
         let mut text = String::new();
@@ -202,9 +215,9 @@ pub async fn embeddings(engine: &Engine, cfg: &UpstreamConfig, body: &Map<String
 }
 
 /// The models the engine serves, as `/v1/models` entries.
-pub fn models(engine: &Engine) -> Vec<Value> {
+pub fn models(engine: &Engine, model: &str) -> Vec<Value> {
     let created = unix_now();
-    let mut out = vec![json!({"id": engine.model_name(), "object": "model", "created": created, "owned_by": "sluice-engine",
+    let mut out = vec![json!({"id": model, "object": "model", "created": created, "owned_by": "sluice-engine",
         "context_window": engine.context_window()})];
     if let Some(name) = engine.embedding_model_name() {
         out.push(json!({"id": name, "object": "model", "created": created, "owned_by": "sluice-engine"}));

@@ -62,7 +62,8 @@ impl Drop for Slot {
 enum Backend {
     OpenAi(http::HttpClient),
     Anthropic(http::HttpClient),
-    Engine(sluice_engine::Engine),
+    /// The engine and the id its model is served under.
+    Engine(sluice_engine::Engine, String),
 }
 
 /// One configured upstream.
@@ -78,7 +79,11 @@ impl Upstream {
         let backend = match config.kind {
             UpstreamKind::OpenAi => Backend::OpenAi(http::client(&config)?),
             UpstreamKind::Anthropic => Backend::Anthropic(http::client(&config)?),
-            UpstreamKind::Engine => Backend::Engine(engine::start(&config)?),
+            UpstreamKind::Engine => {
+                let started = engine::start(&config)?;
+                let model = engine::model_id(&config, &started);
+                Backend::Engine(started, model)
+            }
         };
         Ok(Upstream {
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
@@ -122,7 +127,7 @@ impl Upstream {
         match &self.backend {
             Backend::OpenAi(client) => openai::chat(client, &self.config, req, permit).await,
             Backend::Anthropic(client) => anthropic::chat(client, &self.config, req, permit).await,
-            Backend::Engine(engine) => engine::chat(engine, &self.config, req, permit).await,
+            Backend::Engine(engine, model) => engine::chat(engine, model, &self.config, req, permit).await,
         }
     }
 
@@ -130,7 +135,7 @@ impl Upstream {
     /// bundled engine's one model.
     pub fn sole_model(&self) -> Option<&str> {
         match &self.backend {
-            Backend::Engine(engine) => Some(engine.model_name()),
+            Backend::Engine(_, model) => Some(model),
             _ => None,
         }
     }
@@ -144,7 +149,7 @@ impl Upstream {
                 let payload = serde_json::to_vec(body).map_err(|e| GatewayError::Internal(e.to_string()))?;
                 openai::embeddings(client, &self.config, Bytes::from(payload)).await
             }
-            Backend::Engine(engine) => {
+            Backend::Engine(engine, _) => {
                 let v = engine::embeddings(engine, &self.config, body).await?;
                 Ok(Bytes::from(v.to_string()))
             }
@@ -166,7 +171,7 @@ impl Upstream {
         let models = match &self.backend {
             Backend::OpenAi(client) => openai::models(client, &self.config).await,
             Backend::Anthropic(client) => anthropic::models(client, &self.config).await,
-            Backend::Engine(engine) => return engine::models(engine),
+            Backend::Engine(engine, model) => return engine::models(engine, model),
         };
         match models {
             Ok(models) => {
