@@ -55,16 +55,13 @@ pub struct LlamaConfig {
 
 pub(crate) struct Layer {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
+    qkv: Proj,
     bq: Option<Tensor>,
     bk: Option<Tensor>,
     bv: Option<Tensor>,
     wo: QMatMul,
     ffn_norm: Tensor,
-    gate: QMatMul,
-    up: QMatMul,
+    gate_up: Proj,
     down: QMatMul,
 }
 
@@ -101,6 +98,73 @@ fn convert(q: QTensor, fmt: WeightFormat, dev: &Device) -> Result<QMatMul, Engin
         WeightFormat::F32 => QMatMul::Tensor(q.dequantize(dev)?),
     };
     Ok(out)
+}
+
+/// Projections of the same input. With converted weights they are stacked
+/// row-wise into one matrix so a single matmul computes them all (each output
+/// column is still its own dot product, so results are unchanged).
+pub(crate) struct Proj {
+    fused: Option<QMatMul>,
+    parts: Vec<QMatMul>,
+    sizes: Vec<usize>,
+}
+
+impl Proj {
+    fn new(ws: Vec<QTensor>, fmt: WeightFormat, dev: &Device) -> Result<Self, EngineError> {
+        let sizes = ws
+            .iter()
+            .map(|w| w.shape().dims().first().copied().unwrap_or(0))
+            .collect();
+        if fmt == WeightFormat::Native {
+            let parts = ws
+                .into_iter()
+                .map(|w| convert(w, fmt, dev))
+                .collect::<Result<_, _>>()?;
+            return Ok(Self {
+                fused: None,
+                parts,
+                sizes,
+            });
+        }
+        let ws = ws
+            .iter()
+            .map(|w| w.dequantize(dev))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let w = Tensor::cat(&ws, 0)?;
+        let k = w.dims().last().copied().unwrap_or(0);
+        let fused = if fmt == WeightFormat::Q8_0 && k % 32 == 0 {
+            QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0)?)?
+        } else {
+            QMatMul::Tensor(w)
+        };
+        Ok(Self {
+            fused: Some(fused),
+            parts: Vec::new(),
+            sizes,
+        })
+    }
+
+    /// One output per projection, `(T, size_i)` each.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>, EngineError> {
+        use candle_core::Module;
+        match &self.fused {
+            Some(f) => {
+                let y = f.forward(x)?;
+                let mut off = 0;
+                let mut out = Vec::with_capacity(self.sizes.len());
+                for &n in &self.sizes {
+                    out.push(y.narrow(1, off, n)?);
+                    off += n;
+                }
+                Ok(out)
+            }
+            None => Ok(self
+                .parts
+                .iter()
+                .map(|p| p.forward(x))
+                .collect::<candle_core::Result<_>>()?),
+        }
+    }
 }
 
 impl Llama {
@@ -166,16 +230,25 @@ impl Llama {
             let p = |s: &str| format!("blk.{i}.{s}");
             layers.push(Layer {
                 attn_norm: f32t(r, &p("attn_norm.weight"))?,
-                wq: convert(t(r, &p("attn_q.weight"))?, fmt, device)?,
-                wk: convert(t(r, &p("attn_k.weight"))?, fmt, device)?,
-                wv: convert(t(r, &p("attn_v.weight"))?, fmt, device)?,
+                qkv: Proj::new(
+                    vec![
+                        t(r, &p("attn_q.weight"))?,
+                        t(r, &p("attn_k.weight"))?,
+                        t(r, &p("attn_v.weight"))?,
+                    ],
+                    fmt,
+                    device,
+                )?,
                 bq: opt(r, &p("attn_q.bias"))?,
                 bk: opt(r, &p("attn_k.bias"))?,
                 bv: opt(r, &p("attn_v.bias"))?,
                 wo: convert(t(r, &p("attn_output.weight"))?, fmt, device)?,
                 ffn_norm: f32t(r, &p("ffn_norm.weight"))?,
-                gate: convert(t(r, &p("ffn_gate.weight"))?, fmt, device)?,
-                up: convert(t(r, &p("ffn_up.weight"))?, fmt, device)?,
+                gate_up: Proj::new(
+                    vec![t(r, &p("ffn_gate.weight"))?, t(r, &p("ffn_up.weight"))?],
+                    fmt,
+                    device,
+                )?,
                 down: convert(t(r, &p("ffn_down.weight"))?, fmt, device)?,
             });
         }
