@@ -132,6 +132,8 @@ const QUESTIONS: [&str; 8] = [
 #[test]
 fn tokenizer_matches_known_ids_and_round_trips() {
     let Some(e) = engine() else { return };
+    assert_eq!(e.model_name(), "SmolLM2-135M-Instruct");
+    assert_eq!(e.context_window(), 8192);
     let t = e.tokenizer();
     assert_eq!(
         t.encode("<|im_start|>system\n").expect("encode"),

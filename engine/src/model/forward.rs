@@ -6,7 +6,7 @@
 use super::{Llama, attention};
 use crate::EngineError;
 use crate::kv::{BlockId, KvStore};
-use candle_core::{D, Device, Module, Tensor};
+use candle_core::{D, Device, Tensor};
 
 /// New tokens of one sequence in a step.
 pub struct SeqInput<'a> {

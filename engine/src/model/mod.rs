@@ -59,10 +59,10 @@ pub(crate) struct Layer {
     bq: Option<Tensor>,
     bk: Option<Tensor>,
     bv: Option<Tensor>,
-    wo: QMatMul,
+    wo: Linear,
     ffn_norm: Tensor,
     gate_up: Proj,
-    down: QMatMul,
+    down: Linear,
 }
 
 /// Loaded weights plus RoPE tables.
@@ -72,40 +72,70 @@ pub struct Llama {
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    lm_head: QMatMul,
+    lm_head: Linear,
     cos: Tensor,
     sin: Tensor,
     device: Device,
 }
 
-fn convert(q: QTensor, fmt: WeightFormat, dev: &Device) -> Result<QMatMul, EngineError> {
-    let native_fast = matches!(
-        q.dtype(),
-        GgmlDType::Q8_0 | GgmlDType::Q4_0 | GgmlDType::Q4K | GgmlDType::Q6K | GgmlDType::F32
-    );
-    let out = match fmt {
-        WeightFormat::Native => QMatMul::from_qtensor(q)?,
-        WeightFormat::Q8_0 if native_fast => QMatMul::from_qtensor(q)?,
-        WeightFormat::Q8_0 => {
-            let w = q.dequantize(dev)?;
-            let k = w.dims().last().copied().unwrap_or(0);
-            if k % 32 == 0 {
-                QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0)?)?
-            } else {
-                QMatMul::Tensor(w)
-            }
+/// A weight matrix (`(n, k)`, applied as `x @ w^T`). Converted Q8_0 weights
+/// whose `k` is not a multiple of 256 are zero-padded to one, and inputs padded
+/// alike, so candle's repacked SIMD Q8_0 kernels apply (they need `k % 256 ==
+/// 0`); the zero columns add nothing to the dot products.
+pub(crate) struct Linear {
+    w: QMatMul,
+    pad: usize,
+}
+
+impl Linear {
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        use candle_core::Module;
+        if self.pad == 0 {
+            self.w.forward(x)
+        } else {
+            self.w
+                .forward(&x.pad_with_zeros(candle_core::D::Minus1, 0, self.pad)?)
         }
-        WeightFormat::F32 => QMatMul::Tensor(q.dequantize(dev)?),
+    }
+}
+
+fn to_q8(w: Tensor) -> Result<Linear, EngineError> {
+    let k = w.dims().last().copied().unwrap_or(0);
+    let pad = k.next_multiple_of(256) - k;
+    let w = if pad > 0 {
+        w.pad_with_zeros(candle_core::D::Minus1, 0, pad)?
+    } else {
+        w
     };
-    Ok(out)
+    Ok(Linear {
+        w: QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0)?)?,
+        pad,
+    })
+}
+
+fn convert(q: QTensor, fmt: WeightFormat, dev: &Device) -> Result<Linear, EngineError> {
+    let native = |w| -> Result<Linear, EngineError> {
+        Ok(Linear {
+            w: QMatMul::from_qtensor(w)?,
+            pad: 0,
+        })
+    };
+    match fmt {
+        WeightFormat::Native => native(q),
+        WeightFormat::Q8_0 => to_q8(q.dequantize(dev)?),
+        WeightFormat::F32 => Ok(Linear {
+            w: QMatMul::Tensor(q.dequantize(dev)?),
+            pad: 0,
+        }),
+    }
 }
 
 /// Projections of the same input. With converted weights they are stacked
 /// row-wise into one matrix so a single matmul computes them all (each output
 /// column is still its own dot product, so results are unchanged).
 pub(crate) struct Proj {
-    fused: Option<QMatMul>,
-    parts: Vec<QMatMul>,
+    fused: Option<Linear>,
+    parts: Vec<Linear>,
     sizes: Vec<usize>,
 }
 
@@ -131,11 +161,13 @@ impl Proj {
             .map(|w| w.dequantize(dev))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let w = Tensor::cat(&ws, 0)?;
-        let k = w.dims().last().copied().unwrap_or(0);
-        let fused = if fmt == WeightFormat::Q8_0 && k % 32 == 0 {
-            QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0)?)?
+        let fused = if fmt == WeightFormat::Q8_0 {
+            to_q8(w)?
         } else {
-            QMatMul::Tensor(w)
+            Linear {
+                w: QMatMul::Tensor(w),
+                pad: 0,
+            }
         };
         Ok(Self {
             fused: Some(fused),
@@ -146,7 +178,6 @@ impl Proj {
 
     /// One output per projection, `(T, size_i)` each.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>, EngineError> {
-        use candle_core::Module;
         match &self.fused {
             Some(f) => {
                 let y = f.forward(x)?;
