@@ -58,7 +58,9 @@ pub fn paged_attention(
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let work: usize = jobs.iter().map(|j| j.0).sum();
-    if threads > 1 && jobs.len() > 1 && work > 1024 {
+    // Threads only pay off for long prefills: spawning and waking them costs
+    // far more than a decode step's attention on a busy machine.
+    if threads > 1 && jobs.len() > 1 && work > 1 << 17 {
         // Split into contiguous groups of roughly equal work.
         let per = work.div_ceil(threads);
         std::thread::scope(|sc| {
