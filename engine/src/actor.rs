@@ -178,17 +178,19 @@ impl Actor {
                 mut sampling,
                 tx,
             } => {
-                let ctx = self.model.cfg.context;
-                let room = ctx - tokens.len();
-                if sampling.max_tokens == 0 || sampling.max_tokens > room {
-                    sampling.max_tokens = room;
-                }
                 let need = (tokens.len() + 1).div_ceil(self.kv.block_size);
                 if need > self.sched.blocks.total() {
                     let _ = tx.send(GenerationEvent::Error(
                         "prompt does not fit in the KV cache".into(),
                     ));
                     return;
+                }
+                // Never outgrow the context window, nor the whole pool (a lone
+                // sequence must always fit, or preemption could not make room).
+                let room = (self.model.cfg.context - tokens.len())
+                    .min(self.sched.blocks.total() * self.kv.block_size - tokens.len());
+                if sampling.max_tokens == 0 || sampling.max_tokens > room {
+                    sampling.max_tokens = room;
                 }
                 self.sched
                     .waiting
