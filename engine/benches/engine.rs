@@ -192,7 +192,15 @@ fn main() {
             )
         })
         .collect();
-    let res: Vec<Timing> = rxs.into_iter().map(|(t0, rx)| finish(t0, rx)).collect();
+    // Drain every stream on its own thread so token timestamps are real.
+    let handles: Vec<_> = rxs
+        .into_iter()
+        .map(|(t0, rx)| std::thread::spawn(move || finish(t0, rx)))
+        .collect();
+    let res: Vec<Timing> = handles
+        .into_iter()
+        .map(|h| h.join().expect("stream thread"))
+        .collect();
     let wall = wall.elapsed();
     let total: usize = res.iter().map(|r| r.tokens).sum();
     let mut ttfts: Vec<f64> = res.iter().map(|r| ms(r.ttft)).collect();

@@ -84,16 +84,20 @@ pub fn load(cfg: &EngineConfig) -> Result<Loaded, EngineError> {
         tokenizer.bos_token.clone(),
         tokenizer.eos_token.clone(),
     )?;
-    let model_name = ct
-        .metadata
-        .get("general.name")
-        .and_then(|v| v.to_string().ok().cloned())
-        .map(|n| n.replace(' ', "-"))
-        .unwrap_or_else(|| {
-            path.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
+    // The file name without its quantisation suffix ("SmolLM2-135M-Instruct"),
+    // else the GGUF's general.name.
+    let model_name = path
+        .file_name()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.split('.').next())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .or_else(|| {
+            ct.metadata
+                .get("general.name")
+                .and_then(|v| v.to_string().ok().cloned())
+        })
+        .unwrap_or_else(|| "model".into());
     let model = Llama::load(&ct, &mut f, cfg.weight_format, &device())?;
     let context = model.cfg.context;
     let c = &model.cfg;
@@ -174,17 +178,19 @@ impl Actor {
                 mut sampling,
                 tx,
             } => {
-                let ctx = self.model.cfg.context;
-                let room = ctx - tokens.len();
-                if sampling.max_tokens == 0 || sampling.max_tokens > room {
-                    sampling.max_tokens = room;
-                }
                 let need = (tokens.len() + 1).div_ceil(self.kv.block_size);
                 if need > self.sched.blocks.total() {
                     let _ = tx.send(GenerationEvent::Error(
                         "prompt does not fit in the KV cache".into(),
                     ));
                     return;
+                }
+                // Never outgrow the context window, nor the whole pool (a lone
+                // sequence must always fit, or preemption could not make room).
+                let room = (self.model.cfg.context - tokens.len())
+                    .min(self.sched.blocks.total() * self.kv.block_size - tokens.len());
+                if sampling.max_tokens == 0 || sampling.max_tokens > room {
+                    sampling.max_tokens = room;
                 }
                 self.sched
                     .waiting

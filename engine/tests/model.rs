@@ -132,6 +132,8 @@ const QUESTIONS: [&str; 8] = [
 #[test]
 fn tokenizer_matches_known_ids_and_round_trips() {
     let Some(e) = engine() else { return };
+    assert_eq!(e.model_name(), "SmolLM2-135M-Instruct");
+    assert_eq!(e.context_window(), 8192);
     let t = e.tokenizer();
     assert_eq!(
         t.encode("<|im_start|>system\n").expect("encode"),
@@ -273,6 +275,12 @@ fn chunked_prefill_and_preemption_match() {
     let got: Vec<Vec<u32>> = rxs.into_iter().map(|rx| collect(rx).ids).collect();
     assert_eq!(got, want);
     assert!(small.stats().preemptions > 0, "{:?}", small.stats());
+    // A lone request never outgrows the pool (12 blocks x 16 tokens).
+    let prompt = small.tokenize_prompt(&chat(QUESTIONS[5])).expect("prompt");
+    let out = run(&small, Prompt::Tokens(prompt.clone()), greedy(10_000));
+    if out.reason == FinishReason::Length {
+        assert_eq!(prompt.len() + out.completion, 12 * 16);
+    }
 }
 
 #[test]

@@ -58,7 +58,9 @@ pub fn paged_attention(
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let work: usize = jobs.iter().map(|j| j.0).sum();
-    if threads > 1 && jobs.len() > 1 && work > 1024 {
+    // Threads only pay off for long prefills: spawning and waking them costs
+    // far more than a decode step's attention on a busy machine.
+    if threads > 1 && jobs.len() > 1 && work > 1 << 17 {
         // Split into contiguous groups of roughly equal work.
         let per = work.div_ceil(threads);
         std::thread::scope(|sc| {
@@ -105,6 +107,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// One query row attending to positions `0..ctx` (causal by construction).
+/// Walks the block table once for keys and once for values; each key/value
+/// row is loaded once for all the query heads that share it.
 #[allow(clippy::too_many_arguments)]
 fn attend(
     cfg: &LlamaConfig,
@@ -117,32 +121,51 @@ fn attend(
     out: &mut [f32],
 ) {
     let hd = cfg.head_dim;
+    let nh = cfg.n_head;
     let row = cfg.n_kv_head * hd;
-    let rep = cfg.n_head / cfg.n_kv_head;
+    let rep = nh / cfg.n_kv_head;
     let scale = 1.0 / (hd as f32).sqrt();
-    let slot = |p: usize| table[p / bs] as usize * bs + p % bs;
-    let mut scores = vec![0f32; ctx];
-    for h in 0..cfg.n_head {
-        let kvh = h / rep;
-        let qh = &q[h * hd..(h + 1) * hd];
-        let mut max = f32::NEG_INFINITY;
-        for (p, sc) in scores.iter_mut().enumerate() {
-            let base = slot(p) * row + kvh * hd;
-            *sc = dot(qh, &kl[base..base + hd]) * scale;
-            max = max.max(*sc);
+    // scores[h * ctx + p]
+    let mut scores = vec![0f32; nh * ctx];
+    let blocks = ctx.div_ceil(bs);
+    for (b, &blk) in table.iter().take(blocks).enumerate() {
+        let len = bs.min(ctx - b * bs);
+        let base = blk as usize * bs * row;
+        for o in 0..len {
+            let krow = &kl[base + o * row..base + (o + 1) * row];
+            let p = b * bs + o;
+            for h in 0..nh {
+                let kvh = h / rep;
+                scores[h * ctx + p] =
+                    dot(&q[h * hd..(h + 1) * hd], &krow[kvh * hd..(kvh + 1) * hd]) * scale;
+            }
         }
+    }
+    let mut inv = vec![0f32; nh];
+    for h in 0..nh {
+        let sc = &mut scores[h * ctx..(h + 1) * ctx];
+        let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
         let mut sum = 0.0;
-        for sc in scores.iter_mut() {
-            *sc = (*sc - max).exp();
-            sum += *sc;
+        for x in sc.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
         }
-        let oh = &mut out[h * hd..(h + 1) * hd];
-        oh.fill(0.0);
-        for (p, &w) in scores.iter().enumerate() {
-            let base = slot(p) * row + kvh * hd;
-            let w = w / sum;
-            for (o, &x) in oh.iter_mut().zip(&vl[base..base + hd]) {
-                *o += w * x;
+        inv[h] = 1.0 / sum;
+    }
+    out.fill(0.0);
+    for (b, &blk) in table.iter().take(blocks).enumerate() {
+        let len = bs.min(ctx - b * bs);
+        let base = blk as usize * bs * row;
+        for o in 0..len {
+            let vrow = &vl[base + o * row..base + (o + 1) * row];
+            let p = b * bs + o;
+            for h in 0..nh {
+                let kvh = h / rep;
+                let w = scores[h * ctx + p] * inv[h];
+                let oh = &mut out[h * hd..(h + 1) * hd];
+                for (acc, &x) in oh.iter_mut().zip(&vrow[kvh * hd..(kvh + 1) * hd]) {
+                    *acc += w * x;
+                }
             }
         }
     }

@@ -6,7 +6,7 @@
 use super::{Llama, attention};
 use crate::EngineError;
 use crate::kv::{BlockId, KvStore};
-use candle_core::{D, Device, Module, Tensor};
+use candle_core::{D, Device, Tensor};
 
 /// New tokens of one sequence in a step.
 pub struct SeqInput<'a> {
@@ -82,17 +82,25 @@ impl Llama {
                     None => y,
                 })
             };
-            let q = bias(l.wq.forward(&h)?, &l.bq)?;
-            let k = bias(l.wk.forward(&h)?, &l.bk)?;
-            let v = bias(l.wv.forward(&h)?, &l.bv)?;
+            let mut qkv = l.qkv.forward(&h)?.into_iter();
+            let mut next = || {
+                qkv.next()
+                    .ok_or_else(|| EngineError::Model("qkv projection".into()))
+            };
+            let q = bias(next()?, &l.bq)?;
+            let k = bias(next()?, &l.bk)?;
+            let v = bias(next()?, &l.bv)?;
             let q = rope(&q, cfg.n_head)?;
             let k = rope(&k, cfg.n_kv_head)?;
             let a = attention::paged_attention(cfg, li, &q, &k, &v, batch, kv)?;
             let a = a.to_device(dev)?;
             x = (x + l.wo.forward(&a)?)?;
             let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
-            let g = candle_nn::ops::silu(&l.gate.forward(&h)?)?;
-            let u = l.up.forward(&h)?;
+            let gu = l.gate_up.forward(&h)?;
+            let (g, u) = match gu.as_slice() {
+                [g, u] => (candle_nn::ops::silu(g)?, u),
+                _ => return Err(EngineError::Model("gate/up projection".into())),
+            };
             x = (x + l.down.forward(&(g * u)?)?)?;
         }
         if out_rows.is_empty() {

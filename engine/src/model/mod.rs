@@ -55,17 +55,14 @@ pub struct LlamaConfig {
 
 pub(crate) struct Layer {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
+    qkv: Proj,
     bq: Option<Tensor>,
     bk: Option<Tensor>,
     bv: Option<Tensor>,
-    wo: QMatMul,
+    wo: Linear,
     ffn_norm: Tensor,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate_up: Proj,
+    down: Linear,
 }
 
 /// Loaded weights plus RoPE tables.
@@ -75,32 +72,130 @@ pub struct Llama {
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    lm_head: QMatMul,
+    lm_head: Linear,
     cos: Tensor,
     sin: Tensor,
     device: Device,
 }
 
-fn convert(q: QTensor, fmt: WeightFormat, dev: &Device) -> Result<QMatMul, EngineError> {
-    let native_fast = matches!(
-        q.dtype(),
-        GgmlDType::Q8_0 | GgmlDType::Q4_0 | GgmlDType::Q4K | GgmlDType::Q6K | GgmlDType::F32
-    );
-    let out = match fmt {
-        WeightFormat::Native => QMatMul::from_qtensor(q)?,
-        WeightFormat::Q8_0 if native_fast => QMatMul::from_qtensor(q)?,
-        WeightFormat::Q8_0 => {
-            let w = q.dequantize(dev)?;
-            let k = w.dims().last().copied().unwrap_or(0);
-            if k % 32 == 0 {
-                QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0)?)?
-            } else {
-                QMatMul::Tensor(w)
-            }
+/// A weight matrix (`(n, k)`, applied as `x @ w^T`). Converted Q8_0 weights
+/// whose `k` is not a multiple of 256 are zero-padded to one, and inputs padded
+/// alike, so candle's repacked SIMD Q8_0 kernels apply (they need `k % 256 ==
+/// 0`); the zero columns add nothing to the dot products.
+pub(crate) struct Linear {
+    w: QMatMul,
+    pad: usize,
+}
+
+impl Linear {
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        use candle_core::Module;
+        if self.pad == 0 {
+            self.w.forward(x)
+        } else {
+            self.w
+                .forward(&x.pad_with_zeros(candle_core::D::Minus1, 0, self.pad)?)
         }
-        WeightFormat::F32 => QMatMul::Tensor(q.dequantize(dev)?),
+    }
+}
+
+fn to_q8(w: Tensor) -> Result<Linear, EngineError> {
+    let k = w.dims().last().copied().unwrap_or(0);
+    let pad = k.next_multiple_of(256) - k;
+    let w = if pad > 0 {
+        w.pad_with_zeros(candle_core::D::Minus1, 0, pad)?
+    } else {
+        w
     };
-    Ok(out)
+    Ok(Linear {
+        w: QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0)?)?,
+        pad,
+    })
+}
+
+fn convert(q: QTensor, fmt: WeightFormat, dev: &Device) -> Result<Linear, EngineError> {
+    let native = |w| -> Result<Linear, EngineError> {
+        Ok(Linear {
+            w: QMatMul::from_qtensor(w)?,
+            pad: 0,
+        })
+    };
+    match fmt {
+        WeightFormat::Native => native(q),
+        WeightFormat::Q8_0 => to_q8(q.dequantize(dev)?),
+        WeightFormat::F32 => Ok(Linear {
+            w: QMatMul::Tensor(q.dequantize(dev)?),
+            pad: 0,
+        }),
+    }
+}
+
+/// Projections of the same input. With converted weights they are stacked
+/// row-wise into one matrix so a single matmul computes them all (each output
+/// column is still its own dot product, so results are unchanged).
+pub(crate) struct Proj {
+    fused: Option<Linear>,
+    parts: Vec<Linear>,
+    sizes: Vec<usize>,
+}
+
+impl Proj {
+    fn new(ws: Vec<QTensor>, fmt: WeightFormat, dev: &Device) -> Result<Self, EngineError> {
+        let sizes = ws
+            .iter()
+            .map(|w| w.shape().dims().first().copied().unwrap_or(0))
+            .collect();
+        if fmt == WeightFormat::Native {
+            let parts = ws
+                .into_iter()
+                .map(|w| convert(w, fmt, dev))
+                .collect::<Result<_, _>>()?;
+            return Ok(Self {
+                fused: None,
+                parts,
+                sizes,
+            });
+        }
+        let ws = ws
+            .iter()
+            .map(|w| w.dequantize(dev))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let w = Tensor::cat(&ws, 0)?;
+        let fused = if fmt == WeightFormat::Q8_0 {
+            to_q8(w)?
+        } else {
+            Linear {
+                w: QMatMul::Tensor(w),
+                pad: 0,
+            }
+        };
+        Ok(Self {
+            fused: Some(fused),
+            parts: Vec::new(),
+            sizes,
+        })
+    }
+
+    /// One output per projection, `(T, size_i)` each.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>, EngineError> {
+        match &self.fused {
+            Some(f) => {
+                let y = f.forward(x)?;
+                let mut off = 0;
+                let mut out = Vec::with_capacity(self.sizes.len());
+                for &n in &self.sizes {
+                    out.push(y.narrow(1, off, n)?);
+                    off += n;
+                }
+                Ok(out)
+            }
+            None => Ok(self
+                .parts
+                .iter()
+                .map(|p| p.forward(x))
+                .collect::<candle_core::Result<_>>()?),
+        }
+    }
 }
 
 impl Llama {
@@ -166,16 +261,25 @@ impl Llama {
             let p = |s: &str| format!("blk.{i}.{s}");
             layers.push(Layer {
                 attn_norm: f32t(r, &p("attn_norm.weight"))?,
-                wq: convert(t(r, &p("attn_q.weight"))?, fmt, device)?,
-                wk: convert(t(r, &p("attn_k.weight"))?, fmt, device)?,
-                wv: convert(t(r, &p("attn_v.weight"))?, fmt, device)?,
+                qkv: Proj::new(
+                    vec![
+                        t(r, &p("attn_q.weight"))?,
+                        t(r, &p("attn_k.weight"))?,
+                        t(r, &p("attn_v.weight"))?,
+                    ],
+                    fmt,
+                    device,
+                )?,
                 bq: opt(r, &p("attn_q.bias"))?,
                 bk: opt(r, &p("attn_k.bias"))?,
                 bv: opt(r, &p("attn_v.bias"))?,
                 wo: convert(t(r, &p("attn_output.weight"))?, fmt, device)?,
                 ffn_norm: f32t(r, &p("ffn_norm.weight"))?,
-                gate: convert(t(r, &p("ffn_gate.weight"))?, fmt, device)?,
-                up: convert(t(r, &p("ffn_up.weight"))?, fmt, device)?,
+                gate_up: Proj::new(
+                    vec![t(r, &p("ffn_gate.weight"))?, t(r, &p("ffn_up.weight"))?],
+                    fmt,
+                    device,
+                )?,
                 down: convert(t(r, &p("ffn_down.weight"))?, fmt, device)?,
             });
         }
