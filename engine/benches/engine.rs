@@ -4,9 +4,7 @@
 //!
 //! Run: `cargo bench -p sluice-engine` (needs `engine/fetch-models.sh`).
 
-use sluice_engine::{
-    ChatMessage, Engine, EngineConfig, GenerateRequest, GenerationEvent, Prompt, SamplingParams,
-};
+use sluice_engine::{ChatMessage, Engine, EngineConfig, GenerateRequest, GenerationEvent, Prompt, SamplingParams};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -20,45 +18,24 @@ struct Timing {
 fn chat(system: Option<&str>, user: &str) -> Prompt {
     let mut m = Vec::new();
     if let Some(s) = system {
-        m.push(ChatMessage {
-            role: "system".into(),
-            content: s.into(),
-        });
+        m.push(ChatMessage { role: "system".into(), content: s.into() });
     }
-    m.push(ChatMessage {
-        role: "user".into(),
-        content: user.into(),
-    });
+    m.push(ChatMessage { role: "user".into(), content: user.into() });
     Prompt::Chat(m)
 }
 
 fn params(max_tokens: usize, seed: u64) -> SamplingParams {
     // Light sampling keeps generations long (greedy tends to stop early).
-    SamplingParams {
-        temperature: 0.7,
-        top_p: 0.95,
-        top_k: 40,
-        seed: Some(seed),
-        max_tokens,
-        stop: vec![],
-    }
+    SamplingParams { temperature: 0.7, top_p: 0.95, top_k: 40, seed: Some(seed), max_tokens, stop: vec![] }
 }
 
 fn start(
     e: &Engine,
     prompt: Prompt,
     p: SamplingParams,
-) -> (
-    Instant,
-    tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>,
-) {
+) -> (Instant, tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>) {
     let t0 = Instant::now();
-    let rx = e
-        .generate(GenerateRequest {
-            prompt,
-            sampling: p,
-        })
-        .expect("generate");
+    let rx = e.generate(GenerateRequest { prompt, sampling: p }).expect("generate");
     (t0, rx)
 }
 
@@ -79,11 +56,7 @@ fn finish(t0: Instant, mut rx: tokio::sync::mpsc::UnboundedReceiver<GenerationEv
         }
     }
     let first = first.unwrap_or(last);
-    Timing {
-        ttft: first - t0,
-        tokens,
-        decode: last - first,
-    }
+    Timing { ttft: first - t0, tokens, decode: last - first }
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -102,9 +75,7 @@ fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -115,10 +86,7 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"));
     let model = dir.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     if !model.exists() {
-        eprintln!(
-            "model not found at {}; run engine/fetch-models.sh",
-            model.display()
-        );
+        eprintln!("model not found at {}; run engine/fetch-models.sh", model.display());
         return;
     }
     let t = Instant::now();
@@ -131,10 +99,7 @@ fn main() {
     })
     .expect("engine");
     println!("model: {} (load {:.0} ms)", e.model_name(), ms(t.elapsed()));
-    println!(
-        "threads: {}",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
+    println!("threads: {}", std::thread::available_parallelism().map_or(1, |n| n.get()));
     let (t0, rx) = start(&e, chat(None, "Hi"), params(8, 0));
     finish(t0, rx);
 
@@ -143,11 +108,7 @@ fn main() {
     let mut tpot = Vec::new();
     let mut ttft = Vec::new();
     for seed in 0..3 {
-        let (t0, rx) = start(
-            &e,
-            chat(None, "Write a long story about a dragon and a knight."),
-            params(128, seed),
-        );
+        let (t0, rx) = start(&e, chat(None, "Write a long story about a dragon and a knight."), params(128, seed));
         let r = finish(t0, rx);
         let per = r.decode.as_secs_f64() / (r.tokens.max(2) - 1) as f64;
         tps.push(1.0 / per);
@@ -184,30 +145,15 @@ fn main() {
     let rxs: Vec<_> = topics
         .iter()
         .enumerate()
-        .map(|(i, t)| {
-            start(
-                &e,
-                chat(None, &format!("Write a long story about {t}.")),
-                params(128, i as u64),
-            )
-        })
+        .map(|(i, t)| start(&e, chat(None, &format!("Write a long story about {t}.")), params(128, i as u64)))
         .collect();
     // Drain every stream on its own thread so token timestamps are real.
-    let handles: Vec<_> = rxs
-        .into_iter()
-        .map(|(t0, rx)| std::thread::spawn(move || finish(t0, rx)))
-        .collect();
-    let res: Vec<Timing> = handles
-        .into_iter()
-        .map(|h| h.join().expect("stream thread"))
-        .collect();
+    let handles: Vec<_> = rxs.into_iter().map(|(t0, rx)| std::thread::spawn(move || finish(t0, rx))).collect();
+    let res: Vec<Timing> = handles.into_iter().map(|h| h.join().expect("stream thread")).collect();
     let wall = wall.elapsed();
     let total: usize = res.iter().map(|r| r.tokens).sum();
     let mut ttfts: Vec<f64> = res.iter().map(|r| ms(r.ttft)).collect();
-    let mut tpots: Vec<f64> = res
-        .iter()
-        .map(|r| ms(r.decode) / (r.tokens.max(2) - 1) as f64)
-        .collect();
+    let mut tpots: Vec<f64> = res.iter().map(|r| ms(r.decode) / (r.tokens.max(2) - 1) as f64).collect();
     println!(
         "16 streams: {total} tokens in {:.2} s = {:.1} tok/s aggregate; TTFT p50 {:.0} ms p99 {:.0} ms; TPOT p50 {:.1} ms p99 {:.1} ms",
         wall.as_secs_f64(),
@@ -234,14 +180,8 @@ fn main() {
         hit.push(ms(finish(t0, rx).ttft));
     }
     let (m, h) = (pct(&mut miss, 0.5), pct(&mut hit, 0.5));
-    println!(
-        "TTFT, {sys_tokens}-token system prompt: uncached {m:.0} ms, cached {h:.1} ms ({:.1}x lower)",
-        m / h
-    );
+    println!("TTFT, {sys_tokens}-token system prompt: uncached {m:.0} ms, cached {h:.1} ms ({:.1}x lower)", m / h);
     let s = e.stats();
-    println!(
-        "prefix-cache hit tokens {}, preemptions {}",
-        s.prefix_cache_hit_tokens, s.preemptions
-    );
+    println!("prefix-cache hit tokens {}, preemptions {}", s.prefix_cache_hit_tokens, s.preemptions);
     println!("peak RSS: {:.0} MiB", peak_rss_mb());
 }

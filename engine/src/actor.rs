@@ -37,11 +37,7 @@ pub struct EngineStats {
 /// Requests to the actor.
 pub enum Command {
     /// Generate from these prompt tokens.
-    Generate {
-        tokens: Vec<u32>,
-        sampling: SamplingParams,
-        tx: UnboundedSender<GenerationEvent>,
-    },
+    Generate { tokens: Vec<u32>, sampling: SamplingParams, tx: UnboundedSender<GenerationEvent> },
 }
 
 /// What `Engine::start` needs from loading.
@@ -68,22 +64,12 @@ pub fn device() -> Device {
 /// Load the model and tokenizer and spawn the actor.
 pub fn load(cfg: &EngineConfig) -> Result<Loaded, EngineError> {
     let path = &cfg.model_path;
-    let io = |e| EngineError::Io {
-        path: path.display().to_string(),
-        source: e,
-    };
+    let io = |e| EngineError::Io { path: path.display().to_string(), source: e };
     let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
     let ct = gguf_file::Content::read(&mut f)?;
     let tokenizer = Arc::new(Tokenizer::from_gguf(&ct)?);
-    let tmpl = ct
-        .metadata
-        .get("tokenizer.chat_template")
-        .and_then(|v| v.to_string().ok().cloned());
-    let template = ChatTemplate::new(
-        tmpl,
-        tokenizer.bos_token.clone(),
-        tokenizer.eos_token.clone(),
-    )?;
+    let tmpl = ct.metadata.get("tokenizer.chat_template").and_then(|v| v.to_string().ok().cloned());
+    let template = ChatTemplate::new(tmpl, tokenizer.bos_token.clone(), tokenizer.eos_token.clone())?;
     // The file name without its quantisation suffix ("SmolLM2-135M-Instruct"),
     // else the GGUF's general.name.
     let model_name = path
@@ -92,21 +78,12 @@ pub fn load(cfg: &EngineConfig) -> Result<Loaded, EngineError> {
         .and_then(|s| s.split('.').next())
         .filter(|s| !s.is_empty())
         .map(str::to_string)
-        .or_else(|| {
-            ct.metadata
-                .get("general.name")
-                .and_then(|v| v.to_string().ok().cloned())
-        })
+        .or_else(|| ct.metadata.get("general.name").and_then(|v| v.to_string().ok().cloned()))
         .unwrap_or_else(|| "model".into());
     let model = Llama::load(&ct, &mut f, cfg.weight_format, &device())?;
     let context = model.cfg.context;
     let c = &model.cfg;
-    let kv = KvStore::new(
-        c.n_layer,
-        cfg.kv_blocks,
-        cfg.kv_block_size,
-        c.n_kv_head * c.head_dim,
-    );
+    let kv = KvStore::new(c.n_layer, cfg.kv_blocks, cfg.kv_block_size, c.n_kv_head * c.head_dim);
     let sched = Scheduler::new(
         cfg.kv_blocks,
         cfg.kv_block_size,
@@ -118,30 +95,13 @@ pub fn load(cfg: &EngineConfig) -> Result<Loaded, EngineError> {
     );
     let stats = Arc::new(Mutex::new(EngineStats::default()));
     let (tx, rx) = std::sync::mpsc::channel();
-    let actor = Actor {
-        model,
-        kv,
-        sched,
-        tokenizer: tokenizer.clone(),
-        stats: stats.clone(),
-        steps: 0,
-    };
+    let actor = Actor { model, kv, sched, tokenizer: tokenizer.clone(), stats: stats.clone(), steps: 0 };
     actor.publish();
     std::thread::Builder::new()
         .name("sluice-engine".into())
         .spawn(move || actor.run(rx))
-        .map_err(|e| EngineError::Io {
-            path: "thread".into(),
-            source: e,
-        })?;
-    Ok(Loaded {
-        tx,
-        tokenizer,
-        template,
-        model_name,
-        context,
-        stats,
-    })
+        .map_err(|e| EngineError::Io { path: "thread".into(), source: e })?;
+    Ok(Loaded { tx, tokenizer, template, model_name, context, stats })
 }
 
 struct Actor {
@@ -173,16 +133,10 @@ impl Actor {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Generate {
-                tokens,
-                mut sampling,
-                tx,
-            } => {
+            Command::Generate { tokens, mut sampling, tx } => {
                 let need = (tokens.len() + 1).div_ceil(self.kv.block_size);
                 if need > self.sched.blocks.total() {
-                    let _ = tx.send(GenerationEvent::Error(
-                        "prompt does not fit in the KV cache".into(),
-                    ));
+                    let _ = tx.send(GenerationEvent::Error("prompt does not fit in the KV cache".into()));
                     return;
                 }
                 // Never outgrow the context window, nor the whole pool (a lone
@@ -192,9 +146,7 @@ impl Actor {
                 if sampling.max_tokens == 0 || sampling.max_tokens > room {
                     sampling.max_tokens = room;
                 }
-                self.sched
-                    .waiting
-                    .push_back(Seq::new(tokens, &sampling, tx));
+                self.sched.waiting.push_back(Seq::new(tokens, &sampling, tx));
             }
         }
     }
@@ -292,10 +244,7 @@ impl Actor {
         } else {
             None
         };
-        let _ = s.tx.send(GenerationEvent::Token {
-            id,
-            text: pushed.text,
-        });
+        let _ = s.tx.send(GenerationEvent::Token { id, text: pushed.text });
         reason
     }
 }

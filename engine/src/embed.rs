@@ -32,16 +32,12 @@ impl Embedder {
     fn load(dir: &Path) -> Result<Self, EngineError> {
         let read = |f: &str| {
             let p = dir.join(f);
-            std::fs::read_to_string(&p).map_err(|e| EngineError::Io {
-                path: p.display().to_string(),
-                source: e,
-            })
+            std::fs::read_to_string(&p).map_err(|e| EngineError::Io { path: p.display().to_string(), source: e })
         };
-        let config: Config = serde_json::from_str(&read("config.json")?)
-            .map_err(|e| EngineError::Model(format!("bert config: {e}")))?;
-        let tokenizer: tokenizers::Tokenizer = read("tokenizer.json")?
-            .parse()
-            .map_err(|e| EngineError::Tokenizer(format!("{e}")))?;
+        let config: Config =
+            serde_json::from_str(&read("config.json")?).map_err(|e| EngineError::Model(format!("bert config: {e}")))?;
+        let tokenizer: tokenizers::Tokenizer =
+            read("tokenizer.json")?.parse().map_err(|e| EngineError::Tokenizer(format!("{e}")))?;
         let device = crate::actor::device();
         let weights = dir.join("model.safetensors");
         if !weights.exists() {
@@ -50,18 +46,11 @@ impl Embedder {
         let tensors = candle_core::safetensors::load(&weights, &device)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let model = BertModel::load(vb, &config)?;
-        Ok(Self {
-            model,
-            tokenizer,
-            device,
-        })
+        Ok(Self { model, tokenizer, device })
     }
 
     fn embed_one(&self, text: &str) -> Result<Vec<f32>, EngineError> {
-        let enc = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| EngineError::Tokenizer(format!("{e}")))?;
+        let enc = self.tokenizer.encode(text, true).map_err(|e| EngineError::Tokenizer(format!("{e}")))?;
         let mut ids = enc.get_ids().to_vec();
         ids.truncate(MAX_TOKENS);
         let n = ids.len();
@@ -79,10 +68,7 @@ impl EmbedHandle {
     /// Load the model from `dir` and start its thread.
     pub fn start(dir: &Path) -> Result<Self, EngineError> {
         let emb = Embedder::load(dir)?;
-        let name = dir
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "embedding".into());
+        let name = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "embedding".into());
         let (tx, rx) = std::sync::mpsc::channel::<(Vec<String>, Reply)>();
         std::thread::Builder::new()
             .name("sluice-embed".into())
@@ -92,19 +78,14 @@ impl EmbedHandle {
                     let _ = reply.send(r);
                 }
             })
-            .map_err(|e| EngineError::Io {
-                path: "thread".into(),
-                source: e,
-            })?;
+            .map_err(|e| EngineError::Io { path: "thread".into(), source: e })?;
         Ok(Self { name, tx })
     }
 
     /// Embed texts, one vector each.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EngineError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send((texts, tx))
-            .map_err(|_| EngineError::Shutdown)?;
+        self.tx.send((texts, tx)).map_err(|_| EngineError::Shutdown)?;
         rx.await.map_err(|_| EngineError::Shutdown)?
     }
 }

@@ -106,14 +106,7 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self {
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: 0,
-            seed: None,
-            max_tokens: 256,
-            stop: Vec::new(),
-        }
+        Self { temperature: 0.0, top_p: 1.0, top_k: 0, seed: None, max_tokens: 256, stop: Vec::new() }
     }
 }
 
@@ -245,11 +238,7 @@ impl Engine {
             return Err(EngineError::InvalidRequest("token id out of range".into()));
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let cmd = actor::Command::Generate {
-            tokens,
-            sampling: req.sampling,
-            tx,
-        };
+        let cmd = actor::Command::Generate { tokens, sampling: req.sampling, tx };
         self.inner.tx.send(cmd).map_err(|_| EngineError::Shutdown)?;
         Ok(rx)
     }
@@ -274,10 +263,6 @@ impl Engine {
 
     /// A snapshot of the scheduler's state.
     pub fn stats(&self) -> EngineStats {
-        self.inner
-            .stats
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
+        self.inner.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }

@@ -18,12 +18,7 @@ impl Sampler {
     /// A sampler for these parameters; unseeded requests get a random seed.
     pub fn new(p: &SamplingParams) -> Self {
         let seed = p.seed.unwrap_or_else(rand::random);
-        Self {
-            temperature: p.temperature,
-            top_p: p.top_p,
-            top_k: p.top_k,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-        }
+        Self { temperature: p.temperature, top_p: p.top_p, top_k: p.top_k, rng: ChaCha8Rng::seed_from_u64(seed) }
     }
 
     /// Pick the next token.
@@ -31,16 +26,9 @@ impl Sampler {
         if self.temperature <= 0.0 || self.top_k == 1 {
             return argmax(logits);
         }
-        let mut cands: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| (i as u32, l / self.temperature))
-            .collect();
-        let k = if self.top_k == 0 {
-            cands.len()
-        } else {
-            self.top_k.min(cands.len())
-        };
+        let mut cands: Vec<(u32, f32)> =
+            logits.iter().enumerate().map(|(i, &l)| (i as u32, l / self.temperature)).collect();
+        let k = if self.top_k == 0 { cands.len() } else { self.top_k.min(cands.len()) };
         if k < cands.len() {
             cands.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
             cands.truncate(k);
@@ -92,13 +80,7 @@ mod tests {
     use super::*;
 
     fn params(seed: u64) -> SamplingParams {
-        SamplingParams {
-            temperature: 1.0,
-            top_p: 0.9,
-            top_k: 50,
-            seed: Some(seed),
-            ..SamplingParams::default()
-        }
+        SamplingParams { temperature: 1.0, top_p: 0.9, top_k: 50, seed: Some(seed), ..SamplingParams::default() }
     }
 
     #[test]
@@ -115,10 +97,7 @@ mod tests {
             (0..20).map(|_| s.sample(&logits)).collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
-        let mut s = Sampler::new(&SamplingParams {
-            top_k: 2,
-            ..params(1)
-        });
+        let mut s = Sampler::new(&SamplingParams { top_k: 2, ..params(1) });
         for _ in 0..50 {
             let t = s.sample(&[0.0, 5.0, 4.0, 1.0]);
             assert!(t == 1 || t == 2);

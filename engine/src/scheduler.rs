@@ -225,9 +225,7 @@ impl Scheduler {
         }
         while (s.registered + 1) * bs <= s.computed {
             let r = s.registered;
-            s.last_hash =
-                self.blocks
-                    .register(s.table[r], s.last_hash, &s.tokens[r * bs..(r + 1) * bs]);
+            s.last_hash = self.blocks.register(s.table[r], s.last_hash, &s.tokens[r * bs..(r + 1) * bs]);
             s.registered += 1;
         }
     }

@@ -57,18 +57,11 @@ impl TextStream {
             }
         }
         // A complete stop sequence?
-        let first = self
-            .stop
-            .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min();
+        let first = self.stop.iter().filter_map(|s| self.held.find(s.as_str())).min();
         if let Some(pos) = first {
             let text = self.held[..pos].to_string();
             self.held.clear();
-            return Pushed {
-                text,
-                stopped: true,
-            };
+            return Pushed { text, stopped: true };
         }
         // Hold back the longest tail that is a prefix of some stop sequence.
         let mut keep_from = self.held.len();
@@ -81,10 +74,7 @@ impl TextStream {
         }
         let text = self.held[..keep_from].to_string();
         self.held.drain(..keep_from);
-        Pushed {
-            text,
-            stopped: false,
-        }
+        Pushed { text, stopped: false }
     }
 
     /// Release whatever is held (generation ended without a stop match).

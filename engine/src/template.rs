@@ -15,41 +15,25 @@ pub struct ChatTemplate {
 }
 
 fn raise_exception(msg: String) -> Result<String, minijinja::Error> {
-    Err(minijinja::Error::new(
-        minijinja::ErrorKind::InvalidOperation,
-        msg,
-    ))
+    Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
 }
 
 impl ChatTemplate {
     /// Compile `source` (or ChatML when `None`).
-    pub fn new(
-        source: Option<String>,
-        bos_token: String,
-        eos_token: String,
-    ) -> Result<Self, EngineError> {
+    pub fn new(source: Option<String>, bos_token: String, eos_token: String) -> Result<Self, EngineError> {
         let mut env = Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_template_owned("chat", source.unwrap_or_else(|| CHATML.to_string()))
             .map_err(|e| EngineError::Template(e.to_string()))?;
-        Ok(Self {
-            env,
-            bos_token,
-            eos_token,
-        })
+        Ok(Self { env, bos_token, eos_token })
     }
 
     /// Render the conversation, ending with the assistant's generation prompt.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
-        let msgs: Vec<_> = messages
-            .iter()
-            .map(|m| context! { role => m.role.clone(), content => m.content.clone() })
-            .collect();
-        let tmpl = self
-            .env
-            .get_template("chat")
-            .map_err(|e| EngineError::Template(e.to_string()))?;
+        let msgs: Vec<_> =
+            messages.iter().map(|m| context! { role => m.role.clone(), content => m.content.clone() }).collect();
+        let tmpl = self.env.get_template("chat").map_err(|e| EngineError::Template(e.to_string()))?;
         tmpl.render(context! {
             messages => msgs,
             add_generation_prompt => true,
@@ -67,10 +51,7 @@ mod tests {
     #[test]
     fn chatml_renders() -> Result<(), EngineError> {
         let t = ChatTemplate::new(None, String::new(), "<|im_end|>".into())?;
-        let s = t.render(&[ChatMessage {
-            role: "user".into(),
-            content: "Hi".into(),
-        }])?;
+        let s = t.render(&[ChatMessage { role: "user".into(), content: "Hi".into() }])?;
         assert_eq!(s, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
         Ok(())
     }

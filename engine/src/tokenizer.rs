@@ -29,25 +29,16 @@ pub struct Tokenizer {
 }
 
 fn md<'a>(ct: &'a Content, key: &str) -> Result<&'a Value, EngineError> {
-    ct.metadata
-        .get(key)
-        .ok_or_else(|| EngineError::Model(format!("missing metadata {key}")))
+    ct.metadata.get(key).ok_or_else(|| EngineError::Model(format!("missing metadata {key}")))
 }
 
 fn md_strings(ct: &Content, key: &str) -> Result<Vec<String>, EngineError> {
-    md(ct, key)?
-        .to_vec()?
-        .iter()
-        .map(|v| v.to_string().cloned().map_err(EngineError::from))
-        .collect()
+    md(ct, key)?.to_vec()?.iter().map(|v| v.to_string().cloned().map_err(EngineError::from)).collect()
 }
 
 /// GPT-2's reversible byte <-> printable-char mapping, as a char -> byte table.
 fn unicode_to_byte() -> std::collections::HashMap<char, u8> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
-        .chain(0xA1..=0xAC)
-        .chain(0xAE..=0xFF)
-        .collect();
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
     let mut cs = bs.clone();
     let mut n = 0;
     for b in 0..256u32 {
@@ -57,10 +48,7 @@ fn unicode_to_byte() -> std::collections::HashMap<char, u8> {
             n += 1;
         }
     }
-    bs.into_iter()
-        .zip(cs)
-        .filter_map(|(b, c)| char::from_u32(c).map(|c| (c, b as u8)))
-        .collect()
+    bs.into_iter().zip(cs).filter_map(|(b, c)| char::from_u32(c).map(|c| (c, b as u8))).collect()
 }
 
 impl Tokenizer {
@@ -75,11 +63,7 @@ impl Tokenizer {
         let tokens = md_strings(ct, "tokenizer.ggml.tokens")?;
         let merges = md_strings(ct, "tokenizer.ggml.merges")?;
         let types: Vec<i32> = match ct.metadata.get("tokenizer.ggml.token_type") {
-            Some(v) => v
-                .to_vec()?
-                .iter()
-                .map(|v| v.to_i32().unwrap_or(1))
-                .collect(),
+            Some(v) => v.to_vec()?.iter().map(|v| v.to_i32().unwrap_or(1)).collect(),
             None => vec![1; tokens.len()],
         };
         let pre = ct
@@ -88,20 +72,12 @@ impl Tokenizer {
             .and_then(|v| v.to_string().ok().cloned())
             .unwrap_or_else(|| "gpt2".into());
         let get_id = |k: &str| ct.metadata.get(k).and_then(|v| v.to_u32().ok());
-        let eos = get_id("tokenizer.ggml.eos_token_id")
-            .ok_or_else(|| EngineError::Model("no eos token id".into()))?;
+        let eos = get_id("tokenizer.ggml.eos_token_id").ok_or_else(|| EngineError::Model("no eos token id".into()))?;
         let bos = get_id("tokenizer.ggml.bos_token_id");
-        let add_bos = ct
-            .metadata
-            .get("tokenizer.ggml.add_bos_token")
-            .and_then(|v| v.to_bool().ok())
-            .unwrap_or(false);
+        let add_bos = ct.metadata.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
 
-        let vocab: serde_json::Map<String, serde_json::Value> = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), json!(i)))
-            .collect();
+        let vocab: serde_json::Map<String, serde_json::Value> =
+            tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
         // Control (3) and user-defined (4) tokens are matched literally.
         let added: Vec<serde_json::Value> = tokens
             .iter()
@@ -135,10 +111,8 @@ impl Tokenizer {
                       "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
                       "vocab": vocab, "merges": merges}
         });
-        let inner: tokenizers::Tokenizer = spec
-            .to_string()
-            .parse()
-            .map_err(|e| EngineError::Tokenizer(format!("{e}")))?;
+        let inner: tokenizers::Tokenizer =
+            spec.to_string().parse().map_err(|e| EngineError::Tokenizer(format!("{e}")))?;
 
         let table = unicode_to_byte();
         let token_bytes = tokens
@@ -148,19 +122,12 @@ impl Tokenizer {
                 if matches!(types.get(i), Some(3) | Some(4)) {
                     t.as_bytes().to_vec()
                 } else {
-                    t.chars()
-                        .map(|c| table.get(&c).copied().unwrap_or(b'?'))
-                        .collect()
+                    t.chars().map(|c| table.get(&c).copied().unwrap_or(b'?')).collect()
                 }
             })
             .collect();
         let mut eos_ids = vec![eos];
-        for name in [
-            "<|im_end|>",
-            "<|eot_id|>",
-            "<|end_of_text|>",
-            "<|endoftext|>",
-        ] {
+        for name in ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>"] {
             if let Some(i) = tokens.iter().position(|t| t == name) {
                 let i = i as u32;
                 if !eos_ids.contains(&i) && (name != "<|endoftext|>" || eos_ids.len() == 1) {
@@ -168,10 +135,7 @@ impl Tokenizer {
                 }
             }
         }
-        let name_of = |id: Option<u32>| {
-            id.and_then(|i| tokens.get(i as usize).cloned())
-                .unwrap_or_default()
-        };
+        let name_of = |id: Option<u32>| id.and_then(|i| tokens.get(i as usize).cloned()).unwrap_or_default();
         Ok(Self {
             inner,
             token_bytes,
@@ -184,10 +148,7 @@ impl Tokenizer {
 
     /// Encode text; special-token text (e.g. `<|im_start|>`) maps to its id.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| EngineError::Tokenizer(format!("{e}")))?;
+        let enc = self.inner.encode(text, false).map_err(|e| EngineError::Tokenizer(format!("{e}")))?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
         if let Some(b) = self.add_bos {
             ids.push(b);
@@ -204,10 +165,7 @@ impl Tokenizer {
 
     /// Raw bytes of one token.
     pub fn bytes(&self, id: u32) -> &[u8] {
-        self.token_bytes
-            .get(id as usize)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        self.token_bytes.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Whether the token ends generation.

@@ -6,8 +6,8 @@
 //! Tests are serialised so the batch each one builds is exactly its own.
 
 use sluice_engine::{
-    ChatMessage, Engine, EngineConfig, FinishReason, GenerateRequest, GenerationEvent, Prompt,
-    SamplingParams, WeightFormat,
+    ChatMessage, Engine, EngineConfig, FinishReason, GenerateRequest, GenerationEvent, Prompt, SamplingParams,
+    WeightFormat,
 };
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -37,10 +37,7 @@ fn base_config() -> Option<EngineConfig> {
             dir.display()
         );
     }
-    eprintln!(
-        "SKIPPED: model files not found under {} (run engine/fetch-models.sh)",
-        dir.display()
-    );
+    eprintln!("SKIPPED: model files not found under {} (run engine/fetch-models.sh)", dir.display());
     None
 }
 
@@ -70,10 +67,7 @@ struct Out {
 }
 
 fn greedy(max_tokens: usize) -> SamplingParams {
-    SamplingParams {
-        max_tokens,
-        ..SamplingParams::default()
-    }
+    SamplingParams { max_tokens, ..SamplingParams::default() }
 }
 
 fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>) -> Out {
@@ -84,12 +78,7 @@ fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>) -> Out
                 ids.push(id);
                 text.push_str(&t);
             }
-            GenerationEvent::Done {
-                finish_reason,
-                completion_tokens,
-                cached_prompt_tokens,
-                ..
-            } => {
+            GenerationEvent::Done { finish_reason, completion_tokens, cached_prompt_tokens, .. } => {
                 return Out {
                     ids,
                     text,
@@ -105,17 +94,11 @@ fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>) -> Out
 }
 
 fn run(e: &Engine, prompt: Prompt, sampling: SamplingParams) -> Out {
-    collect(
-        e.generate(GenerateRequest { prompt, sampling })
-            .expect("generate"),
-    )
+    collect(e.generate(GenerateRequest { prompt, sampling }).expect("generate"))
 }
 
 fn chat(user: &str) -> Prompt {
-    Prompt::Chat(vec![ChatMessage {
-        role: "user".into(),
-        content: user.into(),
-    }])
+    Prompt::Chat(vec![ChatMessage { role: "user".into(), content: user.into() }])
 }
 
 const QUESTIONS: [&str; 8] = [
@@ -135,10 +118,7 @@ fn tokenizer_matches_known_ids_and_round_trips() {
     assert_eq!(e.model_name(), "SmolLM2-135M-Instruct");
     assert_eq!(e.context_window(), 8192);
     let t = e.tokenizer();
-    assert_eq!(
-        t.encode("<|im_start|>system\n").expect("encode"),
-        vec![1, 9690, 198]
-    );
+    assert_eq!(t.encode("<|im_start|>system\n").expect("encode"), vec![1, 9690, 198]);
     // smollm pre-tokenizer: digits are split one by one.
     assert_eq!(t.encode("2024").expect("encode").len(), 4);
     for text in [
@@ -158,14 +138,8 @@ fn chat_template_renders_chatml() {
     let Some(e) = engine() else { return };
     let ids = e
         .tokenize_prompt(&Prompt::Chat(vec![
-            ChatMessage {
-                role: "system".into(),
-                content: "Be brief.".into(),
-            },
-            ChatMessage {
-                role: "user".into(),
-                content: "Hi".into(),
-            },
+            ChatMessage { role: "system".into(), content: "Be brief.".into() },
+            ChatMessage { role: "user".into(), content: "Hi".into() },
         ]))
         .expect("render");
     let text = e.tokenizer().decode(&ids);
@@ -189,9 +163,7 @@ fn greedy_matches_reference_forward() {
     }) else {
         return;
     };
-    let prompt = native
-        .tokenize_prompt(&chat("What is the capital of France?"))
-        .expect("prompt");
+    let prompt = native.tokenize_prompt(&chat("What is the capital of France?")).expect("prompt");
     // Both paths agree to float rounding; 16 tokens stay clear of near-ties
     // (this small model falls into a repetition loop soon after).
     let n = 16;
@@ -206,9 +178,7 @@ fn greedy_matches_reference_forward() {
     let mut input = prompt.clone();
     let mut pos = 0;
     for _ in 0..n {
-        let x = candle_core::Tensor::new(input.as_slice(), &dev)
-            .and_then(|t| t.unsqueeze(0))
-            .expect("input");
+        let x = candle_core::Tensor::new(input.as_slice(), &dev).and_then(|t| t.unsqueeze(0)).expect("input");
         let logits = m.forward(&x, pos).expect("forward");
         let logits: Vec<f32> = logits.squeeze(0).and_then(|l| l.to_vec1()).expect("logits");
         let next = sluice_engine::sampling::argmax(&logits);
@@ -226,19 +196,10 @@ fn greedy_matches_reference_forward() {
 fn batch_of_8_matches_alone() {
     let _g = serial();
     let Some(e) = engine() else { return };
-    let alone: Vec<Vec<u32>> = QUESTIONS
-        .iter()
-        .map(|q| run(e, chat(q), greedy(20)).ids)
-        .collect();
+    let alone: Vec<Vec<u32>> = QUESTIONS.iter().map(|q| run(e, chat(q), greedy(20)).ids).collect();
     let rxs: Vec<_> = QUESTIONS
         .iter()
-        .map(|q| {
-            e.generate(GenerateRequest {
-                prompt: chat(q),
-                sampling: greedy(20),
-            })
-            .expect("generate")
-        })
+        .map(|q| e.generate(GenerateRequest { prompt: chat(q), sampling: greedy(20) }).expect("generate"))
         .collect();
     let batched: Vec<Vec<u32>> = rxs.into_iter().map(|rx| collect(rx).ids).collect();
     assert!(e.stats().steps > 0);
@@ -257,20 +218,10 @@ fn chunked_prefill_and_preemption_match() {
     }) else {
         return;
     };
-    let want: Vec<Vec<u32>> = QUESTIONS[..4]
-        .iter()
-        .map(|q| run(e, chat(q), greedy(30)).ids)
-        .collect();
+    let want: Vec<Vec<u32>> = QUESTIONS[..4].iter().map(|q| run(e, chat(q), greedy(30)).ids).collect();
     let rxs: Vec<_> = QUESTIONS[..4]
         .iter()
-        .map(|q| {
-            small
-                .generate(GenerateRequest {
-                    prompt: chat(q),
-                    sampling: greedy(30),
-                })
-                .expect("generate")
-        })
+        .map(|q| small.generate(GenerateRequest { prompt: chat(q), sampling: greedy(30) }).expect("generate"))
         .collect();
     let got: Vec<Vec<u32>> = rxs.into_iter().map(|rx| collect(rx).ids).collect();
     assert_eq!(got, want);
@@ -292,14 +243,8 @@ fn prefix_cache_hit_matches_miss() {
         .repeat(3);
     let prompt = |q: &str| {
         Prompt::Chat(vec![
-            ChatMessage {
-                role: "system".into(),
-                content: system.clone(),
-            },
-            ChatMessage {
-                role: "user".into(),
-                content: q.into(),
-            },
+            ChatMessage { role: "system".into(), content: system.clone() },
+            ChatMessage { role: "user".into(), content: q.into() },
         ])
     };
     let miss = run(e, prompt("Who are you?"), greedy(16));
@@ -329,10 +274,7 @@ fn seeded_sampling_repeats() {
     assert_eq!(a.ids, b.ids);
     let c = run(e, chat("Tell me a story."), p(7));
     let d = run(e, chat("Tell me a story."), p(8));
-    assert!(
-        a.ids != c.ids || a.ids != d.ids,
-        "different seeds all agree"
-    );
+    assert!(a.ids != c.ids || a.ids != d.ids, "different seeds all agree");
 }
 
 #[test]
@@ -341,16 +283,10 @@ fn cancellation_frees_blocks() {
     let Some(e) = engine() else { return };
     let total = e.stats().total_blocks;
     let mut rx = e
-        .generate(GenerateRequest {
-            prompt: chat("Write a long essay about the ocean."),
-            sampling: greedy(500),
-        })
+        .generate(GenerateRequest { prompt: chat("Write a long essay about the ocean."), sampling: greedy(500) })
         .expect("generate");
     for _ in 0..3 {
-        assert!(matches!(
-            rx.blocking_recv(),
-            Some(GenerationEvent::Token { .. })
-        ));
+        assert!(matches!(rx.blocking_recv(), Some(GenerationEvent::Token { .. })));
     }
     assert!(e.stats().free_blocks < total);
     drop(rx);
@@ -360,10 +296,7 @@ fn cancellation_frees_blocks() {
         if s.running == 0 && s.free_blocks == total {
             break;
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "blocks not freed: {s:?}"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(10), "blocks not freed: {s:?}");
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -380,11 +313,7 @@ fn max_tokens_and_stop_sequences_finish_right() {
     let long = run(e, q.clone(), greedy(40));
     assert!(long.text.len() > 10, "{:?}", long.text);
     // Stop on a string from the middle of the greedy output.
-    let mid = long
-        .text
-        .char_indices()
-        .nth(long.text.chars().count() / 2)
-        .map_or(0, |c| c.0);
+    let mid = long.text.char_indices().nth(long.text.chars().count() / 2).map_or(0, |c| c.0);
     let stop: String = long.text[mid..].chars().take(3).collect();
     let first = long.text.find(&stop).expect("stop in text");
     let mut params = greedy(40);
@@ -402,9 +331,7 @@ fn max_tokens_and_stop_sequences_finish_right() {
 fn embeddings_of_paraphrases_are_closer() {
     let Some(e) = engine() else { return };
     assert!(e.embedding_model_name().is_some());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     let v = rt
         .block_on(e.embed(vec![
             "The cat sits on the mat.".into(),

@@ -116,14 +116,15 @@ impl GatewayError {
     pub fn body_json(&self, api: ApiFlavor) -> Value {
         let (mut message, openai_type, anthropic_type, param) = self.parts();
         if let GatewayError::UpstreamStatus { upstream_api, body, status, .. } = self
-            && let Some(v) = translate_upstream_error(*upstream_api, api, body) {
-                if status.is_client_error() {
-                    return v;
-                }
-                // A server error is ours to report (502), with the upstream's words.
-                let said = v.pointer("/error/message").and_then(Value::as_str).unwrap_or_default();
-                message = format!("{message}: {said}");
+            && let Some(v) = translate_upstream_error(*upstream_api, api, body)
+        {
+            if status.is_client_error() {
+                return v;
             }
+            // A server error is ours to report (502), with the upstream's words.
+            let said = v.pointer("/error/message").and_then(Value::as_str).unwrap_or_default();
+            message = format!("{message}: {said}");
+        }
         match api {
             ApiFlavor::OpenAi => json!({"error": {
                 "message": message, "type": openai_type, "param": param, "code": self.kind(),

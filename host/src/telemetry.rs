@@ -33,7 +33,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), &latency)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(TIME_TO_FIRST_TOKEN.to_owned()), &latency))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(GATEWAY_OVERHEAD.to_owned()), &overhead))
-            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(JUDGE_SCORE.to_owned()), &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]))
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(JUDGE_SCORE.to_owned()),
+                    &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+                )
+            })
             .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &latency))
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();

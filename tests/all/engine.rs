@@ -41,8 +41,11 @@ fn gateway() -> &'static TestGateway {
             engine.embedding_model_dir = engine.embedding_model_dir.as_ref().map(|d| root.join(d));
             // Its own runtime, built off the test's, outlives every test.
             std::thread::spawn(move || {
-                let runtime =
-                    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
                 let gateway = runtime.block_on(TestGateway::start(config));
                 Shared { _runtime: runtime, gateway }
             })
@@ -67,7 +70,8 @@ async fn engine_answers_whole_and_streamed_identically() {
     }
     let gw = gateway();
     let client = Client::new();
-    let reply = client.post_json(&gw.url("/v1/chat/completions"), &ask("What is the capital of France?", json!({}))).await;
+    let reply =
+        client.post_json(&gw.url("/v1/chat/completions"), &ask("What is the capital of France?", json!({}))).await;
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     assert_eq!(reply.header("x-sluice-upstream"), Some("engine"));
     assert_eq!(reply.header("x-sluice-model"), Some("SmolLM2-135M-Instruct"), "the model really used");
@@ -77,17 +81,22 @@ async fn engine_answers_whole_and_streamed_identically() {
     assert_eq!(body["usage"]["completion_tokens"].as_u64().map(|n| n <= 12), Some(true));
     assert!(body["usage"]["prompt_tokens"].as_u64().is_some_and(|n| n > 5));
 
-    let request = ask("What is the capital of France?", json!({"stream": true, "stream_options": {"include_usage": true}}));
+    let request =
+        ask("What is the capital of France?", json!({"stream": true, "stream_options": {"include_usage": true}}));
     let response =
         client.send(Method::POST, &gw.url("/v1/chat/completions"), Bytes::from(request.to_string()), &[]).await;
     let events = sse_data(response).await;
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|d| serde_json::from_str(d).expect("chunk")).collect();
+    let chunks: Vec<Value> =
+        events[..events.len() - 1].iter().map(|d| serde_json::from_str(d).expect("chunk")).collect();
     let streamed: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(streamed, text, "greedy decoding streams the same tokens");
     let usage = &chunks.last().expect("usage chunk")["usage"];
     assert_eq!(usage["completion_tokens"], body["usage"]["completion_tokens"]);
-    assert!(usage["prompt_tokens_details"]["cached_tokens"].as_u64().is_some_and(|n| n > 0), "prefix cache hit: {usage}");
+    assert!(
+        usage["prompt_tokens_details"]["cached_tokens"].as_u64().is_some_and(|n| n > 0),
+        "prefix cache hit: {usage}"
+    );
 }
 
 #[tokio::test]
@@ -120,8 +129,9 @@ async fn engine_lists_models_embeds_and_refuses_tools() {
     let ids: Vec<&str> = models["data"].as_array().expect("data").iter().filter_map(|m| m["id"].as_str()).collect();
     assert!(ids.contains(&"SmolLM2-135M-Instruct"), "{ids:?}");
 
-    let reply =
-        client.post_json(&gw.url("/v1/embeddings"), &json!({"model": "all-MiniLM-L6-v2", "input": ["a cat", "a dog"]})).await;
+    let reply = client
+        .post_json(&gw.url("/v1/embeddings"), &json!({"model": "all-MiniLM-L6-v2", "input": ["a cat", "a dog"]}))
+        .await;
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     let data = reply.json()["data"].clone();
     assert_eq!(data[0]["embedding"].as_array().map(Vec::len), Some(384));

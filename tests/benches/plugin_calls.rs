@@ -24,8 +24,7 @@ fn request() -> ChatRequest {
         Message::text(Role::User, "What is the capital of France? Answer in one word."),
     ];
     let mut r: ChatRequest =
-        serde_json::from_value(serde_json::json!({ "model": "auto", "messages": messages }))
-            .expect("valid request");
+        serde_json::from_value(serde_json::json!({ "model": "auto", "messages": messages })).expect("valid request");
     r.temperature = Some(0.0);
     r
 }
@@ -72,15 +71,13 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
 fn main() {
     let dist = root().join("plugins/dist");
     let fixtures = root().join("tests/fixtures/plugins/dist");
-    let iterations: usize =
-        std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
+    let iterations: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
     let (req, resp, cands) = (request(), response(), candidates());
     println!(
         "| plugin | size | stage | instances | p50 µs | p99 µs | calls | faults | load, compiling | load, cached |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    let plugins =
-        ["minimal", "compressor", "cache-policy", "router", "judge", "judge-py", "router-js"];
+    let plugins = ["minimal", "compressor", "cache-policy", "router", "judge", "judge-py", "router-js"];
     let only = std::env::var("BENCH_ONLY").ok();
     for name in plugins.into_iter().filter(|n| only.as_deref().is_none_or(|o| o == *n)) {
         // `minimal`: the fault fixture in its default `ok` mode, a judge that

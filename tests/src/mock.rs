@@ -147,9 +147,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let bytes = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if state.record
-        && let Ok(mut log) = state.requests.lock() {
-            log.push(Recorded { path: path.clone(), headers, body: body.clone() });
-        }
+        && let Ok(mut log) = state.requests.lock()
+    {
+        log.push(Recorded { path: path.clone(), headers, body: body.clone() });
+    }
     let model = body.get("model").and_then(Value::as_str).unwrap_or("").to_owned();
     let anthropic = path.ends_with("/messages");
     if let Some(ms) = mode(&model, "slow") {

@@ -136,8 +136,7 @@ fn attend(
             let p = b * bs + o;
             for h in 0..nh {
                 let kvh = h / rep;
-                scores[h * ctx + p] =
-                    dot(&q[h * hd..(h + 1) * hd], &krow[kvh * hd..(kvh + 1) * hd]) * scale;
+                scores[h * ctx + p] = dot(&q[h * hd..(h + 1) * hd], &krow[kvh * hd..(kvh + 1) * hd]) * scale;
             }
         }
     }

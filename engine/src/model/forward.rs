@@ -53,9 +53,7 @@ impl Llama {
             }
         }
         if pos.iter().any(|&p| p as usize >= cfg.context) {
-            return Err(EngineError::InvalidRequest(
-                "position beyond the context window".into(),
-            ));
+            return Err(EngineError::InvalidRequest("position beyond the context window".into()));
         }
         let dev = &self.device;
         let ids = Tensor::from_vec(ids, t, dev)?;
@@ -83,10 +81,7 @@ impl Llama {
                 })
             };
             let mut qkv = l.qkv.forward(&h)?.into_iter();
-            let mut next = || {
-                qkv.next()
-                    .ok_or_else(|| EngineError::Model("qkv projection".into()))
-            };
+            let mut next = || qkv.next().ok_or_else(|| EngineError::Model("qkv projection".into()));
             let q = bias(next()?, &l.bq)?;
             let k = bias(next()?, &l.bk)?;
             let v = bias(next()?, &l.bv)?;

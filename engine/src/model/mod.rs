@@ -93,8 +93,7 @@ impl Linear {
         if self.pad == 0 {
             self.w.forward(x)
         } else {
-            self.w
-                .forward(&x.pad_with_zeros(candle_core::D::Minus1, 0, self.pad)?)
+            self.w.forward(&x.pad_with_zeros(candle_core::D::Minus1, 0, self.pad)?)
         }
     }
 }
@@ -102,31 +101,16 @@ impl Linear {
 fn to_q8(w: Tensor) -> Result<Linear, EngineError> {
     let k = w.dims().last().copied().unwrap_or(0);
     let pad = k.next_multiple_of(256) - k;
-    let w = if pad > 0 {
-        w.pad_with_zeros(candle_core::D::Minus1, 0, pad)?
-    } else {
-        w
-    };
-    Ok(Linear {
-        w: QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0)?)?,
-        pad,
-    })
+    let w = if pad > 0 { w.pad_with_zeros(candle_core::D::Minus1, 0, pad)? } else { w };
+    Ok(Linear { w: QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0)?)?, pad })
 }
 
 fn convert(q: QTensor, fmt: WeightFormat, dev: &Device) -> Result<Linear, EngineError> {
-    let native = |w| -> Result<Linear, EngineError> {
-        Ok(Linear {
-            w: QMatMul::from_qtensor(w)?,
-            pad: 0,
-        })
-    };
+    let native = |w| -> Result<Linear, EngineError> { Ok(Linear { w: QMatMul::from_qtensor(w)?, pad: 0 }) };
     match fmt {
         WeightFormat::Native => native(q),
         WeightFormat::Q8_0 => to_q8(q.dequantize(dev)?),
-        WeightFormat::F32 => Ok(Linear {
-            w: QMatMul::Tensor(q.dequantize(dev)?),
-            pad: 0,
-        }),
+        WeightFormat::F32 => Ok(Linear { w: QMatMul::Tensor(q.dequantize(dev)?), pad: 0 }),
     }
 }
 
@@ -141,39 +125,15 @@ pub(crate) struct Proj {
 
 impl Proj {
     fn new(ws: Vec<QTensor>, fmt: WeightFormat, dev: &Device) -> Result<Self, EngineError> {
-        let sizes = ws
-            .iter()
-            .map(|w| w.shape().dims().first().copied().unwrap_or(0))
-            .collect();
+        let sizes = ws.iter().map(|w| w.shape().dims().first().copied().unwrap_or(0)).collect();
         if fmt == WeightFormat::Native {
-            let parts = ws
-                .into_iter()
-                .map(|w| convert(w, fmt, dev))
-                .collect::<Result<_, _>>()?;
-            return Ok(Self {
-                fused: None,
-                parts,
-                sizes,
-            });
+            let parts = ws.into_iter().map(|w| convert(w, fmt, dev)).collect::<Result<_, _>>()?;
+            return Ok(Self { fused: None, parts, sizes });
         }
-        let ws = ws
-            .iter()
-            .map(|w| w.dequantize(dev))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        let ws = ws.iter().map(|w| w.dequantize(dev)).collect::<candle_core::Result<Vec<_>>>()?;
         let w = Tensor::cat(&ws, 0)?;
-        let fused = if fmt == WeightFormat::Q8_0 {
-            to_q8(w)?
-        } else {
-            Linear {
-                w: QMatMul::Tensor(w),
-                pad: 0,
-            }
-        };
-        Ok(Self {
-            fused: Some(fused),
-            parts: Vec::new(),
-            sizes,
-        })
+        let fused = if fmt == WeightFormat::Q8_0 { to_q8(w)? } else { Linear { w: QMatMul::Tensor(w), pad: 0 } };
+        Ok(Self { fused: Some(fused), parts: Vec::new(), sizes })
     }
 
     /// One output per projection, `(T, size_i)` each.
@@ -189,11 +149,7 @@ impl Proj {
                 }
                 Ok(out)
             }
-            None => Ok(self
-                .parts
-                .iter()
-                .map(|p| p.forward(x))
-                .collect::<candle_core::Result<_>>()?),
+            None => Ok(self.parts.iter().map(|p| p.forward(x)).collect::<candle_core::Result<_>>()?),
         }
     }
 }
@@ -206,16 +162,10 @@ impl Llama {
         fmt: WeightFormat,
         device: &Device,
     ) -> Result<Self, EngineError> {
-        let get = |k: &str| {
-            ct.metadata
-                .get(k)
-                .ok_or_else(|| EngineError::Model(format!("missing metadata {k}")))
-        };
+        let get = |k: &str| ct.metadata.get(k).ok_or_else(|| EngineError::Model(format!("missing metadata {k}")));
         let arch = get("general.architecture")?.to_string()?.clone();
         if !matches!(arch.as_str(), "llama" | "qwen2") {
-            return Err(EngineError::Model(format!(
-                "architecture {arch} unsupported"
-            )));
+            return Err(EngineError::Model(format!("architecture {arch} unsupported")));
         }
         let a = |k: &str| get(&format!("{arch}.{k}"));
         let n_head = a("attention.head_count")?.to_u32()? as usize;
@@ -228,25 +178,16 @@ impl Llama {
             n_kv_head: a("attention.head_count_kv")?.to_u32()? as usize,
             head_dim,
             eps: a("attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
-            rope_base: a("rope.freq_base")
-                .and_then(|v| Ok(v.to_f32()?))
-                .unwrap_or(10000.0),
+            rope_base: a("rope.freq_base").and_then(|v| Ok(v.to_f32()?)).unwrap_or(10000.0),
             rope_neox: arch == "qwen2",
             context: a("context_length")?.to_u32()? as usize,
             vocab: 0,
             arch: arch.clone(),
         };
-        let t =
-            |r: &mut R, n: &str| -> Result<QTensor, EngineError> { Ok(ct.tensor(r, n, device)?) };
-        let f32t = |r: &mut R, n: &str| -> Result<Tensor, EngineError> {
-            Ok(t(r, n)?.dequantize(device)?)
-        };
+        let t = |r: &mut R, n: &str| -> Result<QTensor, EngineError> { Ok(ct.tensor(r, n, device)?) };
+        let f32t = |r: &mut R, n: &str| -> Result<Tensor, EngineError> { Ok(t(r, n)?.dequantize(device)?) };
         let opt = |r: &mut R, n: &str| -> Result<Option<Tensor>, EngineError> {
-            if ct.tensor_infos.contains_key(n) {
-                Ok(Some(f32t(r, n)?))
-            } else {
-                Ok(None)
-            }
+            if ct.tensor_infos.contains_key(n) { Ok(Some(f32t(r, n)?)) } else { Ok(None) }
         };
         let embd_q = t(r, "token_embd.weight")?;
         let embed = embd_q.dequantize(device)?;
@@ -262,11 +203,7 @@ impl Llama {
             layers.push(Layer {
                 attn_norm: f32t(r, &p("attn_norm.weight"))?,
                 qkv: Proj::new(
-                    vec![
-                        t(r, &p("attn_q.weight"))?,
-                        t(r, &p("attn_k.weight"))?,
-                        t(r, &p("attn_v.weight"))?,
-                    ],
+                    vec![t(r, &p("attn_q.weight"))?, t(r, &p("attn_k.weight"))?, t(r, &p("attn_v.weight"))?],
                     fmt,
                     device,
                 )?,
@@ -275,24 +212,17 @@ impl Llama {
                 bv: opt(r, &p("attn_v.bias"))?,
                 wo: convert(t(r, &p("attn_output.weight"))?, fmt, device)?,
                 ffn_norm: f32t(r, &p("ffn_norm.weight"))?,
-                gate_up: Proj::new(
-                    vec![t(r, &p("ffn_gate.weight"))?, t(r, &p("ffn_up.weight"))?],
-                    fmt,
-                    device,
-                )?,
+                gate_up: Proj::new(vec![t(r, &p("ffn_gate.weight"))?, t(r, &p("ffn_up.weight"))?], fmt, device)?,
                 down: convert(t(r, &p("ffn_down.weight"))?, fmt, device)?,
             });
         }
         let norm = f32t(r, "output_norm.weight")?;
         // RoPE tables for every position of the context window.
         let half = head_dim / 2;
-        let inv: Vec<f32> = (0..half)
-            .map(|i| 1.0 / cfg.rope_base.powf(2.0 * i as f32 / head_dim as f32))
-            .collect();
+        let inv: Vec<f32> = (0..half).map(|i| 1.0 / cfg.rope_base.powf(2.0 * i as f32 / head_dim as f32)).collect();
         let inv = Tensor::from_vec(inv, (1, half), &Device::Cpu)?;
-        let pos = Tensor::arange(0u32, cfg.context as u32, &Device::Cpu)?
-            .to_dtype(DType::F32)?
-            .reshape((cfg.context, 1))?;
+        let pos =
+            Tensor::arange(0u32, cfg.context as u32, &Device::Cpu)?.to_dtype(DType::F32)?.reshape((cfg.context, 1))?;
         let ang = pos.matmul(&inv)?;
         let cfg = LlamaConfig { vocab, ..cfg };
         Ok(Self {

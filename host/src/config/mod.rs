@@ -426,9 +426,10 @@ impl Checker<'_> {
         if let Some(dir) = &u.embedding_model_dir {
             out.engine.embedding_model_dir = (!dir.is_empty()).then(|| PathBuf::from(dir));
         }
-        for (field, value, target) in
-            [("kv_blocks", u.kv_blocks, &mut out.engine.kv_blocks), ("max_batch", u.max_batch, &mut out.engine.max_batch)]
-        {
+        for (field, value, target) in [
+            ("kv_blocks", u.kv_blocks, &mut out.engine.kv_blocks),
+            ("max_batch", u.max_batch, &mut out.engine.max_batch),
+        ] {
             match value {
                 Some(0) => return self.err(&key(field), Some(spanned.span()), "must be greater than 0"),
                 Some(v) => *target = v,

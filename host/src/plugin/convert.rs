@@ -8,9 +8,7 @@ use serde_json::Value;
 
 use super::bindings::{caching, judging, routing, types};
 use crate::api::chat::{ChatRequest, ChatResponse, Content, Message, Role};
-use crate::stage::{
-    CacheDecision, Cascade, Health, JudgeVote, RouteCandidate, RoutePlan, StageContext,
-};
+use crate::stage::{CacheDecision, Cascade, Health, JudgeVote, RouteCandidate, RoutePlan, StageContext};
 
 fn role_to_wit(role: Role) -> types::Role {
     match role {
@@ -52,8 +50,7 @@ fn metadata(req: &ChatRequest) -> Vec<(String, String)> {
 }
 
 /// Headers a plugin never sees.
-const SECRET_HEADERS: [&str; 5] =
-    ["authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"];
+const SECRET_HEADERS: [&str; 5] = ["authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"];
 
 fn headers(ctx: &StageContext) -> Vec<(String, String)> {
     ctx.headers
@@ -115,8 +112,7 @@ pub fn response_to_wit(resp: &ChatResponse) -> types::ChatResponse {
             completion_tokens: u.completion_tokens,
             total_tokens: u.total_tokens,
         }),
-        has_tool_calls: first
-            .is_some_and(|c| c.message.tool_calls.as_ref().is_some_and(|t| !t.is_empty())),
+        has_tool_calls: first.is_some_and(|c| c.message.tool_calls.as_ref().is_some_and(|t| !t.is_empty())),
     }
 }
 
@@ -173,9 +169,7 @@ pub fn plan_from_wit(p: routing::RoutePlan, plugin: &str) -> RoutePlan {
     RoutePlan {
         primary: p.primary,
         fallbacks: p.fallbacks,
-        cascade: p
-            .cascade
-            .map(|c| Cascade { tiers: c.tiers, judge_threshold: clamp_unit(c.judge_threshold) }),
+        cascade: p.cascade.map(|c| Cascade { tiers: c.tiers, judge_threshold: clamp_unit(c.judge_threshold) }),
         ab_bucket: p.ab_bucket,
         reason: p.reason,
         plugin: plugin.to_owned(),
@@ -196,10 +190,5 @@ pub fn decision_from_wit(d: caching::CacheDecision, plugin: &str) -> CacheDecisi
 }
 
 pub fn vote_from_wit(v: judging::Verdict, plugin: &str) -> JudgeVote {
-    JudgeVote {
-        plugin: plugin.to_owned(),
-        score: clamp_unit(v.score),
-        pass: v.pass,
-        reason: v.reason,
-    }
+    JudgeVote { plugin: plugin.to_owned(), score: clamp_unit(v.score), pass: v.pass, reason: v.reason }
 }

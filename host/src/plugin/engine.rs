@@ -92,14 +92,8 @@ pub fn deadline_ticks(deadline: Duration) -> u64 {
 
 /// Compile `bytes` (content hash `hash`), or load the artifact a previous run
 /// compiled from the same bytes with the same engine.
-pub fn compile_cached(
-    rt: &Runtime,
-    bytes: &[u8],
-    hash: &str,
-    cache_dir: Option<&Path>,
-) -> wasmtime::Result<Component> {
-    let path: Option<PathBuf> =
-        cache_dir.map(|d| d.join(format!("{hash}-{}.cwasm", rt.engine_tag)));
+pub fn compile_cached(rt: &Runtime, bytes: &[u8], hash: &str, cache_dir: Option<&Path>) -> wasmtime::Result<Component> {
+    let path: Option<PathBuf> = cache_dir.map(|d| d.join(format!("{hash}-{}.cwasm", rt.engine_tag)));
     if let Some(path) = &path
         && path.is_file()
     {

@@ -115,19 +115,12 @@ impl LoadedPlugin {
     ) -> Result<LoadedPlugin, String> {
         let rt = runtime()?;
         let stage = detect_stage(component, rt)?;
-        let pre =
-            rt.linker.instantiate_pre(component).map_err(|e| format!("cannot link: {e:#}"))?;
+        let pre = rt.linker.instantiate_pre(component).map_err(|e| format!("cannot link: {e:#}"))?;
         let bad = |e: wasmtime::Error| format!("wrong {stage} interface: {e:#}");
         let indices = match stage {
-            StageKind::Compressor => {
-                StageIndices::Compressor(compression::GuestIndices::new(&pre).map_err(bad)?)
-            }
-            StageKind::CachePolicy => {
-                StageIndices::CachePolicy(caching::GuestIndices::new(&pre).map_err(bad)?)
-            }
-            StageKind::Router => {
-                StageIndices::Router(routing::GuestIndices::new(&pre).map_err(bad)?)
-            }
+            StageKind::Compressor => StageIndices::Compressor(compression::GuestIndices::new(&pre).map_err(bad)?),
+            StageKind::CachePolicy => StageIndices::CachePolicy(caching::GuestIndices::new(&pre).map_err(bad)?),
+            StageKind::Router => StageIndices::Router(routing::GuestIndices::new(&pre).map_err(bad)?),
             StageKind::Judge => StageIndices::Judge(judging::GuestIndices::new(&pre).map_err(bad)?),
         };
         let ticks = deadline_ticks(meta.manifest.deadline);
@@ -263,11 +256,8 @@ impl LoadedPlugin {
         tracing::warn!(plugin = name, stage = %self.stage, kind = %fault.kind,
             detail = %fault.detail, "plugin call faulted");
         let n = s.consecutive_faults.fetch_add(1, Ordering::Relaxed) + 1;
-        if n >= self.meta.manifest.max_consecutive_faults
-            && !s.disabled.swap(true, Ordering::Relaxed)
-        {
-            metrics::counter!("sluice_plugin_disabled_total", "plugin" => name.to_owned())
-                .increment(1);
+        if n >= self.meta.manifest.max_consecutive_faults && !s.disabled.swap(true, Ordering::Relaxed) {
+            metrics::counter!("sluice_plugin_disabled_total", "plugin" => name.to_owned()).increment(1);
             tracing::error!(plugin = name, stage = %self.stage, consecutive_faults = n,
                 "plugin disabled after consecutive faults; it stays off until its file changes");
             if let Ok(mut pool) = self.pool.lock() {
@@ -298,8 +288,7 @@ fn detect_stage(component: &Component, rt: &super::engine::Runtime) -> Result<St
     ];
     let ty = component.component_type();
     let names: Vec<&str> = ty.exports(&rt.engine).map(|(n, _)| n).collect();
-    let found: Vec<StageKind> =
-        EXPORTS.iter().filter(|(n, _)| names.contains(n)).map(|(_, k)| *k).collect();
+    let found: Vec<StageKind> = EXPORTS.iter().filter(|(n, _)| names.contains(n)).map(|(_, k)| *k).collect();
     match found.as_slice() {
         [one] => Ok(*one),
         [] => Err(format!(

@@ -123,13 +123,8 @@ impl Manifest {
             order: raw.order.unwrap_or(base.order),
             failure: raw.failure.unwrap_or(base.failure),
             deadline: raw.deadline_ms.map_or(base.deadline, Duration::from_millis),
-            memory_bytes: raw
-                .memory_mib
-                .map_or(base.memory_bytes, |m| usize::try_from(m << 20).unwrap_or(usize::MAX)),
-            max_consecutive_faults: raw
-                .max_consecutive_faults
-                .unwrap_or(base.max_consecutive_faults)
-                .max(1),
+            memory_bytes: raw.memory_mib.map_or(base.memory_bytes, |m| usize::try_from(m << 20).unwrap_or(usize::MAX)),
+            max_consecutive_faults: raw.max_consecutive_faults.unwrap_or(base.max_consecutive_faults).max(1),
             instances: raw.instances.unwrap_or(base.instances),
             warm_pool: raw.warm_pool.unwrap_or(base.warm_pool),
             grants: raw.grants,

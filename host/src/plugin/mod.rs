@@ -39,8 +39,8 @@ pub use manifest::{DirGrant, FailureMode, Grants, InstanceMode};
 
 use crate::api::chat::{ChatRequest, ChatResponse};
 use crate::stage::{
-    CacheDecision, CachePolicyStage, CompressOutcome, Compressor, Judge, JudgeVerdict,
-    RouteCandidate, RoutePlan, Router, StageContext, StageError, StageKind,
+    CacheDecision, CachePolicyStage, CompressOutcome, Compressor, Judge, JudgeVerdict, RouteCandidate, RoutePlan,
+    Router, StageContext, StageError, StageKind,
 };
 use registry::Shared;
 
@@ -136,11 +136,7 @@ impl PluginHost {
     }
 
     /// [`PluginHost::compress`] with the request's metadata and headers.
-    pub fn compress_with(
-        &self,
-        request: &ChatRequest,
-        ctx: &StageContext,
-    ) -> Result<CompressOutcome, StageError> {
+    pub fn compress_with(&self, request: &ChatRequest, ctx: &StageContext) -> Result<CompressOutcome, StageError> {
         stages::compress(&self.shared.registry.load_full(), request, ctx)
     }
 
@@ -159,11 +155,7 @@ impl PluginHost {
     }
 
     /// The first router's plan; `None` when no router decided.
-    pub fn route(
-        &self,
-        request: &ChatRequest,
-        candidates: &[RouteCandidate],
-    ) -> Result<Option<RoutePlan>, StageError> {
+    pub fn route(&self, request: &ChatRequest, candidates: &[RouteCandidate]) -> Result<Option<RoutePlan>, StageError> {
         self.route_with(request, &StageContext::default(), candidates)
     }
 
@@ -178,11 +170,7 @@ impl PluginHost {
     }
 
     /// The judges' combined verdict; `None` when no judge voted.
-    pub fn judge(
-        &self,
-        request: &ChatRequest,
-        response: &ChatResponse,
-    ) -> Result<Option<JudgeVerdict>, StageError> {
+    pub fn judge(&self, request: &ChatRequest, response: &ChatResponse) -> Result<Option<JudgeVerdict>, StageError> {
         self.judge_with(request, &StageContext::default(), response)
     }
 
@@ -268,21 +256,13 @@ impl CachePolicyStage for PluginHost {
 }
 
 impl Router for PluginHost {
-    fn route(
-        &self,
-        request: &ChatRequest,
-        candidates: &[RouteCandidate],
-    ) -> Result<Option<RoutePlan>, StageError> {
+    fn route(&self, request: &ChatRequest, candidates: &[RouteCandidate]) -> Result<Option<RoutePlan>, StageError> {
         PluginHost::route(self, request, candidates)
     }
 }
 
 impl Judge for PluginHost {
-    fn judge(
-        &self,
-        request: &ChatRequest,
-        response: &ChatResponse,
-    ) -> Result<Option<JudgeVerdict>, StageError> {
+    fn judge(&self, request: &ChatRequest, response: &ChatResponse) -> Result<Option<JudgeVerdict>, StageError> {
         PluginHost::judge(self, request, response)
     }
 }
@@ -291,10 +271,7 @@ impl Judge for PluginHost {
 /// with that `cache_dir` reads), so that dropping the file into a watched
 /// folder later goes live without compiling: useful for language-runtime
 /// components, which take seconds to compile. Returns the content hash.
-pub fn precompile(
-    wasm: &std::path::Path,
-    cache_dir: &std::path::Path,
-) -> Result<String, PluginError> {
+pub fn precompile(wasm: &std::path::Path, cache_dir: &std::path::Path) -> Result<String, PluginError> {
     let rt = engine::runtime().map_err(PluginError::Engine)?;
     let bytes = std::fs::read(wasm).map_err(|e| PluginError::Dir(wasm.to_path_buf(), e))?;
     let hash = blake3::hash(&bytes).to_hex().to_string();

@@ -41,13 +41,7 @@ impl Registry {
             stages.entry(p.stage).or_default().push(p.clone());
         }
         for list in stages.values_mut() {
-            list.sort_by(|a, b| {
-                a.meta
-                    .manifest
-                    .order
-                    .cmp(&b.meta.manifest.order)
-                    .then_with(|| a.name().cmp(b.name()))
-            });
+            list.sort_by(|a, b| a.meta.manifest.order.cmp(&b.meta.manifest.order).then_with(|| a.name().cmp(b.name())));
         }
         Registry { plugins, stages }
     }
@@ -101,11 +95,8 @@ impl Shared {
         let Ok(errors) = self.errors.lock() else {
             return Vec::new();
         };
-        let mut v: Vec<(String, String)> = errors
-            .iter()
-            .filter(|(n, _)| !reg.plugins.contains_key(*n))
-            .map(|(n, e)| (n.clone(), e.clone()))
-            .collect();
+        let mut v: Vec<(String, String)> =
+            errors.iter().filter(|(n, _)| !reg.plugins.contains_key(*n)).map(|(n, e)| (n.clone(), e.clone())).collect();
         v.sort();
         v
     }
@@ -153,16 +144,14 @@ impl Shared {
                 Ok(p) => {
                     tracing::info!(plugin = %name, stage = %p.stage, hash = %&p.hash[..12],
                         warm = p.warm, replaced = previous.is_some(), "plugin loaded");
-                    metrics::counter!("sluice_plugin_loads_total", "plugin" => name.clone())
-                        .increment(1);
+                    metrics::counter!("sluice_plugin_loads_total", "plugin" => name.clone()).increment(1);
                     plugins.insert(name.clone(), Arc::new(p));
                     attempts.insert(name.clone(), attempt);
                 }
                 Err(error) => {
                     tracing::error!(plugin = %name, file = %wasm.display(), %error,
                         keeps_previous = previous.is_some(), "plugin rejected");
-                    metrics::counter!("sluice_plugin_load_errors_total", "plugin" => name.clone())
-                        .increment(1);
+                    metrics::counter!("sluice_plugin_load_errors_total", "plugin" => name.clone()).increment(1);
                     if let Some(p) = previous {
                         plugins.insert(name.clone(), p.clone());
                     }
@@ -175,24 +164,16 @@ impl Shared {
         }
         attempts.retain(|n, _| names.contains(n));
         if let Ok(mut errors) = self.errors.lock() {
-            *errors =
-                attempts.iter().filter_map(|(n, a)| Some((n.clone(), a.error.clone()?))).collect();
+            *errors = attempts.iter().filter_map(|(n, a)| Some((n.clone(), a.error.clone()?))).collect();
         }
         self.registry.store(Arc::new(Registry::new(plugins)));
         Ok(())
     }
 
-    fn load_one(
-        &self,
-        name: &str,
-        bytes: &[u8],
-        attempt: &Attempt,
-    ) -> Result<LoadedPlugin, String> {
+    fn load_one(&self, name: &str, bytes: &[u8], attempt: &Attempt) -> Result<LoadedPlugin, String> {
         let defaults = &self.config.defaults;
         let manifest = match &attempt.manifest {
-            Some(text) => {
-                Manifest::parse(text, defaults).map_err(|e| format!("bad {name}.toml: {e}"))?
-            }
+            Some(text) => Manifest::parse(text, defaults).map_err(|e| format!("bad {name}.toml: {e}"))?,
             None => Manifest::defaults(defaults),
         };
         let rt = runtime()?;

@@ -9,16 +9,14 @@
 use std::sync::atomic::Ordering;
 
 use super::convert::{
-    apply_messages, candidate_to_wit, decision_from_wit, plan_from_wit, request_to_wit,
-    response_to_wit, vote_from_wit,
+    apply_messages, candidate_to_wit, decision_from_wit, plan_from_wit, request_to_wit, response_to_wit, vote_from_wit,
 };
 use super::instance::{CallFault, LoadedPlugin, StageIndices};
 use super::manifest::FailureMode;
 use super::registry::Registry;
 use crate::api::chat::{ChatRequest, ChatResponse};
 use crate::stage::{
-    CacheDecision, CompressOutcome, JudgeVerdict, RouteCandidate, RoutePlan, StageContext,
-    StageError, StageKind,
+    CacheDecision, CompressOutcome, JudgeVerdict, RouteCandidate, RoutePlan, StageContext, StageError, StageKind,
 };
 
 /// A fault: skip the plugin (`Ok`) or fail the request (`Err`).
@@ -39,19 +37,14 @@ fn rejected(p: &LoadedPlugin, reason: String) -> StageError {
     StageError::Rejected { plugin: p.name().to_owned(), stage: p.stage, reason }
 }
 
-pub fn compress(
-    reg: &Registry,
-    req: &ChatRequest,
-    ctx: &StageContext,
-) -> Result<CompressOutcome, StageError> {
+pub fn compress(reg: &Registry, req: &ChatRequest, ctx: &StageContext) -> Result<CompressOutcome, StageError> {
     let mut out = CompressOutcome { request: req.clone(), tokens_saved: 0, notes: Vec::new() };
     for p in reg.stage(StageKind::Compressor) {
         let StageIndices::Compressor(idx) = &p.indices else {
             continue;
         };
         let wit = request_to_wit(&out.request, ctx);
-        let res =
-            p.call(|store, inst| idx.load(&mut *store, inst)?.call_compress(&mut *store, &wit));
+        let res = p.call(|store, inst| idx.load(&mut *store, inst)?.call_compress(&mut *store, &wit));
         match res {
             Ok(Ok(o)) => {
                 out.request = apply_messages(&out.request, o.messages);
@@ -105,8 +98,7 @@ pub fn route(
         let StageIndices::Router(idx) = &p.indices else {
             continue;
         };
-        let res = p
-            .call(|store, inst| idx.load(&mut *store, inst)?.call_route(&mut *store, &wit, &cands));
+        let res = p.call(|store, inst| idx.load(&mut *store, inst)?.call_route(&mut *store, &wit, &cands));
         match res {
             Ok(Ok(Some(plan))) => return Ok(Some(plan_from_wit(plan, p.name()))),
             Ok(Ok(None)) => {}
@@ -134,20 +126,13 @@ pub fn judge(
         let StageIndices::Judge(idx) = &p.indices else {
             continue;
         };
-        let res = p.call(|store, inst| {
-            idx.load(&mut *store, inst)?.call_judge(&mut *store, &wit_req, &wit_resp)
-        });
+        let res = p.call(|store, inst| idx.load(&mut *store, inst)?.call_judge(&mut *store, &wit_req, &wit_resp));
         match res {
             Ok(Ok(v)) => votes.push(vote_from_wit(v, p.name())),
             // A judge's `err` refuses the answer: a failing vote.
             Ok(Err(reason)) => {
                 p.stats.errors.fetch_add(1, Ordering::Relaxed);
-                votes.push(crate::stage::JudgeVote {
-                    plugin: p.name().to_owned(),
-                    score: 0.0,
-                    pass: false,
-                    reason,
-                });
+                votes.push(crate::stage::JudgeVote { plugin: p.name().to_owned(), score: 0.0, pass: false, reason });
             }
             Err(fault) => on_fault(p, fault)?,
         }

@@ -97,9 +97,10 @@ impl RequestContext {
             }
         }
         if let Some(cost) = self.cost
-            && let Ok(v) = HeaderValue::from_str(&format_cost(cost)) {
-                headers.insert(X_COST, v);
-            }
+            && let Ok(v) = HeaderValue::from_str(&format_cost(cost))
+        {
+            headers.insert(X_COST, v);
+        }
         if let Ok(v) = HeaderValue::from_str(&overhead.as_micros().to_string()) {
             headers.insert(X_OVERHEAD, v);
         }
@@ -130,7 +131,10 @@ impl RequestContext {
         }
         if let Some(decision) = &self.cache_decision {
             let verdict = if decision.cacheable { "cacheable" } else { "no-store" };
-            put("x-sluice-cache-policy", format!("{verdict}; ttl={}; namespace={}", decision.ttl.as_secs(), decision.namespace));
+            put(
+                "x-sluice-cache-policy",
+                format!("{verdict}; ttl={}; namespace={}", decision.ttl.as_secs(), decision.namespace),
+            );
         }
         if let Some(verdict) = &self.verdict {
             put("x-sluice-judge-score", format!("{:.3}", verdict.score));

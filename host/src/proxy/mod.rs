@@ -57,7 +57,11 @@ fn validate(req: &ChatRequest) -> Result<(), GatewayError> {
 }
 
 /// A chat request, from either API, through to its response.
-pub async fn chat(gw: &Gateway, ctx: &mut RequestContext, mut req: ChatRequest) -> Result<Response<Body>, GatewayError> {
+pub async fn chat(
+    gw: &Gateway,
+    ctx: &mut RequestContext,
+    mut req: ChatRequest,
+) -> Result<Response<Body>, GatewayError> {
     validate(&req)?;
     let client_wants_usage = req.wants_stream_usage();
     let models = stages::before_upstream(gw, ctx, &mut req)?;

@@ -15,7 +15,11 @@ use super::RequestContext;
 
 /// Runs compress, cache policy and route; returns the models to try, in
 /// order (the plan's primary and fallbacks, or the requested model).
-pub fn before_upstream(gw: &Gateway, ctx: &mut RequestContext, req: &mut ChatRequest) -> Result<Vec<String>, GatewayError> {
+pub fn before_upstream(
+    gw: &Gateway,
+    ctx: &mut RequestContext,
+    req: &mut ChatRequest,
+) -> Result<Vec<String>, GatewayError> {
     let Some(plugins) = &gw.plugins else { return Ok(vec![req.model.clone()]) };
 
     let outcome = plugins.compress(req)?;
@@ -48,7 +52,12 @@ pub fn before_upstream(gw: &Gateway, ctx: &mut RequestContext, req: &mut ChatReq
 }
 
 /// Asks the judges about a complete answer.
-pub fn judge(gw: &Gateway, ctx: &mut RequestContext, req: &ChatRequest, response: &ChatResponse) -> Result<(), GatewayError> {
+pub fn judge(
+    gw: &Gateway,
+    ctx: &mut RequestContext,
+    req: &ChatRequest,
+    response: &ChatResponse,
+) -> Result<(), GatewayError> {
     let Some(plugins) = &gw.plugins else { return Ok(()) };
     ctx.verdict = plugins.judge(req, response)?;
     Ok(())

@@ -9,8 +9,8 @@
 mod types;
 
 pub use types::{
-    CacheDecision, Cascade, CompressOutcome, FaultKind, Health, JudgeVerdict, JudgeVote,
-    RouteCandidate, RoutePlan, StageContext, StageKind,
+    CacheDecision, Cascade, CompressOutcome, FaultKind, Health, JudgeVerdict, JudgeVote, RouteCandidate, RoutePlan,
+    StageContext, StageKind,
 };
 
 use crate::api::chat::{ChatRequest, ChatResponse};
@@ -74,19 +74,11 @@ pub trait CachePolicyStage: Send + Sync {
 /// Chooses the model(s) that serve a request.
 pub trait Router: Send + Sync {
     /// `Ok(None)`: no router decided (the gateway's default applies).
-    fn route(
-        &self,
-        request: &ChatRequest,
-        candidates: &[RouteCandidate],
-    ) -> Result<Option<RoutePlan>, StageError>;
+    fn route(&self, request: &ChatRequest, candidates: &[RouteCandidate]) -> Result<Option<RoutePlan>, StageError>;
 }
 
 /// Scores an answer.
 pub trait Judge: Send + Sync {
     /// `Ok(None)`: no judge loaded (or every judge skipped in `open` mode).
-    fn judge(
-        &self,
-        request: &ChatRequest,
-        response: &ChatResponse,
-    ) -> Result<Option<JudgeVerdict>, StageError>;
+    fn judge(&self, request: &ChatRequest, response: &ChatResponse) -> Result<Option<JudgeVerdict>, StageError>;
 }

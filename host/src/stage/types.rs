@@ -192,11 +192,8 @@ impl JudgeVerdict {
         }
         let score = votes.iter().map(|v| v.score).sum::<f32>() / votes.len() as f32;
         let pass = votes.iter().all(|v| v.pass);
-        let failing: Vec<String> = votes
-            .iter()
-            .filter(|v| !v.pass)
-            .map(|v| format!("{}: {}", v.plugin, v.reason))
-            .collect();
+        let failing: Vec<String> =
+            votes.iter().filter(|v| !v.pass).map(|v| format!("{}: {}", v.plugin, v.reason)).collect();
         let reason = if failing.is_empty() { "ok".to_owned() } else { failing.join("; ") };
         Some(JudgeVerdict { score, pass, reason, votes })
     }

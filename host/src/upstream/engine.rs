@@ -117,7 +117,12 @@ pub async fn chat(
         while let Some(event) = events.recv().await {
             match event {
                 GenerationEvent::Token { text: piece, .. } => text.push_str(&piece),
-                GenerationEvent::Done { finish_reason: reason, prompt_tokens, completion_tokens, cached_prompt_tokens } => {
+                GenerationEvent::Done {
+                    finish_reason: reason,
+                    prompt_tokens,
+                    completion_tokens,
+                    cached_prompt_tokens,
+                } => {
                     drop(permit);
                     let usage = usage_of(prompt_tokens, completion_tokens, cached_prompt_tokens);
                     let response = ChatResponse {
@@ -141,7 +146,10 @@ pub async fn chat(
                 }
             }
         }
-        return Err(GatewayError::UpstreamProtocol { upstream: cfg.name.clone(), detail: "the engine stopped".to_owned() });
+        return Err(GatewayError::UpstreamProtocol {
+            upstream: cfg.name.clone(),
+            detail: "the engine stopped".to_owned(),
+        });
     }
 
     let chunk = move |delta: Delta, finish: Option<&str>, usage: Option<Usage>| {
@@ -162,7 +170,8 @@ pub async fn chat(
         Ok(ChunkEvent { chunk, raw: None })
     };
     let upstream = cfg.name.clone();
-    let first = chunk(Delta { role: Some(Role::Assistant), content: Some(String::new()), ..Default::default() }, None, None);
+    let first =
+        chunk(Delta { role: Some(Role::Assistant), content: Some(String::new()), ..Default::default() }, None, None);
     let stream = async_stream::stream! {
         let _permit = permit;
         yield first;
@@ -190,7 +199,11 @@ pub async fn chat(
 }
 
 /// `/v1/embeddings` served by the engine's embedding model, in OpenAI's shape.
-pub async fn embeddings(engine: &Engine, cfg: &UpstreamConfig, body: &Map<String, Value>) -> Result<Value, GatewayError> {
+pub async fn embeddings(
+    engine: &Engine,
+    cfg: &UpstreamConfig,
+    body: &Map<String, Value>,
+) -> Result<Value, GatewayError> {
     let inputs: Vec<String> = match body.get("input") {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => items

@@ -165,9 +165,10 @@ impl Upstream {
     pub async fn list_models(&self) -> Vec<Value> {
         const FRESH: Duration = Duration::from_secs(60);
         if let Ok(cache) = self.models_cache.lock()
-            && let Some((_, models)) = cache.as_ref().filter(|(at, _)| at.elapsed() < FRESH) {
-                return models.clone();
-            }
+            && let Some((_, models)) = cache.as_ref().filter(|(at, _)| at.elapsed() < FRESH)
+        {
+            return models.clone();
+        }
         let models = match &self.backend {
             Backend::OpenAi(client) => openai::models(client, &self.config).await,
             Backend::Anthropic(client) => anthropic::models(client, &self.config).await,

@@ -25,24 +25,12 @@ fn judge_table() -> Vec<(ChatRequest, String, &'static str, bool, &'static str)>
         (q(), "I\u{2019}m unable to browse the web.".into(), "stop", false, "refusal"),
         (q(), "As an AI language model, I have no opinion.".into(), "stop", false, "refusal"),
         (json_request("Give JSON"), "{\"city\": \"Paris\"".into(), "stop", false, "invalid json"),
-        (
-            json_request("Give JSON"),
-            "```json\n{\"city\": \"Paris\"}\n```".into(),
-            "stop",
-            true,
-            "ok",
-        ),
+        (json_request("Give JSON"), "```json\n{\"city\": \"Paris\"}\n```".into(), "stop", true, "ok"),
         (json_request("Give JSON"), "{\"city\": \"Paris\"}".into(), "stop", true, "ok"),
         (q(), "Not JSON but fine: {".into(), "stop", true, "ok"),
         (q(), "I like cats. I like cats! I like cats.".into(), "stop", false, "repetition"),
         (q(), "go ".repeat(40), "stop", false, "repetition"),
-        (
-            q(),
-            "Paris is the capital.\nParis is lovely.\nIt has the Seine.".into(),
-            "stop",
-            true,
-            "ok",
-        ),
+        (q(), "Paris is the capital.\nParis is lovely.\nIt has the Seine.".into(), "stop", true, "ok"),
     ]
 }
 

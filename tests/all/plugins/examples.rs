@@ -25,8 +25,7 @@ fn no_plugins_means_no_stage_answers() {
 #[test]
 fn stages_are_detected_from_exports() {
     let (_f, host) = host_with(&["judge", "router", "compressor", "cache-policy"]);
-    let stages: Vec<(String, Option<StageKind>)> =
-        host.list().into_iter().map(|p| (p.name, p.stage)).collect();
+    let stages: Vec<(String, Option<StageKind>)> = host.list().into_iter().map(|p| (p.name, p.stage)).collect();
     assert_eq!(
         stages,
         [
@@ -107,8 +106,7 @@ fn rust_compressor_squeezes_whitespace_and_drops_duplicate_paragraphs() {
         (Role::User, &format!("Again:   {para}\n\nAnd what about costs?")),
     ]);
     let out = host.compress(&req).expect("compressed");
-    let texts: Vec<(Role, String)> =
-        out.request.messages.iter().map(|m| (m.role, m.text_content())).collect();
+    let texts: Vec<(Role, String)> = out.request.messages.iter().map(|m| (m.role, m.text_content())).collect();
     assert_eq!(
         texts,
         [
@@ -144,10 +142,7 @@ fn rust_compressor_trims_old_turns_to_budget_and_keeps_tool_calls() {
     call.tool_calls = Some(vec![ToolCall {
         id: "call_1".into(),
         kind: "function".into(),
-        function: sluice::api::chat::FunctionCall {
-            name: "weather".into(),
-            arguments: "{\"city\":\"Paris\"}".into(),
-        },
+        function: sluice::api::chat::FunctionCall { name: "weather".into(), arguments: "{\"city\":\"Paris\"}".into() },
     }]);
     let mut result = Message::text(Role::Tool, "18C and sunny");
     result.tool_call_id = Some("call_1".into());
@@ -165,9 +160,7 @@ fn rust_compressor_trims_old_turns_to_budget_and_keeps_tool_calls() {
 #[test]
 fn rust_cache_policy_decides_keys_ttls_and_semantics() {
     let (_f, host) = host_with(&["cache-policy"]);
-    let decide = |req: &sluice::api::chat::ChatRequest| {
-        host.cache_policy(req).expect("decided").expect("a decision")
-    };
+    let decide = |req: &sluice::api::chat::ChatRequest| host.cache_policy(req).expect("decided").expect("a decision");
 
     let mut greedy = user("What is  the capital of France?");
     greedy.temperature = Some(0.0);

@@ -20,8 +20,7 @@ fn spinning_plugin_hits_its_deadline_and_open_mode_skips_it() {
     folder.add_fixture("lenient", "order = 200\n[config]\nmode = \"ok\"\n");
     let host = folder.host(false);
     let start = Instant::now();
-    let v =
-        host.judge(&user("q"), &response("a", "stop")).expect("open: skipped").expect("verdict");
+    let v = host.judge(&user("q"), &response("a", "stop")).expect("open: skipped").expect("verdict");
     assert!(start.elapsed() < Duration::from_millis(500), "took {:?}", start.elapsed());
     assert_eq!(v.votes.len(), 1);
     assert_eq!(v.votes[0].plugin, "lenient");
@@ -39,10 +38,7 @@ fn memory_hog_is_stopped_at_its_limit() {
     let err = host.judge(&user("q"), &response("a", "stop")).expect_err("closed: fails");
     match &err {
         StageError::Fault { plugin, stage, kind, .. } => {
-            assert_eq!(
-                (plugin.as_str(), *stage, *kind),
-                ("hog", StageKind::Judge, FaultKind::OutOfMemory)
-            );
+            assert_eq!((plugin.as_str(), *stage, *kind), ("hog", StageKind::Judge, FaultKind::OutOfMemory));
         }
         other => panic!("expected a fault, got {other:?}"),
     }
@@ -58,9 +54,7 @@ fn trapping_plugin_in_closed_mode_fails_the_request_naming_it() {
     folder.add_fixture("trapper", "failure = \"closed\"\n[config]\nmode = \"trap\"\n");
     let host = folder.host(false);
     let err = host.judge(&user("q"), &response("a", "stop")).expect_err("closed: fails");
-    assert!(
-        matches!(&err, StageError::Fault { kind: FaultKind::Trap, plugin, .. } if plugin == "trapper")
-    );
+    assert!(matches!(&err, StageError::Fault { kind: FaultKind::Trap, plugin, .. } if plugin == "trapper"));
     assert!(err.is_fault());
 }
 
@@ -132,12 +126,8 @@ fn bad_components_are_rejected_and_the_previous_version_keeps_serving() {
     folder.put_bytes("junk.wasm", b"definitely not wasm");
     let host = folder.host(false);
     let list = host.list();
-    let names: Vec<(&str, bool)> =
-        list.iter().map(|p| (p.name.as_str(), p.load_error.is_some())).collect();
-    assert_eq!(
-        names,
-        [("judge", false), ("cli", true), ("core", true), ("junk", true), ("shape", true)]
-    );
+    let names: Vec<(&str, bool)> = list.iter().map(|p| (p.name.as_str(), p.load_error.is_some())).collect();
+    assert_eq!(names, [("judge", false), ("cli", true), ("core", true), ("junk", true), ("shape", true)]);
     let error = |name: &str| info(&host, name).load_error.unwrap_or_default();
     assert!(error("cli").contains("exports no Sluice stage"), "{}", error("cli"));
     assert!(error("shape").contains("wrong judge interface"), "{}", error("shape"));
@@ -173,9 +163,8 @@ fn guest_output_is_logged_and_calls_work_inside_async_runtimes() {
     assert!(multi.block_on(async { call() }).pass);
     // On a worker thread, as in the gateway's request tasks.
     let h = host.clone();
-    let on_worker = multi.spawn(async move {
-        h.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict").pass
-    });
+    let on_worker =
+        multi.spawn(async move { h.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict").pass });
     assert!(multi.block_on(on_worker).expect("task did not panic"));
     let single = tokio::runtime::Builder::new_current_thread().build().expect("rt");
     assert!(single.block_on(async { call() }).pass);
@@ -188,10 +177,7 @@ fn plugins_see_no_environment_or_files_unless_granted() {
     let folder = Folder::new();
     folder.put_bytes("data.txt", b"secret");
     folder.add_fixture("env", "order = 1\n[config]\nmode = \"env\"\n");
-    folder.add_fixture(
-        "env-granted",
-        "order = 2\n[grants]\nenv = [\"PATH\"]\n[config]\nmode = \"env\"\n",
-    );
+    folder.add_fixture("env-granted", "order = 2\n[grants]\nenv = [\"PATH\"]\n[config]\nmode = \"env\"\n");
     folder.add_fixture("fs", "order = 3\n[config]\nmode = \"fs\"\npath = \"/data/data.txt\"\n");
     let dir = folder.path.display();
     folder.add_fixture(
@@ -203,16 +189,10 @@ fn plugins_see_no_environment_or_files_unless_granted() {
     );
     let host = folder.host(false);
     let v = host.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict");
-    let reasons: Vec<(&str, &str)> =
-        v.votes.iter().map(|v| (v.plugin.as_str(), v.reason.as_str())).collect();
+    let reasons: Vec<(&str, &str)> = v.votes.iter().map(|v| (v.plugin.as_str(), v.reason.as_str())).collect();
     assert_eq!(
         reasons,
-        [
-            ("env", "env unset"),
-            ("env-granted", "env set"),
-            ("fs", "fs denied"),
-            ("fs-granted", "fs read")
-        ]
+        [("env", "env unset"), ("env-granted", "env set"), ("fs", "fs denied"), ("fs-granted", "fs read")]
     );
 }
 

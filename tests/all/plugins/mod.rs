@@ -8,5 +8,6 @@
 mod cases;
 mod examples;
 mod faults;
+mod pipeline;
 mod reload;
 mod support;

@@ -18,8 +18,7 @@ fn hot_reload_swaps_versions_under_load_without_failed_calls() {
     let calls = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..2)
         .map(|_| {
-            let (host, stop, new_seen, calls) =
-                (host.clone(), stop.clone(), new_seen.clone(), calls.clone());
+            let (host, stop, new_seen, calls) = (host.clone(), stop.clone(), new_seen.clone(), calls.clone());
             std::thread::spawn(move || {
                 let req = user("What is the capital of France?");
                 let resp = response("Paris.", "stop");
@@ -68,15 +67,11 @@ fn blake3_hex(path: &std::path::Path) -> String {
 fn in_flight_calls_finish_on_the_version_they_started_with() {
     built();
     let folder = Folder::new();
-    folder.add_fixture(
-        "slow",
-        "deadline_ms = 2000\n[config]\nmode = \"slow\"\nslow_ms = 400\ntag = \"old\"\n",
-    );
+    folder.add_fixture("slow", "deadline_ms = 2000\n[config]\nmode = \"slow\"\nslow_ms = 400\ntag = \"old\"\n");
     let host = folder.host(true);
     let h = host.clone();
-    let in_flight = std::thread::spawn(move || {
-        h.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict")
-    });
+    let in_flight =
+        std::thread::spawn(move || h.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict"));
     std::thread::sleep(Duration::from_millis(100));
     folder.put_toml("slow", "[config]\nmode = \"ok\"\ntag = \"new\"\n");
     let new = eventually(Duration::from_secs(1), || {
@@ -155,10 +150,8 @@ fn precompiled_components_go_live_without_compiling() {
     built();
     let folder = Folder::new();
     let cache = folder.path.join(".cache");
-    let hash =
-        sluice::plugin::precompile(&dist().join("cache-policy.wasm"), &cache).expect("precompiles");
-    let artifacts: Vec<_> =
-        std::fs::read_dir(&cache).expect("cache dir").filter_map(Result::ok).collect();
+    let hash = sluice::plugin::precompile(&dist().join("cache-policy.wasm"), &cache).expect("precompiles");
+    let artifacts: Vec<_> = std::fs::read_dir(&cache).expect("cache dir").filter_map(Result::ok).collect();
     assert_eq!(artifacts.len(), 1);
     let before = std::fs::metadata(artifacts[0].path()).and_then(|m| m.modified()).ok();
     let mut cfg = sluice::plugin::PluginConfig::new(&folder.path);

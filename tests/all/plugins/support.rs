@@ -36,10 +36,7 @@ pub fn built() {
                 .output()
                 .map_err(|e| format!("cannot run plugins/build.sh: {e}"))?;
             if !out.status.success() {
-                return Err(format!(
-                    "plugins/build.sh failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
+                return Err(format!("plugins/build.sh failed:\n{}", String::from_utf8_lossy(&out.stderr)));
             }
         }
         for f in ["judge.wasm", "router.wasm", "compressor.wasm", "cache-policy.wasm"] {
@@ -92,8 +89,7 @@ impl Folder {
             // Without its deadline: the tests' generous default applies (see
             // `host`), so a loaded machine does not turn into deadline faults.
             let text = std::fs::read_to_string(toml).expect("read manifest");
-            let text: Vec<&str> =
-                text.lines().filter(|l| !l.trim_start().starts_with("deadline_ms")).collect();
+            let text: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with("deadline_ms")).collect();
             self.put_toml(as_name, &text.join("\n"));
         }
         self
@@ -153,8 +149,7 @@ pub fn host_with(examples: &[&str]) -> (Folder, Arc<PluginHost>) {
 
 pub fn request(messages: &[(Role, &str)]) -> ChatRequest {
     let messages: Vec<Message> = messages.iter().map(|(r, t)| Message::text(*r, *t)).collect();
-    serde_json::from_value(serde_json::json!({ "model": "auto", "messages": messages }))
-        .expect("valid request")
+    serde_json::from_value(serde_json::json!({ "model": "auto", "messages": messages })).expect("valid request")
 }
 
 pub fn user(text: &str) -> ChatRequest {
