@@ -1,7 +1,9 @@
 //! Gateway overhead: latency through Sluice minus latency direct to the same
-//! mock upstream, at concurrency 1 and 64, plus requests/s.
+//! mock upstream, at concurrency 1 and 64, plus requests/s; then the same
+//! through a gateway running all four stages as the Rust example plugins
+//! (compressor, cache policy, router, judge; fresh instance per call).
 //!
-//! Run: `cargo bench -p sluice-tests --bench gateway_overhead`
+//! Run: `plugins/build.sh && cargo bench -p sluice-tests --bench gateway_overhead`
 //! (`SLUICE_BENCH_SECS` sets the seconds per phase, default 5.)
 //!
 //! Mock, gateway and load generator share this process and the machine's
@@ -11,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
+use sluice::config::{Config, ModelConfig, UpstreamKind};
+use sluice::plugin::PluginConfig;
 use sluice_testkit::{Client, MockUpstream, TestGateway};
 
 struct Run {
@@ -72,12 +76,66 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// A gateway in front of `mock` running the four Rust example plugins, or
+/// `None` when `plugins/dist` has not been built.
+async fn staged_gateway(mock: &MockUpstream) -> Option<(TestGateway, std::path::PathBuf)> {
+    let dist = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/dist"));
+    let folder = std::env::temp_dir().join(format!("sluice-bench-plugins-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).ok()?;
+    for name in ["compressor", "cache-policy", "router", "judge"] {
+        for ext in ["wasm", "toml"] {
+            std::fs::copy(dist.join(format!("{name}.{ext}")), folder.join(format!("{name}.{ext}"))).ok()?;
+        }
+    }
+    let mut config = Config::default().with_upstream(&mock.base_url(), UpstreamKind::OpenAi, None);
+    config.models = vec![ModelConfig {
+        name: "bench".into(),
+        upstream: "default".into(),
+        upstream_model: "bench".into(),
+        input_price_per_mtok: Some(0.15),
+        output_price_per_mtok: Some(0.6),
+        context_window: Some(8192),
+    }];
+    let mut plugins = PluginConfig::new(&folder);
+    plugins.cache_dir = Some(dist.join(".cache"));
+    plugins.watch = false;
+    config.plugins = Some(plugins);
+    Some((TestGateway::start(config).await, folder))
+}
+
+fn report(name: &str, concurrency: usize, run: &Run) {
+    let mean = run.latencies.iter().sum::<Duration>() / run.latencies.len().max(1) as u32;
+    let self_p99 =
+        run.overheads.get(run.overheads.len().saturating_sub(1) * 99 / 100).map_or("-".to_owned(), |v| v.to_string());
+    println!(
+        "{:>5} {:>8} {:>10.1} {:>10.1} {:>10.1} {:>10.0} {:>11}",
+        concurrency,
+        name,
+        us(percentile(&run.latencies, 0.5)),
+        us(percentile(&run.latencies, 0.99)),
+        us(mean),
+        run.latencies.len() as f64 / run.elapsed.as_secs_f64(),
+        self_p99
+    );
+}
+
+fn added(name: &str, concurrency: usize, through: &Run, direct: &Run) {
+    println!(
+        "{:>5} {:>8} {:>10.1} {:>10.1}   (added by the gateway: through - direct)",
+        concurrency,
+        name,
+        us(percentile(&through.latencies, 0.5)) - us(percentile(&direct.latencies, 0.5)),
+        us(percentile(&through.latencies, 0.99)) - us(percentile(&direct.latencies, 0.99)),
+    );
+}
+
 fn main() {
     let secs: f64 = std::env::var("SLUICE_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         let mock = MockUpstream::start_unrecorded().await;
         let gateway = TestGateway::passthrough(&mock.base_url()).await;
+        let staged = staged_gateway(&mock).await;
         let direct = format!("{}/chat/completions", mock.base_url());
         let through = gateway.url("/v1/chat/completions");
         println!(
@@ -91,30 +149,20 @@ fn main() {
         for concurrency in [1usize, 64] {
             let d = drive(&direct, concurrency, secs).await;
             let t = drive(&through, concurrency, secs).await;
-            for (name, run) in [("direct", &d), ("sluice", &t)] {
-                let mean = run.latencies.iter().sum::<Duration>() / run.latencies.len().max(1) as u32;
-                let self_p99 = run
-                    .overheads
-                    .get(run.overheads.len().saturating_sub(1) * 99 / 100)
-                    .map_or("-".to_owned(), |v| v.to_string());
-                println!(
-                    "{:>5} {:>8} {:>10.1} {:>10.1} {:>10.1} {:>10.0} {:>11}",
-                    concurrency,
-                    name,
-                    us(percentile(&run.latencies, 0.5)),
-                    us(percentile(&run.latencies, 0.99)),
-                    us(mean),
-                    run.latencies.len() as f64 / run.elapsed.as_secs_f64(),
-                    self_p99
-                );
+            report("direct", concurrency, &d);
+            report("sluice", concurrency, &t);
+            added("added", concurrency, &t, &d);
+            if let Some((staged, _)) = &staged {
+                let s = drive(&staged.url("/v1/chat/completions"), concurrency, secs).await;
+                report("4stages", concurrency, &s);
+                added("added", concurrency, &s, &d);
             }
-            println!(
-                "{:>5} {:>8} {:>10.1} {:>10.1}   (added by the gateway: through - direct)",
-                concurrency,
-                "added",
-                us(percentile(&t.latencies, 0.5)) - us(percentile(&d.latencies, 0.5)),
-                us(percentile(&t.latencies, 0.99)) - us(percentile(&d.latencies, 0.99)),
-            );
+        }
+        if staged.is_none() {
+            println!("(plugins/dist not built: the four-stage phase was skipped; run plugins/build.sh)");
+        }
+        if let Some((_, folder)) = staged {
+            let _ = std::fs::remove_dir_all(folder);
         }
     });
 }
