@@ -139,7 +139,8 @@ pub enum FinishReason {
 #[derive(Clone, Debug, PartialEq)]
 pub enum GenerationEvent {
     /// A generated token and the text it releases (may be empty while text is
-    /// held back: incomplete UTF-8 or a possible stop-sequence start).
+    /// held back: incomplete UTF-8 or a possible stop-sequence start). The EOS
+    /// token is not streamed, except to release such held-back text.
     Token {
         /// Token id.
         id: u32,
