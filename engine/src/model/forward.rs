@@ -72,8 +72,7 @@ impl Llama {
             };
             Ok(y.reshape((t, heads * cfg.head_dim))?)
         };
-        let eps = self.norm_eps;
-        debug_assert!(self.width >= cfg.hidden);
+        let eps = cfg.eps as f32;
         let mut x = self.embed.index_select(&ids, 0)?;
         for (li, l) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, eps)?;

@@ -70,11 +70,6 @@ pub struct Llama {
     /// Hyper-parameters.
     pub cfg: LlamaConfig,
     embed: Tensor,
-    /// Width of the residual stream: `hidden`, or `hidden` zero-padded to a
-    /// multiple of 256 with Q8_0 weights (so no per-layer input padding).
-    width: usize,
-    /// RMSNorm epsilon adjusted for the padded width.
-    norm_eps: f32,
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Linear,
@@ -104,32 +99,21 @@ impl Linear {
     }
 }
 
-/// Quantise `w` (`(n, k)`) to Q8_0 with `k` zero-padded to a multiple of 256
-/// and `n` zero-padded to `out_rows`. Inputs are `in_width` wide (`None`: `k`)
-/// and get padded to the padded `k` at run time.
-fn to_q8(w: Tensor, in_width: Option<usize>, out_rows: usize) -> Result<Linear, EngineError> {
-    let (n, k) = w.dims2()?;
-    let kp = k.next_multiple_of(256);
-    let mut w = w;
-    if kp > k {
-        w = w.pad_with_zeros(1, 0, kp - k)?;
-    }
-    if out_rows > n {
-        w = w.pad_with_zeros(0, 0, out_rows - n)?;
-    }
+fn to_q8(w: Tensor) -> Result<Linear, EngineError> {
+    let k = w.dims().last().copied().unwrap_or(0);
+    let pad = k.next_multiple_of(256) - k;
+    let w = if pad > 0 {
+        w.pad_with_zeros(candle_core::D::Minus1, 0, pad)?
+    } else {
+        w
+    };
     Ok(Linear {
         w: QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0)?)?,
-        pad: kp - in_width.unwrap_or(k).min(kp),
+        pad,
     })
 }
 
-fn convert(
-    q: QTensor,
-    fmt: WeightFormat,
-    dev: &Device,
-    in_width: Option<usize>,
-    out_rows: usize,
-) -> Result<Linear, EngineError> {
+fn convert(q: QTensor, fmt: WeightFormat, dev: &Device) -> Result<Linear, EngineError> {
     let native = |w| -> Result<Linear, EngineError> {
         Ok(Linear {
             w: QMatMul::from_qtensor(w)?,
@@ -138,7 +122,7 @@ fn convert(
     };
     match fmt {
         WeightFormat::Native => native(q),
-        WeightFormat::Q8_0 => to_q8(q.dequantize(dev)?, in_width, out_rows),
+        WeightFormat::Q8_0 => to_q8(q.dequantize(dev)?),
         WeightFormat::F32 => Ok(Linear {
             w: QMatMul::Tensor(q.dequantize(dev)?),
             pad: 0,
@@ -156,23 +140,15 @@ pub(crate) struct Proj {
 }
 
 impl Proj {
-    fn new(
-        ws: Vec<QTensor>,
-        fmt: WeightFormat,
-        dev: &Device,
-        in_width: usize,
-    ) -> Result<Self, EngineError> {
-        let sizes: Vec<usize> = ws
+    fn new(ws: Vec<QTensor>, fmt: WeightFormat, dev: &Device) -> Result<Self, EngineError> {
+        let sizes = ws
             .iter()
             .map(|w| w.shape().dims().first().copied().unwrap_or(0))
             .collect();
         if fmt == WeightFormat::Native {
             let parts = ws
                 .into_iter()
-                .map(|w| {
-                    let n = w.shape().dims().first().copied().unwrap_or(0);
-                    convert(w, fmt, dev, None, n)
-                })
+                .map(|w| convert(w, fmt, dev))
                 .collect::<Result<_, _>>()?;
             return Ok(Self {
                 fused: None,
@@ -186,8 +162,7 @@ impl Proj {
             .collect::<candle_core::Result<Vec<_>>>()?;
         let w = Tensor::cat(&ws, 0)?;
         let fused = if fmt == WeightFormat::Q8_0 {
-            let n = sizes.iter().sum();
-            to_q8(w, Some(in_width), n)?
+            to_q8(w)?
         } else {
             Linear {
                 w: QMatMul::Tensor(w),
@@ -273,39 +248,19 @@ impl Llama {
                 Ok(None)
             }
         };
-        // With Q8_0 the residual stream is kept `width` wide, the tail zero:
-        // embeddings and norm weights are zero-padded, and RMSNorm over the
-        // wider row is made exact by scaling: with r = hidden / width,
-        // x / sqrt(r * (mean + eps)) * alpha * sqrt(r) = x / sqrt(mean + eps) * alpha.
-        let width = if fmt == WeightFormat::Q8_0 {
-            hidden.next_multiple_of(256)
-        } else {
-            hidden
-        };
-        let ratio = hidden as f64 / width as f64;
-        let pad_cols = |x: Tensor| -> Result<Tensor, EngineError> {
-            Ok(if width > hidden {
-                x.pad_with_zeros(candle_core::D::Minus1, 0, width - hidden)?
-            } else {
-                x
-            })
-        };
-        let normw = |r: &mut R, n: &str| -> Result<Tensor, EngineError> {
-            Ok((pad_cols(f32t(r, n)?)? * ratio.sqrt())?)
-        };
         let embd_q = t(r, "token_embd.weight")?;
-        let embed = pad_cols(embd_q.dequantize(device)?)?;
+        let embed = embd_q.dequantize(device)?;
         let vocab = embed.dim(0)?;
         let lm_head = if ct.tensor_infos.contains_key("output.weight") {
-            convert(t(r, "output.weight")?, fmt, device, Some(width), vocab)?
+            convert(t(r, "output.weight")?, fmt, device)?
         } else {
-            convert(embd_q, fmt, device, Some(width), vocab)?
+            convert(embd_q, fmt, device)?
         };
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let p = |s: &str| format!("blk.{i}.{s}");
             layers.push(Layer {
-                attn_norm: normw(r, &p("attn_norm.weight"))?,
+                attn_norm: f32t(r, &p("attn_norm.weight"))?,
                 qkv: Proj::new(
                     vec![
                         t(r, &p("attn_q.weight"))?,
@@ -314,29 +269,21 @@ impl Llama {
                     ],
                     fmt,
                     device,
-                    width,
                 )?,
                 bq: opt(r, &p("attn_q.bias"))?,
                 bk: opt(r, &p("attn_k.bias"))?,
                 bv: opt(r, &p("attn_v.bias"))?,
-                wo: convert(
-                    t(r, &p("attn_output.weight"))?,
-                    fmt,
-                    device,
-                    Some(n_head * head_dim),
-                    width,
-                )?,
-                ffn_norm: normw(r, &p("ffn_norm.weight"))?,
+                wo: convert(t(r, &p("attn_output.weight"))?, fmt, device)?,
+                ffn_norm: f32t(r, &p("ffn_norm.weight"))?,
                 gate_up: Proj::new(
                     vec![t(r, &p("ffn_gate.weight"))?, t(r, &p("ffn_up.weight"))?],
                     fmt,
                     device,
-                    width,
                 )?,
-                down: convert(t(r, &p("ffn_down.weight"))?, fmt, device, None, width)?,
+                down: convert(t(r, &p("ffn_down.weight"))?, fmt, device)?,
             });
         }
-        let norm = normw(r, "output_norm.weight")?;
+        let norm = f32t(r, "output_norm.weight")?;
         // RoPE tables for every position of the context window.
         let half = head_dim / 2;
         let inv: Vec<f32> = (0..half)
@@ -347,13 +294,10 @@ impl Llama {
             .to_dtype(DType::F32)?
             .reshape((cfg.context, 1))?;
         let ang = pos.matmul(&inv)?;
-        let norm_eps = (cfg.eps * ratio) as f32;
         let cfg = LlamaConfig { vocab, ..cfg };
         Ok(Self {
             cfg,
             embed,
-            width,
-            norm_eps,
             layers,
             norm,
             lm_head,
