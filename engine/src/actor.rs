@@ -232,6 +232,11 @@ impl Actor {
         let id = s.sampler.sample(logits);
         s.tokens.push(id);
         if self.tokenizer.is_eos(id) {
+            // Release text held back as a possible stop-sequence start.
+            let tail = s.text.flush();
+            if !tail.is_empty() {
+                let _ = s.tx.send(GenerationEvent::Token { id, text: tail });
+            }
             return Some(FinishReason::Stop);
         }
         let mut pushed = s.text.push(self.tokenizer.bytes(id));

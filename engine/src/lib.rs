@@ -40,7 +40,9 @@ pub struct EngineConfig {
     pub embedding_model_dir: Option<PathBuf>,
     /// Tokens per KV block.
     pub kv_block_size: usize,
-    /// Blocks in the KV pool (preallocated).
+    /// Blocks in the KV pool (preallocated, zeroed pages touched as used).
+    /// One block holds `kv_block_size` tokens of K and V for every layer:
+    /// 16 tokens of SmolLM2-135M take 720 KiB.
     pub kv_blocks: usize,
     /// Most sequences decoded together.
     pub max_batch: usize,
@@ -132,7 +134,8 @@ pub enum FinishReason {
 #[derive(Clone, Debug, PartialEq)]
 pub enum GenerationEvent {
     /// A generated token and the text it releases (may be empty while text is
-    /// held back: incomplete UTF-8 or a possible stop-sequence start).
+    /// held back: incomplete UTF-8 or a possible stop-sequence start). The EOS
+    /// token is not streamed, except to release such held-back text.
     Token {
         /// Token id.
         id: u32,

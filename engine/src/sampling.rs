@@ -23,22 +23,27 @@ impl Sampler {
 
     /// Pick the next token.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        if self.temperature <= 0.0 || self.top_k == 1 {
+        if self.temperature <= 0.0 || self.top_k == 1 || logits.is_empty() {
             return argmax(logits);
         }
-        let mut cands: Vec<(u32, f32)> =
-            logits.iter().enumerate().map(|(i, &l)| (i as u32, l / self.temperature)).collect();
-        let k = if self.top_k == 0 { cands.len() } else { self.top_k.min(cands.len()) };
-        if k < cands.len() {
-            cands.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
-            cands.truncate(k);
-        }
-        cands.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let max = cands[0].1;
-        let mut probs: Vec<f32> = cands.iter().map(|c| (c.1 - max).exp()).collect();
+        // Candidates, best first (ties: lower id first). Without top-k or
+        // top-p every token is a candidate and no ordering is needed.
+        let nucleus = self.top_p > 0.0 && self.top_p < 1.0;
+        let cands: Vec<(u32, f32)> = if self.top_k > 0 && self.top_k < logits.len() {
+            top_k(logits, self.top_k)
+        } else {
+            let mut all: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+            if nucleus {
+                all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            }
+            all
+        };
+        let max = cands.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.1));
+        let t = self.temperature;
+        let mut probs: Vec<f32> = cands.iter().map(|c| ((c.1 - max) / t).exp()).collect();
         let sum: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= sum);
-        if self.top_p > 0.0 && self.top_p < 1.0 {
+        if nucleus {
             let mut acc = 0.0;
             let mut keep = probs.len();
             for (i, p) in probs.iter().enumerate() {
@@ -64,6 +69,20 @@ impl Sampler {
     }
 }
 
+/// The `k` largest logits, best first (ties: lower id first), in one pass.
+fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut buf: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    for (i, &l) in logits.iter().enumerate() {
+        if buf.len() == k && buf.last().is_some_and(|w| l <= w.1) {
+            continue;
+        }
+        let at = buf.partition_point(|c| c.1 >= l);
+        buf.insert(at, (i as u32, l));
+        buf.truncate(k);
+    }
+    buf
+}
+
 /// Index of the largest logit (the first one on ties).
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -81,6 +100,11 @@ mod tests {
 
     fn params(seed: u64) -> SamplingParams {
         SamplingParams { temperature: 1.0, top_p: 0.9, top_k: 50, seed: Some(seed), ..SamplingParams::default() }
+    }
+
+    #[test]
+    fn top_k_keeps_best_in_order() {
+        assert_eq!(top_k(&[1.0, 3.0, 3.0, 2.0, 0.5], 3), vec![(1, 3.0), (2, 3.0), (3, 2.0)]);
     }
 
     #[test]

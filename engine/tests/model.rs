@@ -210,10 +210,12 @@ fn batch_of_8_matches_alone() {
 fn chunked_prefill_and_preemption_match() {
     let _g = serial();
     let Some(e) = engine() else { return };
-    // Tiny prefill chunks and a pool too small for all four sequences at once.
+    // Tiny prefill chunks, small blocks and a pool too small for all four
+    // sequences at once.
     let Some(small) = start(|c| {
         c.prefill_chunk = 7;
-        c.kv_blocks = 12;
+        c.kv_block_size = 4;
+        c.kv_blocks = 40;
         c.embedding_model_dir = None;
     }) else {
         return;
@@ -226,11 +228,11 @@ fn chunked_prefill_and_preemption_match() {
     let got: Vec<Vec<u32>> = rxs.into_iter().map(|rx| collect(rx).ids).collect();
     assert_eq!(got, want);
     assert!(small.stats().preemptions > 0, "{:?}", small.stats());
-    // A lone request never outgrows the pool (12 blocks x 16 tokens).
+    // A lone request never outgrows the pool (40 blocks x 4 tokens).
     let prompt = small.tokenize_prompt(&chat(QUESTIONS[5])).expect("prompt");
     let out = run(&small, Prompt::Tokens(prompt.clone()), greedy(10_000));
     if out.reason == FinishReason::Length {
-        assert_eq!(prompt.len() + out.completion, 12 * 16);
+        assert_eq!(prompt.len() + out.completion, 40 * 4);
     }
 }
 

@@ -1,6 +1,6 @@
 """Single-stream decode baseline with llama.cpp (llama-cpp-python 0.3.x).
 
-Usage: python3 engine/benches/llama_cpp.py [MODEL.gguf] [THREADS]
+Usage: python3 engine/benches/llama_cpp_baseline.py [MODEL.gguf] [THREADS]
 Prints decode tokens/s for the same prompt the Rust benchmark uses.
 """
 import sys
