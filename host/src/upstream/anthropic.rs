@@ -2,17 +2,13 @@
 //! `POST /messages` and the answers (whole or streamed) back to the internal
 //! shape.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Map, Value};
 
-use super::http::{HttpClient, read_body, send};
-use super::openai::MAX_RESPONSE;
+use super::http::{HttpClient, MAX_RESPONSE, model_list, next_event, protocol, read_body, send};
 use super::{ChatReply, ChunkEvent, Slot, unix_now};
 use crate::api::anthropic::{MessagesRequest, MessagesResponse, response_to_chat};
 use crate::api::anthropic_stream::{AnthropicDecoder, Decoded};
@@ -35,10 +31,6 @@ fn request(
         builder = builder.header("x-api-key", key.as_str());
     }
     builder.body(Full::new(body)).map_err(|e| GatewayError::Internal(format!("building the upstream request: {e}")))
-}
-
-fn protocol(cfg: &UpstreamConfig, detail: impl Into<String>) -> GatewayError {
-    GatewayError::UpstreamProtocol { upstream: cfg.name.clone(), detail: detail.into() }
 }
 
 pub async fn chat(
@@ -67,23 +59,16 @@ pub async fn chat(
         let mut decoder = AnthropicDecoder::new(unix_now());
         let mut last: Option<ChatChunk> = None;
         loop {
-            let next = match tokio::time::timeout_at(deadline, events.next()).await {
-                Err(_) => {
-                    yield Err(GatewayError::UpstreamTimeout { upstream: upstream.name.clone(), phase: "the end of the stream", after: upstream.total_timeout });
-                    break;
-                }
-                Ok(next) => next,
-            };
-            let event = match next {
-                None => {
+            let event = match next_event(&mut events, deadline, &upstream).await {
+                Ok(Some(event)) => event,
+                Ok(None) => {
                     yield Err(protocol(&upstream, "the stream ended before message_stop"));
                     break;
                 }
-                Some(Err(e)) => {
-                    yield Err(protocol(&upstream, format!("reading the stream: {e}")));
+                Err(e) => {
+                    yield Err(e);
                     break;
                 }
-                Some(Ok(event)) => event,
             };
             let Ok(data) = serde_json::from_str::<Value>(&event.data) else { continue };
             match decoder.event(&data) {
@@ -112,10 +97,6 @@ pub async fn chat(
 }
 
 pub async fn models(client: &HttpClient, cfg: &UpstreamConfig) -> Result<Vec<Value>, GatewayError> {
-    let limit = cfg.first_byte_timeout.min(Duration::from_secs(5));
     let req = request(cfg, http::Method::GET, "/models", Bytes::new())?;
-    let response = send(client, &cfg.name, ApiFlavor::Anthropic, req, limit).await?;
-    let body = read_body(&cfg.name, response.into_body(), MAX_RESPONSE, limit).await?;
-    let v: Value = serde_json::from_slice(&body).map_err(|e| protocol(cfg, format!("/models: {e}")))?;
-    Ok(v.get("data").and_then(Value::as_array).cloned().unwrap_or_default())
+    model_list(client, cfg, ApiFlavor::Anthropic, req).await
 }

@@ -19,6 +19,9 @@ use rustls::RootCertStore;
 use crate::config::UpstreamConfig;
 use crate::error::{ApiFlavor, GatewayError};
 
+/// Largest complete response accepted from an upstream.
+pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The largest error body kept from an upstream.
@@ -129,4 +132,47 @@ fn classify(upstream: &str, e: &hyper_util::client::legacy::Error) -> GatewayErr
         };
     }
     GatewayError::UpstreamUnreachable { upstream: upstream.to_owned(), detail }
+}
+
+/// An upstream response Sluice could not read.
+pub fn protocol(cfg: &UpstreamConfig, detail: impl Into<String>) -> GatewayError {
+    GatewayError::UpstreamProtocol { upstream: cfg.name.clone(), detail: detail.into() }
+}
+
+/// Sends a `/models` request and returns the `data` entries of the answer.
+pub async fn model_list(
+    client: &HttpClient,
+    cfg: &UpstreamConfig,
+    api: ApiFlavor,
+    req: Request<Full<Bytes>>,
+) -> Result<Vec<serde_json::Value>, GatewayError> {
+    let limit = cfg.first_byte_timeout.min(Duration::from_secs(5));
+    let response = send(client, &cfg.name, api, req, limit).await?;
+    let body = read_body(&cfg.name, response.into_body(), MAX_RESPONSE, limit).await?;
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| protocol(cfg, format!("/models: {e}")))?;
+    Ok(v.get("data").and_then(serde_json::Value::as_array).cloned().unwrap_or_default())
+}
+
+/// The next event of an upstream's SSE stream: `Ok(None)` when the stream
+/// ended, an error when it broke or outran the request's deadline.
+pub async fn next_event<S, E>(
+    events: &mut S,
+    deadline: tokio::time::Instant,
+    cfg: &UpstreamConfig,
+) -> Result<Option<eventsource_stream::Event>, GatewayError>
+where
+    S: futures_util::Stream<Item = Result<eventsource_stream::Event, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    use futures_util::StreamExt;
+    match tokio::time::timeout_at(deadline, events.next()).await {
+        Err(_) => Err(GatewayError::UpstreamTimeout {
+            upstream: cfg.name.clone(),
+            phase: "the end of the stream",
+            after: cfg.total_timeout,
+        }),
+        Ok(None) => Ok(None),
+        Ok(Some(Err(e))) => Err(protocol(cfg, format!("reading the stream: {e}"))),
+        Ok(Some(Ok(event))) => Ok(Some(event)),
+    }
 }

@@ -1,23 +1,17 @@
 //! OpenAI-compatible upstreams (OpenAI, vLLM, SGLang, TGI, llama.cpp, ...):
 //! requests go out in the internal shape, which is already theirs.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
-use super::http::{HttpClient, read_body, send};
+use super::http::{HttpClient, MAX_RESPONSE, model_list, next_event, protocol, read_body, send};
 use super::{ChatReply, ChunkEvent, Slot};
 use crate::api::chat::{ChatChunk, ChatRequest, ChatResponse};
 use crate::config::UpstreamConfig;
 use crate::error::{ApiFlavor, GatewayError};
-
-/// Largest complete response accepted from an upstream.
-pub(super) const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
 fn post(cfg: &UpstreamConfig, path: &str, body: Bytes) -> Result<Request<Full<Bytes>>, GatewayError> {
     let mut builder = Request::post(format!("{}{path}", cfg.base_url))
@@ -26,10 +20,6 @@ fn post(cfg: &UpstreamConfig, path: &str, body: Bytes) -> Result<Request<Full<By
         builder = builder.header(header::AUTHORIZATION, format!("Bearer {key}"));
     }
     builder.body(Full::new(body)).map_err(|e| GatewayError::Internal(format!("building the upstream request: {e}")))
-}
-
-fn protocol(cfg: &UpstreamConfig, detail: impl Into<String>) -> GatewayError {
-    GatewayError::UpstreamProtocol { upstream: cfg.name.clone(), detail: detail.into() }
 }
 
 pub async fn chat(
@@ -62,12 +52,12 @@ pub async fn chat(
         let mut events = response.into_body().into_data_stream().eventsource();
         let mut finished = false;
         loop {
-            let next = match tokio::time::timeout_at(deadline, events.next()).await {
-                Err(_) => {
-                    yield Err(GatewayError::UpstreamTimeout { upstream: upstream.name.clone(), phase: "the end of the stream", after: upstream.total_timeout });
+            let next = match next_event(&mut events, deadline, &upstream).await {
+                Ok(next) => next,
+                Err(e) => {
+                    yield Err(e);
                     break;
                 }
-                Ok(next) => next,
             };
             match next {
                 None if finished => break,
@@ -75,13 +65,9 @@ pub async fn chat(
                     yield Err(protocol(&upstream, "the stream ended before it finished"));
                     break;
                 }
-                Some(Err(e)) => {
-                    yield Err(protocol(&upstream, format!("reading the stream: {e}")));
-                    break;
-                }
-                Some(Ok(event)) if event.data == "[DONE]" => break,
-                Some(Ok(event)) if event.data.is_empty() => continue,
-                Some(Ok(event)) => match serde_json::from_str::<ChatChunk>(&event.data) {
+                Some(event) if event.data == "[DONE]" => break,
+                Some(event) if event.data.is_empty() => continue,
+                Some(event) => match serde_json::from_str::<ChatChunk>(&event.data) {
                     Ok(chunk) => {
                         finished |= chunk.choices.iter().any(|c| c.finish_reason.is_some()) || chunk.usage.is_some();
                         yield Ok(ChunkEvent { chunk, raw: Some(Bytes::from(event.data)) });
@@ -113,9 +99,5 @@ pub async fn models(client: &HttpClient, cfg: &UpstreamConfig) -> Result<Vec<Val
         builder = builder.header(header::AUTHORIZATION, format!("Bearer {key}"));
     }
     let req = builder.body(Full::new(Bytes::new())).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    let limit = cfg.first_byte_timeout.min(Duration::from_secs(5));
-    let response = send(client, &cfg.name, ApiFlavor::OpenAi, req, limit).await?;
-    let body = read_body(&cfg.name, response.into_body(), MAX_RESPONSE, limit).await?;
-    let v: Value = serde_json::from_slice(&body).map_err(|e| protocol(cfg, format!("/models: {e}")))?;
-    Ok(v.get("data").and_then(Value::as_array).cloned().unwrap_or_default())
+    model_list(client, cfg, ApiFlavor::OpenAi, req).await
 }
