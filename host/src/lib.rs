@@ -14,10 +14,6 @@ pub mod error;
 pub mod gateway;
 pub mod ingress;
 pub mod models;
-// Not under rustdoc's doctest pass: the WIT bindings generate a module named
-// `sluice`, which is ambiguous there with the crate itself (passed as
-// `--extern sluice`). The plugin module has no doctests.
-#[cfg(not(doctest))]
 pub mod plugin;
 pub mod proxy;
 pub mod server;
