@@ -13,6 +13,18 @@ use crate::telemetry;
 
 use super::RequestContext;
 
+/// Runs `f` (plugin calls) with the async worker handed off once: each
+/// plugin call needs to leave the async context, and a hand-off per call
+/// costs more than the call itself.
+fn off_async<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        // Elsewhere each call leaves the async context by itself.
+        _ => f(),
+    }
+}
+
 /// Runs compress, cache policy and route; returns the models to try, in
 /// order (the plan's primary and fallbacks, or the requested model).
 pub fn before_upstream(
@@ -20,6 +32,13 @@ pub fn before_upstream(
     ctx: &mut RequestContext,
     req: &mut ChatRequest,
 ) -> Result<Vec<String>, GatewayError> {
+    if gw.plugins.is_none() {
+        return Ok(vec![req.model.clone()]);
+    }
+    off_async(|| plan(gw, ctx, req))
+}
+
+fn plan(gw: &Gateway, ctx: &mut RequestContext, req: &mut ChatRequest) -> Result<Vec<String>, GatewayError> {
     let Some(plugins) = &gw.plugins else { return Ok(vec![req.model.clone()]) };
 
     let outcome = plugins.compress(req)?;
@@ -59,7 +78,7 @@ pub fn judge(
     response: &ChatResponse,
 ) -> Result<(), GatewayError> {
     let Some(plugins) = &gw.plugins else { return Ok(()) };
-    ctx.verdict = plugins.judge(req, response)?;
+    ctx.verdict = off_async(|| plugins.judge(req, response))?;
     Ok(())
 }
 
