@@ -103,10 +103,10 @@ impl WasiView for HostState {
 
 static CLOCK_START: LazyLock<Instant> = LazyLock::new(Instant::now);
 
-/// The gateway's tokenizer (o200k_base), loaded once.
+/// The gateway's own token counter (`crate::accounting`), so plugins and
+/// usage accounting share one copy of the tokenizer tables.
 pub fn count_tokens(text: &str) -> u32 {
-    let n = tiktoken_rs::o200k_base_singleton().encode_ordinary(text).len();
-    u32::try_from(n).unwrap_or(u32::MAX)
+    u32::try_from(crate::accounting::count_tokens(text)).unwrap_or(u32::MAX)
 }
 
 impl types::Host for HostState {}
