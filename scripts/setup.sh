@@ -17,6 +17,16 @@ if [ -x plugins/build.sh ]; then
 fi
 
 if [ "${1:-}" = "--test" ]; then
+  # The tests start private Redis servers (and kill them, for outage tests).
+  if ! command -v redis-server >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+      SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+      $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
+    else
+      echo "setup: redis-server is needed for the tests; install it" >&2
+      exit 1
+    fi
+  fi
   if ! python3 -c 'import openai, anthropic' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check openai==3.54.0 anthropic==2.12.0
   fi

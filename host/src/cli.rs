@@ -56,6 +56,13 @@ pub struct ServeArgs {
     /// The stage plugin folder (hot-reloaded) [default: `plugins/dist` when it exists].
     #[arg(long)]
     pub plugins: Option<PathBuf>,
+    /// Share cache entries, rate limits and budgets with other replicas
+    /// through this Redis server, e.g. redis://127.0.0.1:6379.
+    #[arg(long, env = "SLUICE_REDIS_URL")]
+    pub redis: Option<String>,
+    /// Cache responses (exact and semantic) with the default `[cache]` settings.
+    #[arg(long)]
+    pub cache: bool,
 }
 
 impl ServeArgs {
@@ -85,6 +92,23 @@ impl ServeArgs {
                 KindArg::Anthropic => UpstreamKind::Anthropic,
             };
             config = config.with_upstream(url, kind, self.upstream_key.clone());
+        }
+        if let Some(url) = &self.redis {
+            let ok = ["redis://", "rediss://", "unix://"].iter().any(|s| url.starts_with(s));
+            if !ok {
+                return Err(ConfigError {
+                    origin: "command line".to_owned(),
+                    location: String::new(),
+                    key: "--redis".to_owned(),
+                    message: format!("`{url}` is not a redis:// URL"),
+                });
+            }
+            let mut redis = config.redis.take().unwrap_or_else(|| crate::shared::RedisConfig::new(url));
+            redis.url.clone_from(url);
+            config.redis = Some(redis);
+        }
+        if self.cache && config.cache.is_none() {
+            config.cache = Some(crate::cache::CacheConfig::default());
         }
         if let Some(dir) = &self.plugins {
             let mut plugins = config.plugins.take().unwrap_or_else(|| crate::plugin::PluginConfig::new(dir));

@@ -9,6 +9,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::config::Config;
 use crate::models::ModelRegistry;
 use crate::plugin::PluginHost;
+use crate::shared::SharedRedis;
 use crate::telemetry;
 use crate::upstream::Upstreams;
 
@@ -19,6 +20,8 @@ pub struct Gateway {
     pub metrics: &'static PrometheusHandle,
     /// The stage plugins; `None` when no plugin folder is configured.
     pub plugins: Option<Arc<PluginHost>>,
+    /// The Redis server shared with other replicas; `None` keeps all state local.
+    pub redis: Option<Arc<SharedRedis>>,
 }
 
 /// Why a gateway could not be built from a config.
@@ -39,6 +42,10 @@ impl Gateway {
             ),
             None => None,
         };
-        Ok(Arc::new(Gateway { config, upstreams, models, metrics, plugins }))
+        let redis = match &config.redis {
+            Some(redis) => Some(Arc::new(SharedRedis::new(redis.clone()).map_err(|e| BuildError(format!("redis: {e}")))?)),
+            None => None,
+        };
+        Ok(Arc::new(Gateway { config, upstreams, models, metrics, plugins, redis }))
     }
 }

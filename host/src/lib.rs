@@ -8,6 +8,7 @@
 pub mod accounting;
 pub mod api;
 pub mod body;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod models;
 pub mod plugin;
 pub mod proxy;
 pub mod server;
+pub mod shared;
 pub mod stage;
 pub mod telemetry;
 pub mod upstream;

@@ -22,17 +22,22 @@ pub const TOKENS_SAVED: &str = "sluice_compress_tokens_saved_total";
 pub const AB_REQUESTS: &str = "sluice_ab_requests_total";
 pub const JUDGE_SCORE: &str = "sluice_judge_score";
 pub const FALLBACKS: &str = "sluice_fallbacks_total";
+pub const REDIS_ERRORS: &str = "sluice_redis_errors_total";
+pub const REDIS_SKIPPED: &str = "sluice_redis_skipped_total";
+pub const REDIS_LATENCY: &str = "sluice_redis_op_duration_seconds";
 
 /// The process's Prometheus handle, installing the recorder on first use.
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+        let redis = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25];
         let overhead = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05];
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), &latency)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(TIME_TO_FIRST_TOKEN.to_owned()), &latency))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(GATEWAY_OVERHEAD.to_owned()), &overhead))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(REDIS_LATENCY.to_owned()), &redis))
             .and_then(|b| {
                 b.set_buckets_for_metric(
                     Matcher::Full(JUDGE_SCORE.to_owned()),
@@ -77,6 +82,9 @@ fn describe() {
     describe_counter!(AB_REQUESTS, "Requests by the A/B bucket the router assigned");
     describe_histogram!(JUDGE_SCORE, "Judge scores of answers, by model");
     describe_counter!(FALLBACKS, "Calls moved on to a route plan's next model, by the model that failed");
+    describe_counter!(REDIS_ERRORS, "Redis operations that failed or timed out, by operation");
+    describe_counter!(REDIS_SKIPPED, "Redis operations skipped while backing off after a failure, by operation");
+    describe_histogram!(REDIS_LATENCY, Unit::Seconds, "Redis operation latency, by operation");
 }
 
 /// Installs the log subscriber. `RUST_LOG` wins over the configured level.

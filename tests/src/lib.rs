@@ -5,7 +5,9 @@
 pub mod client;
 pub mod gateway;
 pub mod mock;
+pub mod redis;
 
 pub use client::Client;
 pub use gateway::TestGateway;
 pub use mock::MockUpstream;
+pub use redis::RedisServer;

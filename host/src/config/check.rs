@@ -117,7 +117,79 @@ impl Checker<'_> {
             });
         }
         let plugins = raw.plugins.into_config();
-        Ok(Config { server, logging, upstreams, models, plugins })
+        let redis = raw.redis.as_ref().map(|r| self.redis(r)).transpose()?;
+        let cache = raw.cache.as_ref().map(|c| self.cache(c)).transpose()?.flatten();
+        Ok(Config { server, logging, upstreams, models, plugins, redis, cache })
+    }
+
+    fn redis(&self, raw: &raw::RawRedis) -> Result<crate::shared::RedisConfig, ConfigError> {
+        let url = self.expand_env("redis.url", &raw.url)?;
+        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+            return self.err("redis.url", Some(raw.url.span()), format!("`{url}` is not a redis:// URL"));
+        }
+        let mut config = crate::shared::RedisConfig::new(&url);
+        for (key, value) in [("redis.timeout_ms", raw.timeout_ms), ("redis.connect_timeout_ms", raw.connect_timeout_ms)] {
+            if value == Some(0) {
+                return self.err(key, None, "must be greater than 0");
+            }
+        }
+        if let Some(ms) = raw.timeout_ms {
+            config.timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = raw.connect_timeout_ms {
+            config.connect_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = raw.backoff_ms {
+            config.backoff = Duration::from_millis(ms);
+        }
+        if let Some(prefix) = &raw.key_prefix {
+            if prefix.is_empty() || prefix.contains(char::is_whitespace) {
+                return self.err("redis.key_prefix", None, "must be a non-empty word");
+            }
+            config.key_prefix.clone_from(prefix);
+        }
+        Ok(config)
+    }
+
+    fn cache(&self, raw: &raw::RawCache) -> Result<Option<crate::cache::CacheConfig>, ConfigError> {
+        if raw.enabled == Some(false) {
+            return Ok(None);
+        }
+        let mut config = crate::cache::CacheConfig::default();
+        if let Some(bytes) = raw.max_bytes {
+            if bytes == 0 {
+                return self.err("cache.max_bytes", None, "must be greater than 0");
+            }
+            config.max_bytes = bytes;
+        }
+        if let Some(ttl) = raw.ttl_s {
+            if ttl == 0 {
+                return self.err("cache.ttl_s", None, "must be greater than 0");
+            }
+            config.ttl = Duration::from_secs(ttl);
+        }
+        if let Some(ns) = &raw.namespace {
+            if ns.is_empty() {
+                return self.err("cache.namespace", None, "must not be empty");
+            }
+            config.namespace.clone_from(ns);
+        }
+        if let Some(semantic) = raw.semantic {
+            config.semantic = semantic;
+        }
+        if let Some(t) = raw.similarity_threshold {
+            if !(t > 0.0 && t <= 1.0) {
+                return self.err("cache.similarity_threshold", None, "must be in (0, 1]");
+            }
+            config.similarity_threshold = t;
+        }
+        if let Some(dir) = &raw.embedding_model_dir {
+            config.embedding_model_dir = (!dir.is_empty()).then(|| PathBuf::from(dir));
+        }
+        if let Some(n) = raw.max_semantic_entries {
+            config.max_semantic_entries = n;
+        }
+        Ok(Some(config))
     }
 
     fn upstream(&self, name: &str, spanned: &Spanned<raw::RawUpstream>) -> Result<UpstreamConfig, ConfigError> {

@@ -33,6 +33,10 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     /// The plugin runtime; `None` runs no plugins.
     pub plugins: Option<crate::plugin::PluginConfig>,
+    /// The Redis server shared by replicas; `None` keeps all state local.
+    pub redis: Option<crate::shared::RedisConfig>,
+    /// The response cache; `None` caches nothing.
+    pub cache: Option<crate::cache::CacheConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +163,8 @@ impl Default for Config {
             upstreams: Vec::new(),
             models: Vec::new(),
             plugins: None,
+            redis: None,
+            cache: None,
         }
     }
 }

@@ -24,6 +24,49 @@ pub struct RawConfig {
     /// The plugin folder and runtime limits: `[plugins]`.
     #[serde(default)]
     pub plugins: crate::plugin::PluginSettings,
+    /// The Redis server shared by replicas: `[redis]`.
+    pub redis: Option<RawRedis>,
+    /// The response cache: `[cache]`.
+    pub cache: Option<RawCache>,
+}
+
+/// `[redis]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://host:port/db`; `${VAR}` is replaced by the environment variable VAR.
+    pub url: Spanned<String>,
+    /// Deadline of one Redis operation on the request path, in ms. Default 5.
+    pub timeout_ms: Option<u64>,
+    /// Deadline of a connection attempt, in ms. Default 250.
+    pub connect_timeout_ms: Option<u64>,
+    /// How long to leave Redis alone after a failure, in ms. Default 500.
+    pub backoff_ms: Option<u64>,
+    /// Prefix of every key Sluice writes. Default `sluice`.
+    pub key_prefix: Option<String>,
+}
+
+/// `[cache]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Default true once the section is present.
+    pub enabled: Option<bool>,
+    /// Bytes the in-process tier may hold. Default 256 MiB.
+    pub max_bytes: Option<u64>,
+    /// Entry lifetime when the cache-policy stage sets none, in seconds. Default 3600.
+    pub ttl_s: Option<u64>,
+    /// Namespace when the policy and the request set none. Default `default`.
+    pub namespace: Option<String>,
+    /// Allow semantic (similar-question) hits. Default true.
+    pub semantic: Option<bool>,
+    /// Cosine similarity a semantic hit needs when the policy sets none. Default 0.9.
+    pub similarity_threshold: Option<f32>,
+    /// The sentence-embedding model folder (`model.safetensors`,
+    /// `tokenizer.json`, `config.json`). Default `models/all-minilm-l6-v2`.
+    pub embedding_model_dir: Option<String>,
+    /// Entries the semantic index holds per replica. Default 100000.
+    pub max_semantic_entries: Option<usize>,
 }
 
 /// `[server]`

@@ -1,0 +1,163 @@
+//! State shared by every gateway replica, kept in Redis: cache entries, the
+//! semantic index, rate-limit counters and budgets.
+//!
+//! Redis is an accelerator here, never a dependency of a request: every
+//! operation runs under a short deadline, a failure or timeout counts in
+//! `sluice_redis_errors_total` and yields `None`, and after a failure the
+//! gateway stops asking for a short back-off so a dead or slow server does
+//! not add its timeout to every request. The connection is made lazily and
+//! re-made by itself (`redis::aio::ConnectionManager`).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::telemetry;
+
+/// How the gateway reaches Redis: `[redis]` in the config, or `--redis URL`.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` (or `rediss://` for TLS).
+    pub url: String,
+    /// Deadline of one operation on the request path.
+    pub timeout: Duration,
+    /// Deadline of a connection attempt.
+    pub connect_timeout: Duration,
+    /// How long to skip Redis after a failure.
+    pub backoff: Duration,
+    /// Prefix of every key the gateway writes.
+    pub key_prefix: String,
+}
+
+impl RedisConfig {
+    pub fn new(url: &str) -> Self {
+        RedisConfig {
+            url: url.to_owned(),
+            timeout: Duration::from_millis(5),
+            connect_timeout: Duration::from_millis(250),
+            backoff: Duration::from_millis(500),
+            key_prefix: "sluice".to_owned(),
+        }
+    }
+}
+
+/// A Redis server shared by the replicas.
+pub struct SharedRedis {
+    config: RedisConfig,
+    client: redis::Client,
+    conn: ConnectionManager,
+    /// Skip Redis until this many microseconds after `epoch`.
+    down_until_us: AtomicU64,
+    epoch: Instant,
+}
+
+impl SharedRedis {
+    /// Prepares the connection; nothing is dialled until the first use, so
+    /// this succeeds whether or not Redis is up. Fails only on a bad URL.
+    pub fn new(config: RedisConfig) -> Result<SharedRedis, String> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| format!("`{}`: {e}", config.url))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.timeout.max(Duration::from_millis(50))))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+            .map_err(|e| format!("`{}`: {e}", config.url))?;
+        Ok(SharedRedis { config, client, conn, down_until_us: AtomicU64::new(0), epoch: Instant::now() })
+    }
+
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// A key under the gateway's prefix: `{prefix}:{rest}`.
+    pub fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.config.key_prefix)
+    }
+
+    /// The client, for connections of their own (blocking reads of a stream).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// Whether the last operations succeeded (no back-off in force).
+    pub fn is_up(&self) -> bool {
+        self.now_us() >= self.down_until_us.load(Ordering::Relaxed)
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs one operation on the request path under the operation deadline.
+    /// `None` when Redis is backing off, fails or is too slow; `op` names
+    /// the operation in the error metric.
+    pub async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Option<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.run_within(op, self.config.timeout, f).await
+    }
+
+    /// [`SharedRedis::run`] with a deadline of its own (for admin and
+    /// background work, which may take longer than a request may wait).
+    pub async fn run_within<T, F, Fut>(&self, op: &'static str, deadline: Duration, f: F) -> Option<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.is_up() {
+            metrics::counter!(telemetry::REDIS_SKIPPED, "op" => op).increment(1);
+            return None;
+        }
+        let started = Instant::now();
+        let result = tokio::time::timeout(deadline, f(self.conn.clone())).await;
+        metrics::histogram!(telemetry::REDIS_LATENCY, "op" => op).record(started.elapsed().as_secs_f64());
+        let error = match result {
+            Ok(Ok(value)) => return Some(value),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {deadline:?}"),
+        };
+        metrics::counter!(telemetry::REDIS_ERRORS, "op" => op).increment(1);
+        let until = self.now_us() + u64::try_from(self.config.backoff.as_micros()).unwrap_or(u64::MAX);
+        let previous = self.down_until_us.swap(until, Ordering::Relaxed);
+        if previous <= self.now_us() {
+            tracing::warn!(op, error = %error, backoff = ?self.config.backoff, "redis unavailable; carrying on without it");
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dead_server_is_skipped_during_the_back_off() {
+        // Port 1 refuses connections.
+        let mut config = RedisConfig::new("redis://127.0.0.1:1");
+        config.backoff = Duration::from_secs(60);
+        let redis = SharedRedis::new(config).expect("url");
+        let got: Option<String> =
+            redis.run("get", |mut c| async move { redis::cmd("GET").arg("k").query_async(&mut c).await }).await;
+        assert_eq!(got, None);
+        assert!(!redis.is_up(), "a failure starts the back-off");
+        let mut dialled = false;
+        let again: Option<String> = redis
+            .run("get", |mut c| {
+                dialled = true;
+                async move { redis::cmd("GET").arg("k").query_async(&mut c).await }
+            })
+            .await;
+        assert_eq!(again, None);
+        assert!(!dialled, "a backed-off call does not reach Redis");
+    }
+
+    #[test]
+    fn bad_urls_are_refused() {
+        assert!(SharedRedis::new(RedisConfig::new("http://nope")).is_err());
+    }
+}
