@@ -25,8 +25,9 @@ struct Embedder {
     device: Device,
 }
 
-/// Longest input in tokens (BERT's position table).
-const MAX_TOKENS: usize = 512;
+/// Longest input in tokens (the model was trained on up to 256; BERT's
+/// position table holds 512).
+const MAX_TOKENS: usize = 256;
 
 impl Embedder {
     fn load(dir: &Path) -> Result<Self, EngineError> {
@@ -36,8 +37,13 @@ impl Embedder {
         };
         let config: Config =
             serde_json::from_str(&read("config.json")?).map_err(|e| EngineError::Model(format!("bert config: {e}")))?;
-        let tokenizer: tokenizers::Tokenizer =
+        let mut tokenizer: tokenizers::Tokenizer =
             read("tokenizer.json")?.parse().map_err(|e| EngineError::Tokenizer(format!("{e}")))?;
+        // sentence-transformers ships the tokenizer padding every input to a
+        // fixed length; mean pooling must see the real tokens only, and
+        // padding would also make every embedding cost the full length.
+        tokenizer.with_padding(None);
+        tokenizer.with_truncation(None).map_err(|e| EngineError::Tokenizer(format!("{e}")))?;
         let device = crate::actor::device();
         let weights = dir.join("model.safetensors");
         if !weights.exists() {

@@ -24,6 +24,7 @@ pub mod template;
 pub mod tokenizer;
 
 pub use actor::EngineStats;
+pub use embed::EmbedHandle;
 pub use error::EngineError;
 pub use model::WeightFormat;
 

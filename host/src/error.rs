@@ -46,6 +46,8 @@ pub enum GatewayError {
     /// A stage plugin refused the request (policy) or failed closed (fault).
     #[error("{0}")]
     Plugin(#[from] crate::stage::StageError),
+    #[error("The response cache is not enabled (configure [cache] or pass --cache)")]
+    CacheDisabled,
     #[error("Internal error: {0}")]
     Internal(String),
 }
@@ -59,7 +61,9 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            GatewayError::ModelNotFound(_) | GatewayError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            GatewayError::ModelNotFound(_) | GatewayError::RouteNotFound { .. } | GatewayError::CacheDisabled => {
+                StatusCode::NOT_FOUND
+            }
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -88,6 +92,7 @@ impl GatewayError {
             GatewayError::Unsupported { .. } => "unsupported",
             GatewayError::Plugin(e) if e.is_fault() => "plugin_fault",
             GatewayError::Plugin(_) => "plugin_rejected",
+            GatewayError::CacheDisabled => "cache_disabled",
             GatewayError::Internal(_) => "internal",
         }
     }

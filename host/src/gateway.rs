@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::models::ModelRegistry;
 use crate::plugin::PluginHost;
@@ -22,6 +23,8 @@ pub struct Gateway {
     pub plugins: Option<Arc<PluginHost>>,
     /// The Redis server shared with other replicas; `None` keeps all state local.
     pub redis: Option<Arc<SharedRedis>>,
+    /// The response cache; `None` when `[cache]` is not configured.
+    pub cache: Option<Arc<ResponseCache>>,
 }
 
 /// Why a gateway could not be built from a config.
@@ -43,9 +46,12 @@ impl Gateway {
             None => None,
         };
         let redis = match &config.redis {
-            Some(redis) => Some(Arc::new(SharedRedis::new(redis.clone()).map_err(|e| BuildError(format!("redis: {e}")))?)),
+            Some(redis) => {
+                Some(Arc::new(SharedRedis::new(redis.clone()).map_err(|e| BuildError(format!("redis: {e}")))?))
+            }
             None => None,
         };
-        Ok(Arc::new(Gateway { config, upstreams, models, metrics, plugins, redis }))
+        let cache = config.cache.clone().map(|c| ResponseCache::new(c, redis.clone()));
+        Ok(Arc::new(Gateway { config, upstreams, models, metrics, plugins, redis, cache }))
     }
 }

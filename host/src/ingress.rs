@@ -28,6 +28,9 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
     let api = if path.ends_with("/messages") { ApiFlavor::Anthropic } else { ApiFlavor::OpenAi };
     let mut ctx = RequestContext::new(api, started);
     ctx.pinned = req.headers().get("x-sluice-route").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"pinned"));
+    if gw.cache.is_some() {
+        ctx.cache_controls = crate::cache::CacheControls::from_headers(req.headers());
+    }
     let result = match (req.method(), path) {
         (&Method::GET, "/health") => Ok(json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))),
         (&Method::GET, "/metrics") => Ok(metrics_response(&gw)),
@@ -36,6 +39,19 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             let body = serde_json::json!({"dir": gw.config.plugins.as_ref().map(|p| p.dir.display().to_string()), "plugins": list});
             Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
         }
+        (&Method::GET, "/admin/cache/stats") => match &gw.cache {
+            Some(cache) => Ok(json_response(StatusCode::OK, Bytes::from(cache.stats().await.to_string()))),
+            None => Err(GatewayError::CacheDisabled),
+        },
+        (&Method::DELETE, "/admin/cache") => match &gw.cache {
+            Some(cache) => {
+                let namespace = query_param(req.uri(), "namespace");
+                let deleted = cache.purge(namespace.as_deref()).await;
+                let body = serde_json::json!({"purged": true, "namespace": namespace, "redis_keys_deleted": deleted});
+                Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
+            }
+            None => Err(GatewayError::CacheDisabled),
+        },
         (&Method::GET, "/v1/models" | "/models") => {
             let list = gw.models.list(&gw.upstreams).await;
             Ok(json_response(StatusCode::OK, Bytes::from(list.to_string())))
@@ -71,6 +87,14 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         }
     };
     ctx.finish(response)
+}
+
+/// A query parameter's value, percent-decoded.
+fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
+    form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
 }
 
 fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {

@@ -22,6 +22,14 @@ pub const TOKENS_SAVED: &str = "sluice_compress_tokens_saved_total";
 pub const AB_REQUESTS: &str = "sluice_ab_requests_total";
 pub const JUDGE_SCORE: &str = "sluice_judge_score";
 pub const FALLBACKS: &str = "sluice_fallbacks_total";
+pub const CACHE_REQUESTS: &str = "sluice_cache_requests_total";
+pub const CACHE_LOOKUP: &str = "sluice_cache_lookup_duration_seconds";
+pub const CACHE_EMBED: &str = "sluice_cache_embed_duration_seconds";
+pub const CACHE_STORES: &str = "sluice_cache_stores_total";
+pub const CACHE_GUARD_REJECTIONS: &str = "sluice_cache_guard_rejections_total";
+pub const CACHE_SAVED_TOKENS: &str = "sluice_cache_saved_tokens_total";
+/// A gauge that only grows, like [`COST`].
+pub const CACHE_SAVED_COST: &str = "sluice_cache_saved_cost_usd";
 pub const REDIS_ERRORS: &str = "sluice_redis_errors_total";
 pub const REDIS_SKIPPED: &str = "sluice_redis_skipped_total";
 pub const REDIS_LATENCY: &str = "sluice_redis_op_duration_seconds";
@@ -38,6 +46,8 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(TIME_TO_FIRST_TOKEN.to_owned()), &latency))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(GATEWAY_OVERHEAD.to_owned()), &overhead))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(REDIS_LATENCY.to_owned()), &redis))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(CACHE_LOOKUP.to_owned()), &redis))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(CACHE_EMBED.to_owned()), &redis))
             .and_then(|b| {
                 b.set_buckets_for_metric(
                     Matcher::Full(JUDGE_SCORE.to_owned()),
@@ -82,6 +92,22 @@ fn describe() {
     describe_counter!(AB_REQUESTS, "Requests by the A/B bucket the router assigned");
     describe_histogram!(JUDGE_SCORE, "Judge scores of answers, by model");
     describe_counter!(FALLBACKS, "Calls moved on to a route plan's next model, by the model that failed");
+    describe_counter!(
+        CACHE_REQUESTS,
+        "Cache lookups by result (hit, semantic-hit, miss, bypass) and tier (local, redis)"
+    );
+    describe_histogram!(CACHE_LOOKUP, Unit::Seconds, "Cache lookup latency by kind (exact, semantic incl. embedding)");
+    describe_histogram!(CACHE_EMBED, Unit::Seconds, "Time to embed a question for a semantic lookup");
+    describe_counter!(CACHE_STORES, "Answers stored in the cache");
+    describe_counter!(
+        CACHE_GUARD_REJECTIONS,
+        "Semantic neighbours above the threshold that the false-hit guard refused"
+    );
+    describe_counter!(
+        CACHE_SAVED_TOKENS,
+        "Tokens (prompt and completion) served from the cache instead of an upstream"
+    );
+    describe_gauge!(CACHE_SAVED_COST, "Cumulative USD not spent thanks to cache hits, from configured prices");
     describe_counter!(REDIS_ERRORS, "Redis operations that failed or timed out, by operation");
     describe_counter!(REDIS_SKIPPED, "Redis operations skipped while backing off after a failure, by operation");
     describe_histogram!(REDIS_LATENCY, Unit::Seconds, "Redis operation latency, by operation");

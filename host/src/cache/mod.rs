@@ -1,13 +1,47 @@
 //! The response cache: exact and semantic, in-process and in Redis.
+//!
+//! The cache-policy stage decides whether and how a request is cached (key
+//! text, namespace, TTL, semantic matching and its threshold); this module
+//! stores and looks up. Lookups go local tier → Redis (a hit there fills the
+//! local tier) → semantic index (the question's embedding against the
+//! questions cached in the same scope, behind the false-hit guard). Stores
+//! go to both tiers, the Redis write off the request path.
+//!
+//! Redis is optional and never on the critical path: its operations have a
+//! deadline of a few ms, and when it is down the local tier and the
+//! upstream serve (see `crate::shared`).
+//!
+//! Module map: [`key`] (what an entry is filed under), [`guard`] (semantic
+//! false-hit guard), [`semantic`] (the vector index), [`replay`] (answers
+//! as streams and back), `sync` (the replicas' event stream).
+
+pub mod guard;
+pub mod key;
+pub mod replay;
+pub mod semantic;
+mod sync;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::api::chat::{ChatRequest, ChatResponse, Usage};
+use crate::shared::SharedRedis;
+use crate::stage::CacheDecision;
+use crate::telemetry;
+use guard::Fingerprint;
+use semantic::{SemanticIndex, Vector};
 
 /// `[cache]`: what the cache holds and for how long when the cache-policy
 /// stage does not say.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
-    /// Bytes the in-process tier may hold.
+    /// Bytes the in-process tier may hold; 0 turns the tier off (every
+    /// lookup goes to Redis).
     pub max_bytes: u64,
     /// Entry lifetime when the policy sets none.
     pub ttl: Duration,
@@ -30,9 +64,534 @@ impl Default for CacheConfig {
             ttl: Duration::from_secs(3600),
             namespace: "default".to_owned(),
             semantic: true,
-            similarity_threshold: 0.9,
+            similarity_threshold: 0.85,
             embedding_model_dir: Some(PathBuf::from("models/all-minilm-l6-v2")),
             max_semantic_entries: 100_000,
+        }
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The client's cache controls: `Cache-Control: no-cache` / `no-store`,
+/// `x-sluice-cache-ttl` (seconds) and `x-sluice-cache-namespace`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheControls {
+    /// Do not look up (the answer may still be stored).
+    pub no_cache: bool,
+    /// Do not store the answer.
+    pub no_store: bool,
+    pub ttl: Option<Duration>,
+    pub namespace: Option<String>,
+}
+
+impl CacheControls {
+    pub fn from_headers(headers: &http::HeaderMap) -> CacheControls {
+        let mut controls = CacheControls::default();
+        for value in headers.get_all(http::header::CACHE_CONTROL) {
+            for directive in value.to_str().unwrap_or("").split(',') {
+                match directive.trim().to_ascii_lowercase().as_str() {
+                    "no-cache" => controls.no_cache = true,
+                    "no-store" => controls.no_store = true,
+                    _ => {}
+                }
+            }
+        }
+        controls.ttl = headers
+            .get("x-sluice-cache-ttl")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        controls.namespace = headers
+            .get("x-sluice-cache-namespace")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
+        controls
+    }
+}
+
+/// A cached answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    /// The answer, an OpenAI chat completion (JSON).
+    pub response: String,
+    /// The public model that answered.
+    pub model: String,
+    pub namespace: String,
+    pub usage: Usage,
+    /// What the answer cost when it was made, USD.
+    pub cost: Option<f64>,
+    /// How long the upstream took to make it, ms.
+    pub upstream_ms: u64,
+    /// Unix time in ms after which the entry is gone.
+    pub expires_at_ms: u64,
+}
+
+impl Entry {
+    fn weight(&self) -> u32 {
+        u32::try_from(self.response.len() + self.model.len() + self.namespace.len() + 128).unwrap_or(u32::MAX)
+    }
+
+    fn ttl_left(&self) -> Duration {
+        Duration::from_millis(self.expires_at_ms.saturating_sub(now_ms()))
+    }
+
+    pub fn body(&self) -> Bytes {
+        Bytes::copy_from_slice(self.response.as_bytes())
+    }
+
+    pub fn chat_response(&self) -> Option<ChatResponse> {
+        serde_json::from_str(&self.response).ok()
+    }
+}
+
+/// How a lookup was answered (the `x-sluice-cache` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    SemanticHit,
+    Miss,
+    Bypass,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::SemanticHit => "semantic-hit",
+            Outcome::Miss => "miss",
+            Outcome::Bypass => "bypass",
+        }
+    }
+}
+
+/// How a stored answer was made.
+#[derive(Debug, Clone)]
+pub struct Provenance {
+    /// The public model that answered.
+    pub model: String,
+    pub usage: Usage,
+    pub cost: Option<f64>,
+    /// Time the upstream took.
+    pub upstream: Duration,
+}
+
+/// A hit.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub entry: Arc<Entry>,
+    pub outcome: Outcome,
+    /// `local` or `redis`.
+    pub tier: &'static str,
+    /// Cosine similarity of a semantic hit.
+    pub similarity: Option<f32>,
+}
+
+/// What the cache does for one request, worked out before the upstream call.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub key: String,
+    pub namespace: String,
+    pub ttl: Duration,
+    pub lookup: bool,
+    pub store: bool,
+    pub semantic: Option<SemanticPlan>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SemanticPlan {
+    pub scope: String,
+    pub question: String,
+    pub threshold: f32,
+    /// Computed by the lookup, reused by the store.
+    pub embedding: Option<Box<[f32]>>,
+}
+
+#[derive(Default)]
+struct Stats {
+    lookups: AtomicU64,
+    hits_local: AtomicU64,
+    hits_redis: AtomicU64,
+    semantic_hits: AtomicU64,
+    misses: AtomicU64,
+    bypasses: AtomicU64,
+    stores: AtomicU64,
+    guard_rejections: AtomicU64,
+    saved_tokens: AtomicU64,
+    saved_ms: AtomicU64,
+    saved_cost: Mutex<f64>,
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
+}
+
+/// The response cache shared by every request of a gateway.
+pub struct ResponseCache {
+    config: CacheConfig,
+    /// The in-process tier; `None` when `max_bytes` is 0.
+    local: Option<moka::sync::Cache<String, Arc<Entry>>>,
+    redis: Option<Arc<SharedRedis>>,
+    embedder: Option<sluice_engine::EmbedHandle>,
+    index: Arc<SemanticIndex>,
+    stats: Stats,
+    sync: Option<tokio::task::JoinHandle<()>>,
+}
+
+struct TtlExpiry;
+
+impl moka::Expiry<String, Arc<Entry>> for TtlExpiry {
+    fn expire_after_create(&self, _key: &String, entry: &Arc<Entry>, _now: Instant) -> Option<Duration> {
+        Some(entry.ttl_left())
+    }
+}
+
+impl ResponseCache {
+    /// Builds the cache; loads the embedding model when semantic matching is
+    /// on (a missing model turns semantic matching off, with a warning).
+    /// Call from within a Tokio runtime when `redis` is given: the replicas'
+    /// event stream is followed by a background task.
+    pub fn new(config: CacheConfig, redis: Option<Arc<SharedRedis>>) -> Arc<ResponseCache> {
+        let local = (config.max_bytes > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(config.max_bytes)
+                .weigher(|_k: &String, v: &Arc<Entry>| v.weight())
+                .expire_after(TtlExpiry)
+                .support_invalidation_closures()
+                .build()
+        });
+        let embedder = match (&config.embedding_model_dir, config.semantic) {
+            (Some(dir), true) => match sluice_engine::EmbedHandle::start(dir) {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "semantic caching is off: the embedding model did not load");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let index = Arc::new(SemanticIndex::new(config.max_semantic_entries));
+        let mut cache = ResponseCache { config, local, redis, embedder, index, stats: Stats::default(), sync: None };
+        if let Some(redis) = &cache.redis
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            cache.sync = Some(sync::spawn(redis.clone(), cache.local.clone(), cache.index.clone()));
+        }
+        Arc::new(cache)
+    }
+
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    /// Whether semantic lookups can run (the embedding model is loaded).
+    pub fn semantic_ready(&self) -> bool {
+        self.embedder.is_some()
+    }
+
+    /// What to do for `req`, routed to `model`: `None` bypasses the cache
+    /// (the policy said not cacheable).
+    pub fn plan(
+        &self,
+        decision: Option<&CacheDecision>,
+        controls: &CacheControls,
+        req: &ChatRequest,
+        model: &str,
+    ) -> Option<Plan> {
+        let (key_text, mut namespace, mut ttl, semantic, threshold) = match decision {
+            Some(d) if !d.cacheable => return None,
+            Some(d) => {
+                let ns = if d.namespace.is_empty() { self.config.namespace.clone() } else { d.namespace.clone() };
+                let ttl = if d.ttl.is_zero() { self.config.ttl } else { d.ttl };
+                (d.key_text.clone(), ns, ttl, d.semantic, d.similarity_threshold)
+            }
+            None => (
+                key::default_key_text(req),
+                self.config.namespace.clone(),
+                self.config.ttl,
+                true,
+                self.config.similarity_threshold,
+            ),
+        };
+        if let Some(ns) = &controls.namespace {
+            // A client namespace narrows the policy's, never escapes it.
+            namespace = if namespace == self.config.namespace { ns.clone() } else { format!("{namespace}/{ns}") };
+        }
+        if let Some(t) = controls.ttl {
+            if t.is_zero() {
+                return None;
+            }
+            ttl = t;
+        }
+        let semantic = (semantic && self.config.semantic && self.embedder.is_some())
+            .then(|| key::question(req))
+            .flatten()
+            .map(|question| SemanticPlan {
+                scope: key::scope(req, model, &namespace),
+                question,
+                threshold: if threshold > 0.0 { threshold } else { self.config.similarity_threshold },
+                embedding: None,
+            });
+        Some(Plan {
+            key: key::exact(req, model, &key_text, &namespace),
+            namespace,
+            ttl,
+            lookup: !controls.no_cache,
+            store: !controls.no_store,
+            semantic,
+        })
+    }
+
+    /// Counts a request the cache did not look up for.
+    pub fn note_bypass(&self) {
+        self.stats.bypasses.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(telemetry::CACHE_REQUESTS, "result" => "bypass").increment(1);
+    }
+
+    fn redis_key(&self, redis: &SharedRedis, namespace: &str, key: &str) -> String {
+        redis.key(&format!("c:{}:{key}", key::namespace_tag(namespace)))
+    }
+
+    /// The entry under an exact key: local tier, then Redis.
+    async fn get(&self, namespace: &str, key: &str) -> Option<(Arc<Entry>, &'static str)> {
+        if let Some(entry) = self.local.as_ref().and_then(|l| l.get(key)) {
+            return Some((entry, "local"));
+        }
+        let redis = self.redis.as_ref()?;
+        let redis_key = self.redis_key(redis, namespace, key);
+        let raw: Option<Vec<u8>> = redis
+            .run("cache_get", |mut c| async move { redis::cmd("GET").arg(&redis_key).query_async(&mut c).await })
+            .await
+            .flatten();
+        let entry: Entry = serde_json::from_slice(&raw?).ok()?;
+        if entry.expires_at_ms <= now_ms() {
+            return None;
+        }
+        let entry = Arc::new(entry);
+        if let Some(local) = &self.local {
+            local.insert(key.to_owned(), entry.clone());
+        }
+        Some((entry, "redis"))
+    }
+
+    /// Looks `plan` up: exact, then semantic.
+    pub async fn lookup(&self, plan: &mut Plan) -> Option<Hit> {
+        if !plan.lookup {
+            self.note_bypass();
+            return None;
+        }
+        self.stats.lookups.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let exact = self.get(&plan.namespace, &plan.key).await;
+        metrics::histogram!(telemetry::CACHE_LOOKUP, "kind" => "exact").record(started.elapsed().as_secs_f64());
+        if let Some((entry, tier)) = exact {
+            let counter = if tier == "local" { &self.stats.hits_local } else { &self.stats.hits_redis };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let hit = Hit { entry, outcome: Outcome::Hit, tier, similarity: None };
+            self.note_hit(&hit);
+            return Some(hit);
+        }
+        if let Some(hit) = self.lookup_semantic(plan).await {
+            self.stats.semantic_hits.fetch_add(1, Ordering::Relaxed);
+            self.note_hit(&hit);
+            return Some(hit);
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(telemetry::CACHE_REQUESTS, "result" => "miss").increment(1);
+        None
+    }
+
+    async fn lookup_semantic(&self, plan: &mut Plan) -> Option<Hit> {
+        let semantic = plan.semantic.as_mut()?;
+        let embedder = self.embedder.as_ref()?;
+        let started = Instant::now();
+        let embedding = match embedder.embed(vec![semantic.question.clone()]).await {
+            Ok(mut vectors) if !vectors.is_empty() => vectors.swap_remove(0).into_boxed_slice(),
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "embedding failed; no semantic lookup");
+                return None;
+            }
+        };
+        metrics::histogram!(telemetry::CACHE_EMBED).record(started.elapsed().as_secs_f64());
+        let fingerprint = Fingerprint::of(&semantic.question);
+        let loose = self.index.search(&semantic.scope, &embedding, None, semantic.threshold);
+        let found = match &loose {
+            None => None,
+            Some(_) => self.index.search(&semantic.scope, &embedding, Some(&fingerprint), semantic.threshold),
+        };
+        semantic.embedding = Some(embedding);
+        if loose.is_some() && found.is_none() {
+            self.stats.guard_rejections.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(telemetry::CACHE_GUARD_REJECTIONS).increment(1);
+        }
+        let result = match found {
+            Some(neighbour) => match self.get(&plan.namespace, &neighbour.id).await {
+                Some((entry, tier)) => {
+                    Some(Hit { entry, outcome: Outcome::SemanticHit, tier, similarity: Some(neighbour.similarity) })
+                }
+                None => {
+                    // The answer expired or was purged.
+                    self.index.remove(&neighbour.id);
+                    None
+                }
+            },
+            None => None,
+        };
+        metrics::histogram!(telemetry::CACHE_LOOKUP, "kind" => "semantic").record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn note_hit(&self, hit: &Hit) {
+        let entry = &hit.entry;
+        self.stats.saved_tokens.fetch_add(entry.usage.total_tokens, Ordering::Relaxed);
+        self.stats.saved_ms.fetch_add(entry.upstream_ms, Ordering::Relaxed);
+        if let Some(cost) = entry.cost {
+            *self.stats.saved_cost.lock().unwrap_or_else(|e| e.into_inner()) += cost;
+            metrics::gauge!(telemetry::CACHE_SAVED_COST).increment(cost);
+        }
+        metrics::counter!(telemetry::CACHE_REQUESTS, "result" => hit.outcome.as_str(), "tier" => hit.tier).increment(1);
+        metrics::counter!(telemetry::CACHE_SAVED_TOKENS).increment(entry.usage.total_tokens);
+    }
+
+    /// Stores an answer (`raw`: its bytes as the upstream sent them, when
+    /// they are an OpenAI completion): the local tier at once, Redis and the
+    /// semantic index in the background.
+    pub fn store(self: &Arc<Self>, plan: Plan, response: &ChatResponse, raw: Option<&[u8]>, made: Provenance) {
+        let Provenance { model, usage, cost, upstream } = made;
+        if !plan.store {
+            return;
+        }
+        let text = match raw {
+            Some(raw) => String::from_utf8_lossy(raw).into_owned(),
+            None => match serde_json::to_string(response) {
+                Ok(text) => text,
+                Err(_) => return,
+            },
+        };
+        let entry = Arc::new(Entry {
+            response: text,
+            model,
+            namespace: plan.namespace.clone(),
+            usage,
+            cost,
+            upstream_ms: u64::try_from(upstream.as_millis()).unwrap_or(u64::MAX),
+            expires_at_ms: now_ms() + u64::try_from(plan.ttl.as_millis()).unwrap_or(u64::MAX),
+        });
+        if let Some(local) = &self.local {
+            local.insert(plan.key.clone(), entry.clone());
+        }
+        self.stats.stores.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(telemetry::CACHE_STORES).increment(1);
+        if self.redis.is_none() && plan.semantic.is_none() {
+            return;
+        }
+        let cache = self.clone();
+        tokio::spawn(async move { cache.store_shared(plan, entry).await });
+    }
+
+    async fn store_shared(&self, plan: Plan, entry: Arc<Entry>) {
+        let ttl_ms = u64::try_from(plan.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        if let Some(redis) = &self.redis
+            && let Ok(json) = serde_json::to_vec(&*entry)
+        {
+            let key = self.redis_key(redis, &plan.namespace, &plan.key);
+            let _: Option<()> = redis
+                .run("cache_set", |mut c| async move {
+                    redis::cmd("SET").arg(&key).arg(json).arg("PX").arg(ttl_ms).query_async(&mut c).await
+                })
+                .await;
+        }
+        let Some(mut semantic) = plan.semantic else { return };
+        let embedding = match semantic.embedding.take() {
+            Some(e) => e,
+            None => {
+                let Some(embedder) = &self.embedder else { return };
+                match embedder.embed(vec![semantic.question.clone()]).await {
+                    Ok(mut v) if !v.is_empty() => v.swap_remove(0).into_boxed_slice(),
+                    _ => return,
+                }
+            }
+        };
+        let vector = Vector {
+            id: plan.key,
+            namespace: plan.namespace,
+            embedding,
+            fingerprint: Fingerprint::of(&semantic.question),
+            expires_at_ms: entry.expires_at_ms,
+        };
+        if let Some(redis) = &self.redis {
+            sync::publish_vector(redis, &semantic.scope, &vector, ttl_ms).await;
+        }
+        self.index.insert(&semantic.scope, vector);
+    }
+
+    /// Drops every entry of `namespace` (or all), here, in Redis, and (by
+    /// the event stream) in every other replica. Returns the Redis keys removed.
+    pub async fn purge(&self, namespace: Option<&str>) -> u64 {
+        sync::purge_local(self.local.as_ref(), &self.index, namespace);
+        match &self.redis {
+            Some(redis) => sync::purge(redis, namespace).await,
+            None => 0,
+        }
+    }
+
+    /// `GET /admin/cache/stats`.
+    pub async fn stats(&self) -> serde_json::Value {
+        let (local_entries, local_bytes) = match &self.local {
+            Some(local) => {
+                local.run_pending_tasks();
+                (local.entry_count(), local.weighted_size())
+            }
+            None => (0, 0),
+        };
+        let s = &self.stats;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (local_hits, redis_hits, semantic) = (load(&s.hits_local), load(&s.hits_redis), load(&s.semantic_hits));
+        let lookups = load(&s.lookups);
+        let redis = match &self.redis {
+            Some(redis) => {
+                let (entries, bytes) = sync::usage(redis).await.unwrap_or((0, 0));
+                serde_json::json!({"connected": redis.is_up(), "entries": entries, "bytes": bytes})
+            }
+            None => serde_json::Value::Null,
+        };
+        serde_json::json!({
+            "local": {"entries": local_entries, "bytes": local_bytes, "max_bytes": self.config.max_bytes},
+            "redis": redis,
+            "semantic": {"enabled": self.semantic_ready(), "entries": self.index.len(), "guard_rejections": load(&s.guard_rejections)},
+            "requests": {
+                "lookups": lookups,
+                "hits": local_hits + redis_hits,
+                "hits_local": local_hits,
+                "hits_redis": redis_hits,
+                "semantic_hits": semantic,
+                "misses": load(&s.misses),
+                "bypass": load(&s.bypasses),
+                "stores": load(&s.stores),
+            },
+            "hit_rate": {
+                "exact": ratio(local_hits + redis_hits, lookups),
+                "semantic": ratio(semantic, lookups),
+                "total": ratio(local_hits + redis_hits + semantic, lookups),
+            },
+            "saved": {
+                "tokens": load(&s.saved_tokens),
+                "cost_usd": *s.saved_cost.lock().unwrap_or_else(|e| e.into_inner()),
+                "upstream_seconds": load(&s.saved_ms) as f64 / 1000.0,
+            },
+        })
+    }
+}
+
+impl Drop for ResponseCache {
+    fn drop(&mut self) {
+        if let Some(task) = self.sync.take() {
+            task.abort();
         }
     }
 }

@@ -128,7 +128,8 @@ impl Checker<'_> {
             return self.err("redis.url", Some(raw.url.span()), format!("`{url}` is not a redis:// URL"));
         }
         let mut config = crate::shared::RedisConfig::new(&url);
-        for (key, value) in [("redis.timeout_ms", raw.timeout_ms), ("redis.connect_timeout_ms", raw.connect_timeout_ms)] {
+        for (key, value) in [("redis.timeout_ms", raw.timeout_ms), ("redis.connect_timeout_ms", raw.connect_timeout_ms)]
+        {
             if value == Some(0) {
                 return self.err(key, None, "must be greater than 0");
             }
@@ -157,9 +158,6 @@ impl Checker<'_> {
         }
         let mut config = crate::cache::CacheConfig::default();
         if let Some(bytes) = raw.max_bytes {
-            if bytes == 0 {
-                return self.err("cache.max_bytes", None, "must be greater than 0");
-            }
             config.max_bytes = bytes;
         }
         if let Some(ttl) = raw.ttl_s {

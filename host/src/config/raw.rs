@@ -52,7 +52,7 @@ pub struct RawRedis {
 pub struct RawCache {
     /// Default true once the section is present.
     pub enabled: Option<bool>,
-    /// Bytes the in-process tier may hold. Default 256 MiB.
+    /// Bytes the in-process tier may hold; 0 keeps entries in Redis only. Default 256 MiB.
     pub max_bytes: Option<u64>,
     /// Entry lifetime when the cache-policy stage sets none, in seconds. Default 3600.
     pub ttl_s: Option<u64>,
@@ -60,7 +60,7 @@ pub struct RawCache {
     pub namespace: Option<String>,
     /// Allow semantic (similar-question) hits. Default true.
     pub semantic: Option<bool>,
-    /// Cosine similarity a semantic hit needs when the policy sets none. Default 0.9.
+    /// Cosine similarity a semantic hit needs when the policy sets none. Default 0.85.
     pub similarity_threshold: Option<f32>,
     /// The sentence-embedding model folder (`model.safetensors`,
     /// `tokenizer.json`, `config.json`). Default `models/all-minilm-l6-v2`.

@@ -10,6 +10,7 @@ use http::{HeaderName, HeaderValue, Response};
 use crate::accounting::format_cost;
 use crate::api::chat::Usage;
 use crate::body::Body;
+use crate::cache::{CacheControls, Outcome, Plan};
 use crate::error::{ApiFlavor, GatewayError};
 use crate::models::ModelRoute;
 use crate::stage::{CacheDecision, JudgeVerdict, RoutePlan};
@@ -41,6 +42,14 @@ pub struct RequestContext {
     pub plan: Option<RoutePlan>,
     /// The judge stage's verdict on the answer.
     pub verdict: Option<JudgeVerdict>,
+    /// The client's cache controls (headers).
+    pub cache_controls: CacheControls,
+    /// How the cache answered (the `x-sluice-cache` header).
+    pub cache_outcome: Option<Outcome>,
+    /// A semantic hit's similarity.
+    pub cache_similarity: Option<f32>,
+    /// Where a miss's answer will be stored.
+    pub cache_plan: Option<Plan>,
     error_kind: Option<&'static str>,
 }
 
@@ -59,6 +68,10 @@ impl RequestContext {
             cache_decision: None,
             plan: None,
             verdict: None,
+            cache_controls: CacheControls::default(),
+            cache_outcome: None,
+            cache_similarity: None,
+            cache_plan: None,
             error_kind: None,
         }
     }
@@ -78,6 +91,19 @@ impl RequestContext {
         }
     }
 
+    /// Whether the answer came from the cache.
+    pub fn cache_hit(&self) -> bool {
+        matches!(self.cache_outcome, Some(Outcome::Hit | Outcome::SemanticHit))
+    }
+
+    /// The upstream label of headers and metrics: `cache` for cache hits.
+    fn upstream_label(&self) -> Option<&str> {
+        if self.cache_hit() {
+            return Some("cache");
+        }
+        self.route.as_ref().map(|r| r.upstream.name())
+    }
+
     /// Time spent in the gateway so far, upstream time excluded.
     pub fn overhead(&self) -> Duration {
         self.started.elapsed().saturating_sub(self.upstream_time)
@@ -88,13 +114,15 @@ impl RequestContext {
     pub fn finish(self, mut response: Response<Body>) -> Response<Body> {
         let overhead = self.overhead();
         let headers = response.headers_mut();
-        if let Some(route) = &self.route {
-            if let Ok(v) = HeaderValue::from_str(route.upstream.name()) {
-                headers.insert(X_UPSTREAM, v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&route.public) {
-                headers.insert(X_MODEL, v);
-            }
+        if let Some(upstream) = self.upstream_label()
+            && let Ok(v) = HeaderValue::from_str(upstream)
+        {
+            headers.insert(X_UPSTREAM, v);
+        }
+        if let Some(route) = &self.route
+            && let Ok(v) = HeaderValue::from_str(&route.public)
+        {
+            headers.insert(X_MODEL, v);
         }
         if let Some(cost) = self.cost
             && let Ok(v) = HeaderValue::from_str(&format_cost(cost))
@@ -136,6 +164,12 @@ impl RequestContext {
                 format!("{verdict}; ttl={}; namespace={}", decision.ttl.as_secs(), decision.namespace),
             );
         }
+        if let Some(outcome) = self.cache_outcome {
+            put("x-sluice-cache", outcome.as_str().to_owned());
+        }
+        if let Some(similarity) = self.cache_similarity {
+            put("x-sluice-cache-similarity", format!("{similarity:.3}"));
+        }
         if let Some(verdict) = &self.verdict {
             put("x-sluice-judge-score", format!("{:.3}", verdict.score));
             put("x-sluice-judge-pass", verdict.pass.to_string());
@@ -145,7 +179,7 @@ impl RequestContext {
     /// Records the request's counters and histograms.
     pub fn record(&self, status: u16, latency: Duration, ttft: Option<Duration>) {
         let (model, upstream) = match &self.route {
-            Some(r) => (r.public.clone(), r.upstream.name().to_owned()),
+            Some(r) => (r.public.clone(), self.upstream_label().unwrap_or_default().to_owned()),
             None => (String::new(), String::new()),
         };
         let status = status.to_string();

@@ -28,6 +28,7 @@ use crate::accounting::{count_prompt_tokens, count_tokens};
 use crate::api::anthropic::response_from_chat;
 use crate::api::chat::{ChatRequest, ChatResponse, StreamOptions, Usage};
 use crate::body::{Body, full};
+use crate::cache::{Outcome, Provenance};
 use crate::config::UpstreamKind;
 use crate::error::{ApiFlavor, GatewayError};
 use crate::gateway::Gateway;
@@ -65,6 +66,9 @@ pub async fn chat(
     validate(&req)?;
     let client_wants_usage = req.wants_stream_usage();
     let models = stages::before_upstream(gw, ctx, &mut req)?;
+    if let Some(hit) = cache_lookup(gw, ctx, &req, &models).await {
+        return relay::cached(gw, ctx, &req, hit, client_wants_usage);
+    }
     let mut failure = None;
     for model in &models {
         let route = match gw.models.resolve(model) {
@@ -105,6 +109,31 @@ pub async fn chat(
     Err(failure.unwrap_or_else(|| GatewayError::ModelNotFound(req.model.clone())))
 }
 
+/// Looks the request up in the response cache (the first planned model is
+/// the model as routed); on a miss, notes where its answer will be stored.
+async fn cache_lookup(
+    gw: &Gateway,
+    ctx: &mut RequestContext,
+    req: &ChatRequest,
+    models: &[String],
+) -> Option<crate::cache::Hit> {
+    let cache = gw.cache.as_ref()?;
+    let model = models.first()?;
+    let Some(mut plan) = cache.plan(ctx.cache_decision.as_ref(), &ctx.cache_controls, req, model) else {
+        cache.note_bypass();
+        ctx.cache_outcome = Some(Outcome::Bypass);
+        return None;
+    };
+    match cache.lookup(&mut plan).await {
+        Some(hit) => Some(hit),
+        None => {
+            ctx.cache_outcome = Some(if plan.lookup { Outcome::Miss } else { Outcome::Bypass });
+            ctx.cache_plan = Some(plan);
+            None
+        }
+    }
+}
+
 fn complete(
     gw: &Gateway,
     ctx: &mut RequestContext,
@@ -119,6 +148,13 @@ fn complete(
     });
     ctx.usage = Some(usage);
     ctx.cost = ctx.route.as_ref().and_then(|r| r.pricing).map(|p| p.cost(usage));
+    // An answer the judges failed is not kept.
+    if let (Some(cache), Some(plan), Some(route)) = (&gw.cache, ctx.cache_plan.take(), &ctx.route)
+        && ctx.verdict.as_ref().is_none_or(|v| v.pass)
+    {
+        let made = Provenance { model: route.public.clone(), usage, cost: ctx.cost, upstream: ctx.upstream_time };
+        cache.store(plan, &response, raw.as_deref(), made);
+    }
     let body = match ctx.api {
         ApiFlavor::OpenAi => match raw {
             Some(raw) => raw,

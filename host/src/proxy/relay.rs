@@ -17,9 +17,12 @@ use serde_json::Map;
 
 use super::RequestContext;
 use crate::accounting::{count_prompt_tokens, count_tokens, format_cost};
+use crate::api::anthropic::response_from_chat;
 use crate::api::anthropic_stream::AnthropicEncoder;
 use crate::api::chat::{ChatChunk, ChatRequest, Usage};
-use crate::body::{Body, streaming};
+use crate::body::{Body, full, streaming};
+use crate::cache::replay::{Assembler, chunks_of};
+use crate::cache::{Hit, Provenance};
 use crate::error::{ApiFlavor, GatewayError};
 use crate::gateway::Gateway;
 use crate::upstream::ChunkStream;
@@ -73,6 +76,11 @@ pub fn respond(
     let pricing = ctx.route.as_ref().and_then(|r| r.pricing);
     let public_model = ctx.route.as_ref().map(|r| r.public.clone()).unwrap_or_default();
     let mut record = StreamRecord { ctx: ctx.clone(), ttft: None, status: None };
+    // A miss's answer is stored once the stream has finished cleanly.
+    let mut store = match (&gw.cache, record.ctx.cache_plan.take()) {
+        (Some(cache), Some(plan)) => Some((cache.clone(), plan, Assembler::default())),
+        _ => None,
+    };
 
     let body = async_stream::stream! {
         let mut encoder = (api == ApiFlavor::Anthropic).then(|| AnthropicEncoder::new(&public_model));
@@ -112,6 +120,9 @@ pub fn respond(
             if chunk.usage.is_some() {
                 usage = chunk.usage;
             }
+            if let Some((_, _, assembler)) = store.as_mut() {
+                assembler.push(chunk);
+            }
             if template.is_none() {
                 template = Some(ChatChunk { choices: Vec::new(), usage: None, extra: Map::new(), ..chunk.clone() });
             }
@@ -135,6 +146,13 @@ pub fn respond(
         let usage = usage.unwrap_or_else(|| Usage::new(count_prompt_tokens(&req), count_tokens(&text)));
         let cost = pricing.map(|p| p.cost(usage));
         record.account(usage, cost);
+        if let Some((cache, plan, assembler)) = store.take()
+            && let Some(response) = assembler.finish(usage)
+        {
+            let upstream = record.ctx.started.elapsed();
+            let made = Provenance { model: public_model.clone(), usage, cost, upstream };
+            cache.store(plan, &response, None, made);
+        }
         let mut tail = BytesMut::new();
         if let Some(cost) = cost {
             tail.extend_from_slice(format!(": x-sluice-cost-usd={}\n\n", format_cost(cost)).as_bytes());
@@ -165,6 +183,70 @@ pub fn respond(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// A cache hit, answered in the client's API: whole, or replayed as a
+/// well-formed stream (role, content, finish reason, usage when asked, end).
+pub fn cached(
+    gw: &Gateway,
+    ctx: &mut RequestContext,
+    req: &ChatRequest,
+    hit: Hit,
+    client_wants_usage: bool,
+) -> Result<Response<Body>, GatewayError> {
+    let entry = hit.entry;
+    ctx.cache_outcome = Some(hit.outcome);
+    ctx.cache_similarity = hit.similarity;
+    ctx.route = gw.models.resolve(&entry.model).ok();
+    ctx.cost = Some(0.0);
+    let usage = entry.usage;
+    let unreadable = || GatewayError::Internal("a cached answer could not be read".to_owned());
+    let (body, content_type) = match (req.stream, ctx.api) {
+        (false, ApiFlavor::OpenAi) => (entry.body(), "application/json"),
+        (false, ApiFlavor::Anthropic) => {
+            let response = entry.chat_response().ok_or_else(unreadable)?;
+            let translated = response_from_chat(&response, usage);
+            (
+                Bytes::from(serde_json::to_vec(&translated).map_err(|e| GatewayError::Internal(e.to_string()))?),
+                "application/json",
+            )
+        }
+        (true, api) => {
+            let response = entry.chat_response().ok_or_else(unreadable)?;
+            let mut out = BytesMut::new();
+            let chunks = chunks_of(&response);
+            match api {
+                ApiFlavor::OpenAi => {
+                    for chunk in &chunks {
+                        out.extend_from_slice(&sse_data(&serde_json::to_vec(chunk).unwrap_or_default()));
+                    }
+                    if client_wants_usage && let Some(first) = chunks.first() {
+                        let tail = ChatChunk { choices: Vec::new(), usage: Some(usage), ..first.clone() };
+                        out.extend_from_slice(&sse_data(&serde_json::to_vec(&tail).unwrap_or_default()));
+                    }
+                    out.extend_from_slice(b"data: [DONE]\n\n");
+                }
+                ApiFlavor::Anthropic => {
+                    let mut encoder = AnthropicEncoder::new(&entry.model);
+                    for chunk in &chunks {
+                        for event in encoder.chunk(chunk, usage.prompt_tokens) {
+                            out.extend_from_slice(&event);
+                        }
+                    }
+                    for event in encoder.finish(usage, &response.id) {
+                        out.extend_from_slice(&event);
+                    }
+                }
+            }
+            (out.freeze(), "text/event-stream")
+        }
+    };
+    let mut response = Response::new(full(body));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if req.stream {
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    Ok(response)
 }
 
 /// The event that ends a stream that failed after it started.

@@ -81,7 +81,7 @@ impl Guest for Policy {
             && user_turns == 1;
         let similarity_threshold = host::config_get("similarity_threshold")
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.92);
+            .unwrap_or(0.85);
         Ok(CacheDecision {
             cacheable: refusal.is_none(),
             key_text: key_text.join("\n"),
