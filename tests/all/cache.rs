@@ -396,6 +396,29 @@ async fn a_redis_outage_loses_no_request_and_the_gateway_reconnects() {
 }
 
 #[tokio::test]
+async fn a_stalled_redis_costs_at_most_its_deadline_and_answers_carry_on() {
+    require_redis!();
+    let redis = RedisServer::start().await;
+    let mock = MockUpstream::start().await;
+    let gw = gateway(&mock, exact_cache(), Some(redis_config(&redis))).await;
+    let body = ask("priced", "before the stall");
+    assert_eq!(cache_header(&post(&gw, &body, &[]).await), "miss");
+    redis.pause();
+    let client = Client::new();
+    for i in 0..20 {
+        let reply = post(&gw, &ask("priced", &format!("during the stall {i}")), &[]).await;
+        assert_eq!(reply.status, 200, "{i}");
+        assert_eq!(cache_header(&reply), "miss");
+    }
+    // The local tier still serves what it holds.
+    assert_eq!(cache_header(&post(&gw, &body, &[]).await), "hit");
+    let metrics = String::from_utf8_lossy(&client.get(&gw.url("/metrics")).await.body).into_owned();
+    assert!(metrics.contains("sluice_redis_errors_total{op=\"cache_get\"}"), "timeouts are counted");
+    assert!(metrics.contains("sluice_redis_skipped_total"), "and Redis is left alone while backing off");
+    redis.resume();
+}
+
+#[tokio::test]
 async fn semantic_hits_cross_replicas_and_the_guard_refuses_near_misses() {
     require_redis!();
     let Some(dir) = embedding_model() else { return };

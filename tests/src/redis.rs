@@ -68,8 +68,26 @@ impl RedisServer {
         stream.read_exact(&mut buf).await.is_ok() && &buf == b"+PONG\r\n"
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing
+    /// answers, as with an overloaded or stalled Redis.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
+        }
+    }
+
     /// Kills the server at once (SIGKILL), as an outage would.
     pub fn kill(&mut self) {
+        self.resume();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

@@ -408,6 +408,10 @@ impl ResponseCache {
     async fn lookup_semantic(&self, plan: &mut Plan) -> Option<Hit> {
         let semantic = plan.semantic.as_mut()?;
         let embedder = self.embedder.as_ref()?;
+        if !self.index.has_scope(&semantic.scope) {
+            // Nothing to compare with; the store embeds in the background.
+            return None;
+        }
         let started = Instant::now();
         let embedding = match embedder.embed(vec![semantic.question.clone()]).await {
             Ok(mut vectors) if !vectors.is_empty() => vectors.swap_remove(0).into_boxed_slice(),

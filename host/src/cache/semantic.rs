@@ -70,6 +70,12 @@ impl SemanticIndex {
         self.len() == 0
     }
 
+    /// Whether `scope` holds any entry (a lookup in an empty scope need not
+    /// embed the question).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.read().unwrap_or_else(|e| e.into_inner()).contains_key(scope)
+    }
+
     /// Adds (or replaces, by id) an entry. Expired entries are swept first
     /// when the index is full; if it is still full the entry is not kept.
     pub fn insert(&self, scope: &str, vector: Vector) -> bool {
