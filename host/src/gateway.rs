@@ -7,8 +7,10 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
+use crate::limits::KeyRing;
 use crate::models::ModelRegistry;
 use crate::plugin::PluginHost;
+use crate::routing::Routing;
 use crate::shared::SharedRedis;
 use crate::telemetry;
 use crate::upstream::Upstreams;
@@ -22,6 +24,10 @@ pub struct Gateway {
     pub plugins: Option<Arc<PluginHost>>,
     /// The Redis server shared with other replicas; `None` keeps all state local.
     pub redis: Option<Arc<SharedRedis>>,
+    /// Live model statistics, breakers, upstream budgets, A/B arms.
+    pub routing: Arc<Routing>,
+    /// Client API keys and their limits.
+    pub keys: KeyRing,
 }
 
 /// Why a gateway could not be built from a config.
@@ -43,9 +49,13 @@ impl Gateway {
             None => None,
         };
         let redis = match &config.redis {
-            Some(redis) => Some(Arc::new(SharedRedis::new(redis.clone()).map_err(|e| BuildError(format!("redis: {e}")))?)),
+            Some(redis) => {
+                Some(Arc::new(SharedRedis::new(redis.clone()).map_err(|e| BuildError(format!("redis: {e}")))?))
+            }
             None => None,
         };
-        Ok(Arc::new(Gateway { config, upstreams, models, metrics, plugins, redis }))
+        let routing = Arc::new(Routing::build(config.routing.clone(), &upstreams, &models, redis.clone()));
+        let keys = KeyRing::build(&config.keys, redis.clone());
+        Ok(Arc::new(Gateway { config, upstreams, models, metrics, plugins, redis, routing, keys }))
     }
 }

@@ -28,6 +28,10 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
     let api = if path.ends_with("/messages") { ApiFlavor::Anthropic } else { ApiFlavor::OpenAi };
     let mut ctx = RequestContext::new(api, started);
     ctx.pinned = req.headers().get("x-sluice-route").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"pinned"));
+    if let Err(error) = crate::limits::admit(&gw, &mut ctx.trace, path, req.headers()).await {
+        ctx.note_error(&error);
+        return ctx.finish(error.into_response(api));
+    }
     let result = match (req.method(), path) {
         (&Method::GET, "/health") => Ok(json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))),
         (&Method::GET, "/metrics") => Ok(metrics_response(&gw)),
@@ -35,6 +39,9 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             let list = gw.plugins.as_ref().map(|p| p.list()).unwrap_or_default();
             let body = serde_json::json!({"dir": gw.config.plugins.as_ref().map(|p| p.dir.display().to_string()), "plugins": list});
             Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
+        }
+        (&Method::GET, "/admin/routing/stats") => {
+            Ok(json_response(StatusCode::OK, Bytes::from(gw.routing.admin_json(&gw.models).to_string())))
         }
         (&Method::GET, "/v1/models" | "/models") => {
             let list = gw.models.list(&gw.upstreams).await;

@@ -114,12 +114,113 @@ impl Checker<'_> {
                 input_price_per_mtok: m.input_price_per_mtok,
                 output_price_per_mtok: m.output_price_per_mtok,
                 context_window: m.context_window,
+                tier: m.tier.clone(),
+                fallbacks: m.fallbacks.clone(),
             });
+        }
+        for (spanned, m) in raw.models.iter().zip(&models) {
+            if let Some(missing) = m.fallbacks.iter().find(|f| !models.iter().any(|x| x.name == **f)) {
+                return self.err(
+                    &format!("models[{}].fallbacks", m.name),
+                    Some(spanned.span()),
+                    format!("no `[[models]]` is named `{missing}`"),
+                );
+            }
+        }
+        let routing = self.routing(raw.routing.as_ref(), &models)?;
+        let mut keys = Vec::new();
+        for spanned in &raw.keys {
+            keys.push(self.key(spanned, &keys)?);
         }
         let plugins = raw.plugins.into_config();
         let redis = raw.redis.as_ref().map(|r| self.redis(r)).transpose()?;
         let cache = raw.cache.as_ref().map(|c| self.cache(c)).transpose()?.flatten();
-        Ok(Config { server, logging, upstreams, models, plugins, redis, cache })
+        Ok(Config { server, logging, upstreams, models, plugins, redis, cache, routing, keys })
+    }
+
+    fn routing(
+        &self,
+        raw: Option<&raw::RawRouting>,
+        models: &[ModelConfig],
+    ) -> Result<crate::routing::RoutingConfig, ConfigError> {
+        let mut arms: Vec<crate::routing::Arm> = Vec::new();
+        for spanned in raw.map(|r| r.arms.as_slice()).unwrap_or_default() {
+            let a = spanned.get_ref();
+            let key = format!("routing.arms[{}]", a.name);
+            if a.name.is_empty() || arms.iter().any(|x| x.name == a.name) {
+                return self.err(&key, Some(spanned.span()), "arm names must be non-empty and distinct");
+            }
+            if let Some(m) = &a.model
+                && !models.iter().any(|x| x.name == *m.get_ref())
+            {
+                return self.err(
+                    &format!("{key}.model"),
+                    Some(m.span()),
+                    format!("no `[[models]]` is named `{}`", m.get_ref()),
+                );
+            }
+            arms.push(crate::routing::Arm {
+                name: a.name.clone(),
+                weight: a.weight.unwrap_or(1),
+                model: a.model.as_ref().map(|m| m.get_ref().clone()),
+                route: a.route.unwrap_or(true),
+            });
+        }
+        if !arms.is_empty() && arms.iter().all(|a| a.weight == 0) {
+            return self.err("routing.arms", None, "at least one arm needs a weight above 0");
+        }
+        Ok(crate::routing::RoutingConfig { arms })
+    }
+
+    fn key(
+        &self,
+        spanned: &Spanned<raw::RawKey>,
+        seen: &[crate::limits::KeyConfig],
+    ) -> Result<crate::limits::KeyConfig, ConfigError> {
+        let k = spanned.get_ref();
+        let name = format!("keys[{}]", k.name);
+        if k.name.is_empty() || seen.iter().any(|x| x.name == k.name) {
+            return self.err(&name, Some(spanned.span()), "key names must be non-empty and distinct");
+        }
+        let secret = self.expand_env(&format!("{name}.key"), &k.key)?;
+        if secret.len() < 8 || seen.iter().any(|x| x.key == secret) {
+            return self.err(
+                &format!("{name}.key"),
+                Some(k.key.span()),
+                "keys must be distinct and 8 characters or more",
+            );
+        }
+        for (field, v) in [("rpm", k.rpm), ("tpm", k.tpm)] {
+            if v == Some(0) {
+                return self.err(&format!("{name}.{field}"), Some(spanned.span()), "must be greater than 0");
+            }
+        }
+        if k.budget_usd.is_some_and(|b| !(b.is_finite() && b >= 0.0)) {
+            return self.err(&format!("{name}.budget_usd"), Some(spanned.span()), "must be a non-negative number");
+        }
+        let day = 86_400;
+        let budget_period = match k.budget_period.as_ref().map(|p| (p, p.get_ref().as_str())) {
+            None | Some((_, "total")) => None,
+            Some((_, "hour")) => Some(Duration::from_secs(3_600)),
+            Some((_, "day")) => Some(Duration::from_secs(day)),
+            Some((_, "week")) => Some(Duration::from_secs(7 * day)),
+            Some((_, "month")) => Some(Duration::from_secs(30 * day)),
+            Some((p, other)) => {
+                return self.err(
+                    &format!("{name}.budget_period"),
+                    Some(p.span()),
+                    format!("`{other}` is not one of `hour`, `day`, `week`, `month`, `total`"),
+                );
+            }
+        };
+        Ok(crate::limits::KeyConfig {
+            name: k.name.clone(),
+            key: secret,
+            rpm: k.rpm,
+            tpm: k.tpm,
+            budget_usd: k.budget_usd,
+            budget_period,
+        })
     }
 
     fn redis(&self, raw: &raw::RawRedis) -> Result<crate::shared::RedisConfig, ConfigError> {
@@ -128,7 +229,8 @@ impl Checker<'_> {
             return self.err("redis.url", Some(raw.url.span()), format!("`{url}` is not a redis:// URL"));
         }
         let mut config = crate::shared::RedisConfig::new(&url);
-        for (key, value) in [("redis.timeout_ms", raw.timeout_ms), ("redis.connect_timeout_ms", raw.connect_timeout_ms)] {
+        for (key, value) in [("redis.timeout_ms", raw.timeout_ms), ("redis.connect_timeout_ms", raw.connect_timeout_ms)]
+        {
             if value == Some(0) {
                 return self.err(key, None, "must be greater than 0");
             }
@@ -250,6 +352,28 @@ impl Checker<'_> {
             }
             out.max_in_flight = v;
         }
+        if let Some(v) = u.max_retries {
+            out.retry.max_retries = v;
+        }
+        if let Some(v) = u.retry_base_ms {
+            out.retry.base = ms(v);
+        }
+        if let Some(v) = u.retry_max_wait_ms {
+            out.retry.max_wait = ms(v);
+        }
+        if let Some(v) = u.breaker_failures {
+            out.breaker.failures = v;
+        }
+        if let Some(v) = u.breaker_open_ms {
+            out.breaker.open_for = ms(v);
+        }
+        for (field, v) in [("rpm", u.rpm), ("tpm", u.tpm)] {
+            if v == Some(0) {
+                return self.err(&key(field), Some(spanned.span()), "must be greater than 0");
+            }
+        }
+        out.rpm = u.rpm;
+        out.tpm = u.tpm;
         out.passthrough = u.passthrough.unwrap_or(false);
         out.list_models = u.list_models.unwrap_or(out.passthrough);
         if let Some(v) = u.default_max_tokens {
