@@ -20,6 +20,7 @@
 //! | `refuse`      | answer with a refusal (judges score it low)              |
 //! | `strong`      | answer at length, as a strong model would                |
 //!
+//! [`MockUpstream::set_down`] makes every request fail with 503 (an outage).
 //! Otherwise the answer is `echo: <last user message>`, streamed a word per
 //! chunk. Every request is recorded for inspection; `calls(model)` counts
 //! the chat requests per model name.
@@ -58,6 +59,8 @@ struct State {
     streams_completed: AtomicUsize,
     streams_dropped: AtomicUsize,
     calls: Mutex<std::collections::HashMap<String, usize>>,
+    /// An outage: every request is answered 503 at once.
+    down: std::sync::atomic::AtomicBool,
 }
 
 /// A running mock upstream; it stops when dropped.
@@ -124,6 +127,11 @@ impl MockUpstream {
         self.requests().pop()
     }
 
+    /// Starts (`true`) or ends an outage: while down, every request gets 503.
+    pub fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::SeqCst);
+    }
+
     /// Chat requests received for `model` (the upstream model id).
     pub fn calls(&self, model: &str) -> usize {
         self.state.calls.lock().map(|c| c.get(model).copied().unwrap_or(0)).unwrap_or(0)
@@ -167,6 +175,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     }
     let model = body.get("model").and_then(Value::as_str).unwrap_or("").to_owned();
     let anthropic = path.ends_with("/messages");
+    if state.down.load(Ordering::SeqCst) {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": {"message": "mock outage", "type": "server_error"}}),
+        );
+    }
     let call = match state.calls.lock() {
         Ok(mut calls) if path.ends_with("/chat/completions") || anthropic => {
             let n = calls.entry(model.clone()).or_insert(0);

@@ -466,6 +466,58 @@ input_price_per_mtok = 0.5
     }
 
     #[test]
+    fn routing_keys_and_resilience_parse() {
+        let cfg = parse(
+            r#"
+[upstreams.oa]
+kind = "openai"
+base_url = "http://127.0.0.1:1/v1"
+max_retries = 4
+retry_max_wait_ms = 500
+breaker_failures = 3
+rpm = 60
+[[models]]
+name = "small"
+upstream = "oa"
+tier = "small"
+fallbacks = ["large"]
+[[models]]
+name = "large"
+upstream = "oa"
+[[routing.arms]]
+name = "control"
+weight = 9
+model = "large"
+[[routing.arms]]
+name = "routed"
+[[keys]]
+name = "team"
+key = "sk-${KEY}"
+rpm = 10
+budget_usd = 5.0
+budget_period = "day"
+"#,
+        )
+        .expect("valid config");
+        let oa = &cfg.upstreams[0];
+        assert_eq!(
+            (oa.retry.max_retries, oa.retry.max_wait, oa.breaker.failures, oa.rpm),
+            (4, Duration::from_millis(500), 3, Some(60))
+        );
+        assert_eq!(cfg.models[0].fallbacks, ["large"]);
+        assert_eq!(cfg.routing.arms[1].weight, 1);
+        assert_eq!(cfg.keys[0].key, "sk-secret");
+        assert_eq!(cfg.keys[0].budget_period, Some(Duration::from_secs(86_400)));
+
+        let e = parse("[upstreams.a]\nkind = \"openai\"\nbase_url = \"http://x/v1\"\n[[models]]\nname = \"m\"\nupstream = \"a\"\nfallbacks = [\"nope\"]\n")
+            .expect_err("unknown fallback");
+        assert_eq!(e.key, "models[m].fallbacks");
+        let e = parse("[[keys]]\nname = \"k\"\nkey = \"sk-12345678\"\nbudget_period = \"fortnight\"\n")
+            .expect_err("period");
+        assert_eq!(e.key, "keys[k].budget_period");
+    }
+
+    #[test]
     fn errors_name_key_and_line() {
         let e = parse("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").expect_err("unknown key");
         assert_eq!(e.location, ":3");

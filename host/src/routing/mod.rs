@@ -111,7 +111,7 @@ impl Routing {
         registry
             .routes()
             .map(|route| {
-                let snap = self.model(&route.public).snapshot();
+                let snap = self.model(&route.public).live();
                 let circuit = self.upstream(route.upstream.name()).breaker.circuit();
                 let health = match circuit {
                     Circuit::Open => Health::Down,
@@ -139,7 +139,7 @@ impl Routing {
     pub fn candidate_metadata(&self, registry: &ModelRegistry) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for route in registry.routes() {
-            let snap = self.model(&route.public).snapshot();
+            let snap = self.model(&route.public).live();
             let key = |stat: &str| format!("candidate.{}.{stat}", route.public);
             out.push((key("ewma_ms"), format!("{:.1}", snap.ewma_ms)));
             out.push((key("ttft_p50_ms"), format!("{:.1}", snap.ttft_p50_ms)));

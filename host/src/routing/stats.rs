@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -33,15 +33,19 @@ fn push<T>(q: &mut VecDeque<T>, v: T) {
     q.push_back(v);
 }
 
-/// The `q`-quantile (0..=1) of `samples`, 0 when there are none.
-pub fn percentile(samples: impl Iterator<Item = f64>, q: f64) -> f64 {
-    let mut v: Vec<f64> = samples.collect();
-    if v.is_empty() {
+/// The `q`-quantile (0..=1) of sorted samples, 0 when there are none.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
         return 0.0;
     }
+    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn sorted(samples: &VecDeque<f64>) -> Vec<f64> {
+    let mut v: Vec<f64> = samples.iter().copied().collect();
     v.sort_by(f64::total_cmp);
-    let rank = ((v.len() as f64 - 1.0) * q).round() as usize;
-    v[rank.min(v.len() - 1)]
+    v
 }
 
 #[derive(Debug, Default)]
@@ -58,12 +62,16 @@ struct Totals {
     ewma_ms: f64,
 }
 
+/// How stale the figures routers see may be: a snapshot sorts the window.
+const LIVE_REFRESH: Duration = Duration::from_millis(100);
+
 /// One model's (or one arm's) figures.
 #[derive(Debug, Default)]
 pub struct Stats {
     window: Mutex<Window>,
     totals: Mutex<Totals>,
     in_flight: AtomicI64,
+    live: Mutex<Option<(Instant, Snapshot)>>,
 }
 
 /// A snapshot for routers and the admin page.
@@ -147,14 +155,32 @@ impl Stats {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// A snapshot at most [`LIVE_REFRESH`] old, for routers on the request
+    /// path (in-flight count always current).
+    pub fn live(&self) -> Snapshot {
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        if let Ok(live) = self.live.lock()
+            && let Some((at, snap)) = live.as_ref()
+            && at.elapsed() < LIVE_REFRESH
+        {
+            return Snapshot { in_flight, ..*snap };
+        }
+        let snap = self.snapshot();
+        if let Ok(mut live) = self.live.lock() {
+            *live = Some((Instant::now(), snap));
+        }
+        snap
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot { in_flight: self.in_flight.load(Ordering::Relaxed), ..Snapshot::default() };
         if let Ok(w) = self.window.lock() {
-            s.p50_ms = percentile(w.latency_ms.iter().copied(), 0.5);
-            s.p95_ms = percentile(w.latency_ms.iter().copied(), 0.95);
-            s.p99_ms = percentile(w.latency_ms.iter().copied(), 0.99);
-            s.ttft_p50_ms = percentile(w.ttft_ms.iter().copied(), 0.5);
-            s.ttft_p95_ms = percentile(w.ttft_ms.iter().copied(), 0.95);
+            let (latency, ttft) = (sorted(&w.latency_ms), sorted(&w.ttft_ms));
+            s.p50_ms = percentile(&latency, 0.5);
+            s.p95_ms = percentile(&latency, 0.95);
+            s.p99_ms = percentile(&latency, 0.99);
+            s.ttft_p50_ms = percentile(&ttft, 0.5);
+            s.ttft_p95_ms = percentile(&ttft, 0.95);
             let errors = w.outcomes.iter().filter(|e| **e).count();
             s.error_rate = if w.outcomes.is_empty() { 0.0 } else { errors as f64 / w.outcomes.len() as f64 };
         }
