@@ -36,13 +36,32 @@ pub enum GatewayError {
     /// The upstream answered with an error status; its body is kept so a 4xx
     /// can be passed through.
     #[error("Upstream `{upstream}` answered {status}")]
-    UpstreamStatus { upstream: String, upstream_api: ApiFlavor, status: StatusCode, body: Bytes },
+    UpstreamStatus {
+        upstream: String,
+        upstream_api: ApiFlavor,
+        status: StatusCode,
+        body: Bytes,
+        /// The upstream's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
     #[error("Upstream `{upstream}` sent a response Sluice could not read: {detail}")]
     UpstreamProtocol { upstream: String, detail: String },
     #[error("Upstream `{upstream}` is at its limit of {limit} requests in flight")]
     UpstreamBusy { upstream: String, limit: usize },
     #[error("Upstream `{upstream}` does not support {what}")]
     Unsupported { upstream: String, what: &'static str },
+    /// A client key is missing or unknown while `[[keys]]` are configured.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A request or token budget is spent for now (client key or upstream).
+    #[error("Rate limit of {scope} reached; retry after {retry_after:?}")]
+    RateLimited { scope: String, retry_after: Duration },
+    /// A client key's spend budget is used up for its period.
+    #[error("The spend budget of key `{key}` (${budget_usd}) is used up")]
+    BudgetExceeded { key: String, budget_usd: f64 },
+    /// The upstream's circuit breaker is open after repeated failures.
+    #[error("Upstream `{upstream}` is failing; its circuit is open for another {retry_after:?}")]
+    CircuitOpen { upstream: String, retry_after: Duration },
     /// A stage plugin refused the request (policy) or failed closed (fault).
     #[error("{0}")]
     Plugin(#[from] crate::stage::StageError),
@@ -71,6 +90,9 @@ impl GatewayError {
             GatewayError::UpstreamStatus { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Unsupported { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::RateLimited { .. } | GatewayError::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Plugin(e) if e.is_fault() => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::Plugin(_) => StatusCode::BAD_REQUEST,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -90,10 +112,28 @@ impl GatewayError {
             GatewayError::UpstreamProtocol { .. } => "upstream_protocol",
             GatewayError::UpstreamBusy { .. } => "upstream_busy",
             GatewayError::Unsupported { .. } => "unsupported",
+            GatewayError::Unauthorized(_) => "invalid_api_key",
+            GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::BudgetExceeded { .. } => "budget_exceeded",
+            GatewayError::CircuitOpen { .. } => "circuit_open",
             GatewayError::Plugin(e) if e.is_fault() => "plugin_fault",
             GatewayError::Plugin(_) => "plugin_rejected",
             GatewayError::CacheDisabled => "cache_disabled",
             GatewayError::Internal(_) => "internal",
+        }
+    }
+
+    /// When the client may try again, for `Retry-After`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            GatewayError::UpstreamBusy { .. } => Some(Duration::from_secs(1)),
+            GatewayError::RateLimited { retry_after, .. } | GatewayError::CircuitOpen { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            GatewayError::UpstreamStatus { retry_after, status, .. } if status.as_u16() == 429 => {
+                Some(retry_after.unwrap_or(Duration::from_secs(1)))
+            }
+            _ => None,
         }
     }
 
@@ -155,8 +195,10 @@ impl GatewayError {
         let mut response = http::Response::new(full(body));
         *response.status_mut() = status;
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let GatewayError::UpstreamBusy { .. } = self {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(after) = self.retry_after() {
+            // Whole seconds, rounded up: `Retry-After: 0` would invite a storm.
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response
     }
@@ -202,6 +244,7 @@ mod tests {
             upstream_api: ApiFlavor::OpenAi,
             status: StatusCode::UNPROCESSABLE_ENTITY,
             body: Bytes::from_static(br#"{"error":{"message":"nope","type":"x"}}"#),
+            retry_after: None,
         };
         assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(e.body_json(ApiFlavor::Anthropic)["error"]["message"], "nope");
@@ -210,6 +253,7 @@ mod tests {
             upstream_api: ApiFlavor::OpenAi,
             status: StatusCode::SERVICE_UNAVAILABLE,
             body: Bytes::new(),
+            retry_after: None,
         };
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
     }

@@ -8,8 +8,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::cache::ResponseCache;
 use crate::config::Config;
+use crate::limits::KeyRing;
 use crate::models::ModelRegistry;
 use crate::plugin::PluginHost;
+use crate::routing::Routing;
 use crate::shared::SharedRedis;
 use crate::telemetry;
 use crate::upstream::Upstreams;
@@ -25,6 +27,10 @@ pub struct Gateway {
     pub redis: Option<Arc<SharedRedis>>,
     /// The response cache; `None` when `[cache]` is not configured.
     pub cache: Option<Arc<ResponseCache>>,
+    /// Live model statistics, breakers, upstream budgets, A/B arms.
+    pub routing: Arc<Routing>,
+    /// Client API keys and their limits.
+    pub keys: KeyRing,
 }
 
 /// Why a gateway could not be built from a config.
@@ -52,6 +58,8 @@ impl Gateway {
             None => None,
         };
         let cache = config.cache.clone().map(|c| ResponseCache::new(c, redis.clone()));
-        Ok(Arc::new(Gateway { config, upstreams, models, metrics, plugins, redis, cache }))
+        let routing = Arc::new(Routing::build(config.routing.clone(), &upstreams, &models, redis.clone()));
+        let keys = KeyRing::build(&config.keys, redis.clone());
+        Ok(Arc::new(Gateway { config, upstreams, models, metrics, plugins, redis, cache, routing, keys }))
     }
 }

@@ -31,6 +31,10 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
     if gw.cache.is_some() {
         ctx.cache_controls = crate::cache::CacheControls::from_headers(req.headers());
     }
+    if let Err(error) = crate::limits::admit(&gw, &mut ctx.trace, path, req.headers()).await {
+        ctx.note_error(&error);
+        return ctx.finish(error.into_response(api));
+    }
     let result = match (req.method(), path) {
         (&Method::GET, "/health") => Ok(json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))),
         (&Method::GET, "/metrics") => Ok(metrics_response(&gw)),
@@ -52,6 +56,9 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             }
             None => Err(GatewayError::CacheDisabled),
         },
+        (&Method::GET, "/admin/routing/stats") => {
+            Ok(json_response(StatusCode::OK, Bytes::from(gw.routing.admin_json(&gw.models).to_string())))
+        }
         (&Method::GET, "/v1/models" | "/models") => {
             let list = gw.models.list(&gw.upstreams).await;
             Ok(json_response(StatusCode::OK, Bytes::from(list.to_string())))

@@ -22,6 +22,10 @@ pub struct ModelRoute {
     pub upstream_model: String,
     pub pricing: Option<Pricing>,
     pub context_window: Option<u32>,
+    /// Tier or quality label for routers.
+    pub tier: Option<String>,
+    /// Models to try when this one fails (the default route plan).
+    pub fallbacks: Vec<String>,
 }
 
 pub struct ModelRegistry {
@@ -46,6 +50,8 @@ impl ModelRegistry {
                 upstream_model: m.upstream_model.clone(),
                 pricing: Pricing::from_config(m.input_price_per_mtok, m.output_price_per_mtok),
                 context_window: m.context_window,
+                tier: m.tier.clone(),
+                fallbacks: m.fallbacks.clone(),
             });
             models.insert(m.name.clone(), route.clone());
             ordered.push(route);
@@ -75,6 +81,8 @@ impl ModelRegistry {
                     upstream_model: model,
                     pricing: None,
                     context_window: None,
+                    tier: None,
+                    fallbacks: Vec::new(),
                 }))
             }
             _ => Err(GatewayError::ModelNotFound(name.to_owned())),

@@ -30,6 +30,17 @@ pub const CACHE_GUARD_REJECTIONS: &str = "sluice_cache_guard_rejections_total";
 pub const CACHE_SAVED_TOKENS: &str = "sluice_cache_saved_tokens_total";
 /// A gauge that only grows, like [`COST`].
 pub const CACHE_SAVED_COST: &str = "sluice_cache_saved_cost_usd";
+pub const RETRIES: &str = "sluice_upstream_retries_total";
+pub const CIRCUIT_STATE: &str = "sluice_circuit_state";
+pub const CIRCUIT_OPENED: &str = "sluice_circuit_opened_total";
+pub const RATE_LIMITED: &str = "sluice_rate_limited_total";
+pub const CASCADE_ESCALATIONS: &str = "sluice_cascade_escalations_total";
+pub const ARM_REQUESTS: &str = "sluice_ab_arm_requests_total";
+pub const ARM_DURATION: &str = "sluice_ab_arm_request_duration_seconds";
+/// A gauge that only grows, like [`COST`].
+pub const ARM_COST: &str = "sluice_ab_arm_cost_usd";
+pub const ARM_JUDGE_SCORE: &str = "sluice_ab_arm_judge_score";
+pub const ARM_ESCALATIONS: &str = "sluice_ab_arm_escalations_total";
 pub const REDIS_ERRORS: &str = "sluice_redis_errors_total";
 pub const REDIS_SKIPPED: &str = "sluice_redis_skipped_total";
 pub const REDIS_LATENCY: &str = "sluice_redis_op_duration_seconds";
@@ -51,6 +62,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .and_then(|b| {
                 b.set_buckets_for_metric(
                     Matcher::Full(JUDGE_SCORE.to_owned()),
+                    &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(ARM_JUDGE_SCORE.to_owned()),
                     &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
                 )
             })
@@ -108,6 +125,16 @@ fn describe() {
         "Tokens (prompt and completion) served from the cache instead of an upstream"
     );
     describe_gauge!(CACHE_SAVED_COST, "Cumulative USD not spent thanks to cache hits, from configured prices");
+    describe_counter!(RETRIES, "Retries of an upstream call after a retryable failure, by upstream and error kind");
+    describe_gauge!(CIRCUIT_STATE, "Circuit breaker state by upstream: 0 closed, 1 half-open, 2 open");
+    describe_counter!(CIRCUIT_OPENED, "Times an upstream's circuit opened");
+    describe_counter!(RATE_LIMITED, "Requests refused by a rate limit, by scope (upstream or client key)");
+    describe_counter!(CASCADE_ESCALATIONS, "Cascade escalations, by the tier escalated from and the reason");
+    describe_counter!(ARM_REQUESTS, "Requests by A/B arm and status");
+    describe_histogram!(ARM_DURATION, Unit::Seconds, "Request latency by A/B arm");
+    describe_gauge!(ARM_COST, "Cumulative spend in USD by A/B arm (escalated cascade tiers included)");
+    describe_histogram!(ARM_JUDGE_SCORE, "Judge scores of returned answers, by A/B arm");
+    describe_counter!(ARM_ESCALATIONS, "Requests whose cascade escalated, by A/B arm");
     describe_counter!(REDIS_ERRORS, "Redis operations that failed or timed out, by operation");
     describe_counter!(REDIS_SKIPPED, "Redis operations skipped while backing off after a failure, by operation");
     describe_histogram!(REDIS_LATENCY, Unit::Seconds, "Redis operation latency, by operation");

@@ -8,6 +8,7 @@ mod engine;
 mod errors;
 mod openai;
 mod plugins;
+mod routing;
 mod sdk;
 mod streaming;
 mod support;

@@ -29,6 +29,7 @@ pub fn config_for(mock: &MockUpstream, tweak: impl FnOnce(&mut Config)) -> Confi
             input_price_per_mtok: Some(1.0),
             output_price_per_mtok: Some(2.0),
             context_window: Some(8192),
+            ..ModelConfig::default()
         },
         ModelConfig {
             name: "claude".into(),
@@ -37,6 +38,7 @@ pub fn config_for(mock: &MockUpstream, tweak: impl FnOnce(&mut Config)) -> Confi
             input_price_per_mtok: Some(3.0),
             output_price_per_mtok: Some(15.0),
             context_window: Some(200_000),
+            ..ModelConfig::default()
         },
     ];
     tweak(&mut config);

@@ -132,6 +132,7 @@ fn config(mock: &MockUpstream, cache: CacheConfig, redis: Option<RedisConfig>) -
         input_price_per_mtok: Some(2.5),
         output_price_per_mtok: Some(10.0),
         context_window: Some(128_000),
+        ..Default::default()
     }];
     config.cache = Some(cache);
     config.redis = redis;

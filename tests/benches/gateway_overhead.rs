@@ -95,6 +95,7 @@ async fn staged_gateway(mock: &MockUpstream) -> Option<(TestGateway, std::path::
         input_price_per_mtok: Some(0.15),
         output_price_per_mtok: Some(0.6),
         context_window: Some(8192),
+        ..ModelConfig::default()
     }];
     let mut plugins = PluginConfig::new(&folder);
     plugins.cache_dir = Some(dist.join(".cache"));

@@ -6,15 +6,24 @@
 //! | word          | effect                                                   |
 //! |---------------|----------------------------------------------------------|
 //! | `fail<NNN>`   | answer status NNN with an error body of the API's shape  |
+//! | `flaky<N>`    | answer 503 to the first N requests for this model name   |
+//! | `throttled<N>`| answer 429 to the first N requests for this model name   |
+//! | `retryafter<S>`| send `Retry-After: S` with those 429s                   |
 //! | `slow<MS>`    | wait MS ms before the response headers                   |
+//! | `stall<MS>`   | wait MS ms after the headers, before the first chunk     |
 //! | `drip<MS>`    | wait MS ms between streamed chunks                       |
 //! | `pause<MS>`   | wait MS ms once, after the first streamed chunk          |
 //! | `nousage`     | report no usage                                          |
 //! | `die`         | end a stream after two chunks, without finishing         |
+//! | `die<N>`      | end a stream after N chunks (`die0`: before any)         |
 //! | `tools`       | answer with a tool call instead of text                  |
+//! | `refuse`      | answer with a refusal (judges score it low)              |
+//! | `strong`      | answer at length, as a strong model would                |
 //!
+//! [`MockUpstream::set_down`] makes every request fail with 503 (an outage).
 //! Otherwise the answer is `echo: <last user message>`, streamed a word per
-//! chunk. Every request is recorded for inspection.
+//! chunk. Every request is recorded for inspection; `calls(model)` counts
+//! the chat requests per model name.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -49,6 +58,9 @@ struct State {
     streams_started: AtomicUsize,
     streams_completed: AtomicUsize,
     streams_dropped: AtomicUsize,
+    calls: Mutex<std::collections::HashMap<String, usize>>,
+    /// An outage: every request is answered 503 at once.
+    down: std::sync::atomic::AtomicBool,
 }
 
 /// A running mock upstream; it stops when dropped.
@@ -115,6 +127,16 @@ impl MockUpstream {
         self.requests().pop()
     }
 
+    /// Starts (`true`) or ends an outage: while down, every request gets 503.
+    pub fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Chat requests received for `model` (the upstream model id).
+    pub fn calls(&self, model: &str) -> usize {
+        self.state.calls.lock().map(|c| c.get(model).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
     /// Streams begun, finished, and abandoned by the reader before the end.
     pub fn stream_counts(&self) -> (usize, usize, usize) {
         (
@@ -153,8 +175,38 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     }
     let model = body.get("model").and_then(Value::as_str).unwrap_or("").to_owned();
     let anthropic = path.ends_with("/messages");
+    if state.down.load(Ordering::SeqCst) {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": {"message": "mock outage", "type": "server_error"}}),
+        );
+    }
+    let call = match state.calls.lock() {
+        Ok(mut calls) if path.ends_with("/chat/completions") || anthropic => {
+            let n = calls.entry(model.clone()).or_insert(0);
+            *n += 1;
+            *n as u64
+        }
+        _ => 0,
+    };
     if let Some(ms) = mode(&model, "slow") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if mode(&model, "flaky").is_some_and(|n| call <= n) {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": {"message": format!("mock outage (call {call})"), "type": "server_error"}}),
+        );
+    }
+    if mode(&model, "throttled").is_some_and(|n| call <= n) {
+        let mut r = json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!({"error": {"message": "mock rate limit", "type": "rate_limit_error", "code": "rate_limit_exceeded"}}),
+        );
+        if let Some(s) = mode(&model, "retryafter") {
+            r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(s));
+        }
+        return r;
     }
     if let Some(code) = mode(&model, "fail") {
         let status = StatusCode::from_u16(code as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -207,7 +259,9 @@ struct Answer {
     prompt_tokens: u64,
     drip: Duration,
     pause: Duration,
-    die: bool,
+    stall: Duration,
+    /// End the stream after this many events, unfinished.
+    die: Option<usize>,
     include_usage: bool,
 }
 
@@ -226,7 +280,17 @@ impl Answer {
                 _ => None,
             })
             .unwrap_or_default();
-        let text = format!("echo: {last_user}");
+        let text = if has(model, "refuse") {
+            "I'm sorry, but I can't help with that.".to_owned()
+        } else if has(model, "strong") {
+            format!(
+                "Here is a careful answer to your question ({last_user}). First, consider what is being asked \
+                 and the facts that bear on it. Second, work through the reasoning step by step, checking each \
+                 step. Finally, the result follows, with the caveats that matter in practice."
+            )
+        } else {
+            format!("echo: {last_user}")
+        };
         Answer {
             model: model.to_owned(),
             words: text.split_inclusive(' ').map(str::to_owned).collect(),
@@ -235,7 +299,8 @@ impl Answer {
             prompt_tokens: 10 + messages.len() as u64,
             drip: Duration::from_millis(mode(model, "drip").unwrap_or(0)),
             pause: Duration::from_millis(mode(model, "pause").unwrap_or(0)),
-            die: has(model, "die"),
+            stall: Duration::from_millis(mode(model, "stall").unwrap_or(0)),
+            die: if has(model, "die") { Some(2) } else { mode(model, "die").map(|n| n as usize) },
             include_usage: body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false),
         }
     }
@@ -362,12 +427,15 @@ impl Drop for StreamGuard {
 fn stream_response(state: Arc<State>, answer: Answer, anthropic: bool) -> Response<Body> {
     state.streams_started.fetch_add(1, Ordering::SeqCst);
     let mut events = answer.events(anthropic);
-    if answer.die {
-        events.truncate(2);
+    if let Some(n) = answer.die {
+        events.truncate(n);
     }
-    let (drip, pause, die) = (answer.drip, answer.pause, answer.die);
+    let (drip, pause, stall, die) = (answer.drip, answer.pause, answer.stall, answer.die.is_some());
     let mut guard = StreamGuard { state, complete: false };
     let stream = async_stream::stream! {
+        if !stall.is_zero() {
+            tokio::time::sleep(stall).await;
+        }
         for (i, event) in events.into_iter().enumerate() {
             if i == 1 && !pause.is_zero() {
                 tokio::time::sleep(pause).await;

@@ -114,12 +114,113 @@ impl Checker<'_> {
                 input_price_per_mtok: m.input_price_per_mtok,
                 output_price_per_mtok: m.output_price_per_mtok,
                 context_window: m.context_window,
+                tier: m.tier.clone(),
+                fallbacks: m.fallbacks.clone(),
             });
+        }
+        for (spanned, m) in raw.models.iter().zip(&models) {
+            if let Some(missing) = m.fallbacks.iter().find(|f| !models.iter().any(|x| x.name == **f)) {
+                return self.err(
+                    &format!("models[{}].fallbacks", m.name),
+                    Some(spanned.span()),
+                    format!("no `[[models]]` is named `{missing}`"),
+                );
+            }
+        }
+        let routing = self.routing(raw.routing.as_ref(), &models)?;
+        let mut keys = Vec::new();
+        for spanned in &raw.keys {
+            keys.push(self.key(spanned, &keys)?);
         }
         let plugins = raw.plugins.into_config();
         let redis = raw.redis.as_ref().map(|r| self.redis(r)).transpose()?;
         let cache = raw.cache.as_ref().map(|c| self.cache(c)).transpose()?.flatten();
-        Ok(Config { server, logging, upstreams, models, plugins, redis, cache })
+        Ok(Config { server, logging, upstreams, models, plugins, redis, cache, routing, keys })
+    }
+
+    fn routing(
+        &self,
+        raw: Option<&raw::RawRouting>,
+        models: &[ModelConfig],
+    ) -> Result<crate::routing::RoutingConfig, ConfigError> {
+        let mut arms: Vec<crate::routing::Arm> = Vec::new();
+        for spanned in raw.map(|r| r.arms.as_slice()).unwrap_or_default() {
+            let a = spanned.get_ref();
+            let key = format!("routing.arms[{}]", a.name);
+            if a.name.is_empty() || arms.iter().any(|x| x.name == a.name) {
+                return self.err(&key, Some(spanned.span()), "arm names must be non-empty and distinct");
+            }
+            if let Some(m) = &a.model
+                && !models.iter().any(|x| x.name == *m.get_ref())
+            {
+                return self.err(
+                    &format!("{key}.model"),
+                    Some(m.span()),
+                    format!("no `[[models]]` is named `{}`", m.get_ref()),
+                );
+            }
+            arms.push(crate::routing::Arm {
+                name: a.name.clone(),
+                weight: a.weight.unwrap_or(1),
+                model: a.model.as_ref().map(|m| m.get_ref().clone()),
+                route: a.route.unwrap_or(true),
+            });
+        }
+        if !arms.is_empty() && arms.iter().all(|a| a.weight == 0) {
+            return self.err("routing.arms", None, "at least one arm needs a weight above 0");
+        }
+        Ok(crate::routing::RoutingConfig { arms })
+    }
+
+    fn key(
+        &self,
+        spanned: &Spanned<raw::RawKey>,
+        seen: &[crate::limits::KeyConfig],
+    ) -> Result<crate::limits::KeyConfig, ConfigError> {
+        let k = spanned.get_ref();
+        let name = format!("keys[{}]", k.name);
+        if k.name.is_empty() || seen.iter().any(|x| x.name == k.name) {
+            return self.err(&name, Some(spanned.span()), "key names must be non-empty and distinct");
+        }
+        let secret = self.expand_env(&format!("{name}.key"), &k.key)?;
+        if secret.len() < 8 || seen.iter().any(|x| x.key == secret) {
+            return self.err(
+                &format!("{name}.key"),
+                Some(k.key.span()),
+                "keys must be distinct and 8 characters or more",
+            );
+        }
+        for (field, v) in [("rpm", k.rpm), ("tpm", k.tpm)] {
+            if v == Some(0) {
+                return self.err(&format!("{name}.{field}"), Some(spanned.span()), "must be greater than 0");
+            }
+        }
+        if k.budget_usd.is_some_and(|b| !(b.is_finite() && b >= 0.0)) {
+            return self.err(&format!("{name}.budget_usd"), Some(spanned.span()), "must be a non-negative number");
+        }
+        let day = 86_400;
+        let budget_period = match k.budget_period.as_ref().map(|p| (p, p.get_ref().as_str())) {
+            None | Some((_, "total")) => None,
+            Some((_, "hour")) => Some(Duration::from_secs(3_600)),
+            Some((_, "day")) => Some(Duration::from_secs(day)),
+            Some((_, "week")) => Some(Duration::from_secs(7 * day)),
+            Some((_, "month")) => Some(Duration::from_secs(30 * day)),
+            Some((p, other)) => {
+                return self.err(
+                    &format!("{name}.budget_period"),
+                    Some(p.span()),
+                    format!("`{other}` is not one of `hour`, `day`, `week`, `month`, `total`"),
+                );
+            }
+        };
+        Ok(crate::limits::KeyConfig {
+            name: k.name.clone(),
+            key: secret,
+            rpm: k.rpm,
+            tpm: k.tpm,
+            budget_usd: k.budget_usd,
+            budget_period,
+        })
     }
 
     fn redis(&self, raw: &raw::RawRedis) -> Result<crate::shared::RedisConfig, ConfigError> {
@@ -248,6 +349,28 @@ impl Checker<'_> {
             }
             out.max_in_flight = v;
         }
+        if let Some(v) = u.max_retries {
+            out.retry.max_retries = v;
+        }
+        if let Some(v) = u.retry_base_ms {
+            out.retry.base = ms(v);
+        }
+        if let Some(v) = u.retry_max_wait_ms {
+            out.retry.max_wait = ms(v);
+        }
+        if let Some(v) = u.breaker_failures {
+            out.breaker.failures = v;
+        }
+        if let Some(v) = u.breaker_open_ms {
+            out.breaker.open_for = ms(v);
+        }
+        for (field, v) in [("rpm", u.rpm), ("tpm", u.tpm)] {
+            if v == Some(0) {
+                return self.err(&key(field), Some(spanned.span()), "must be greater than 0");
+            }
+        }
+        out.rpm = u.rpm;
+        out.tpm = u.tpm;
         out.passthrough = u.passthrough.unwrap_or(false);
         out.list_models = u.list_models.unwrap_or(out.passthrough);
         if let Some(v) = u.default_max_tokens {
@@ -337,6 +460,58 @@ input_price_per_mtok = 0.5
         assert_eq!(cfg.upstreams[0].base_url, "http://127.0.0.1:1/v1");
         assert_eq!(cfg.upstreams[0].api_key.as_deref(), Some("Bearer-secret"));
         assert_eq!(cfg.models[0].upstream_model, "gpt-small");
+    }
+
+    #[test]
+    fn routing_keys_and_resilience_parse() {
+        let cfg = parse(
+            r#"
+[upstreams.oa]
+kind = "openai"
+base_url = "http://127.0.0.1:1/v1"
+max_retries = 4
+retry_max_wait_ms = 500
+breaker_failures = 3
+rpm = 60
+[[models]]
+name = "small"
+upstream = "oa"
+tier = "small"
+fallbacks = ["large"]
+[[models]]
+name = "large"
+upstream = "oa"
+[[routing.arms]]
+name = "control"
+weight = 9
+model = "large"
+[[routing.arms]]
+name = "routed"
+[[keys]]
+name = "team"
+key = "sk-${KEY}"
+rpm = 10
+budget_usd = 5.0
+budget_period = "day"
+"#,
+        )
+        .expect("valid config");
+        let oa = &cfg.upstreams[0];
+        assert_eq!(
+            (oa.retry.max_retries, oa.retry.max_wait, oa.breaker.failures, oa.rpm),
+            (4, Duration::from_millis(500), 3, Some(60))
+        );
+        assert_eq!(cfg.models[0].fallbacks, ["large"]);
+        assert_eq!(cfg.routing.arms[1].weight, 1);
+        assert_eq!(cfg.keys[0].key, "sk-secret");
+        assert_eq!(cfg.keys[0].budget_period, Some(Duration::from_secs(86_400)));
+
+        let e = parse("[upstreams.a]\nkind = \"openai\"\nbase_url = \"http://x/v1\"\n[[models]]\nname = \"m\"\nupstream = \"a\"\nfallbacks = [\"nope\"]\n")
+            .expect_err("unknown fallback");
+        assert_eq!(e.key, "models[m].fallbacks");
+        let e = parse("[[keys]]\nname = \"k\"\nkey = \"sk-12345678\"\nbudget_period = \"fortnight\"\n")
+            .expect_err("period");
+        assert_eq!(e.key, "keys[k].budget_period");
     }
 
     #[test]

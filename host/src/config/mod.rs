@@ -37,6 +37,10 @@ pub struct Config {
     pub redis: Option<crate::shared::RedisConfig>,
     /// The response cache; `None` caches nothing.
     pub cache: Option<crate::cache::CacheConfig>,
+    /// A/B arms.
+    pub routing: crate::routing::RoutingConfig,
+    /// Client API keys; empty: no key needed.
+    pub keys: Vec<crate::limits::KeyConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +97,11 @@ pub struct UpstreamConfig {
     pub list_models: bool,
     pub default_max_tokens: u32,
     pub anthropic_version: String,
+    pub retry: crate::routing::RetryPolicy,
+    pub breaker: crate::routing::BreakerConfig,
+    /// Requests and tokens per minute; `None`: unlimited.
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
     /// Settings of the bundled engine (kind `engine` only).
     pub engine: EngineSettings,
 }
@@ -135,12 +144,16 @@ impl UpstreamConfig {
             list_models: false,
             default_max_tokens: 4096,
             anthropic_version: "2023-06-01".to_owned(),
+            retry: crate::routing::RetryPolicy::default(),
+            breaker: crate::routing::BreakerConfig::default(),
+            rpm: None,
+            tpm: None,
             engine: EngineSettings::default(),
         }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ModelConfig {
     pub name: String,
     pub upstream: String,
@@ -148,6 +161,10 @@ pub struct ModelConfig {
     pub input_price_per_mtok: Option<f64>,
     pub output_price_per_mtok: Option<f64>,
     pub context_window: Option<u32>,
+    /// Tier or quality label for routers.
+    pub tier: Option<String>,
+    /// Models tried when this one fails and no router planned otherwise.
+    pub fallbacks: Vec<String>,
 }
 
 impl Default for Config {
@@ -165,6 +182,8 @@ impl Default for Config {
             plugins: None,
             redis: None,
             cache: None,
+            routing: crate::routing::RoutingConfig::default(),
+            keys: Vec::new(),
         }
     }
 }

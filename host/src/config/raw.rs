@@ -28,6 +28,55 @@ pub struct RawConfig {
     pub redis: Option<RawRedis>,
     /// The response cache: `[cache]`.
     pub cache: Option<RawCache>,
+    /// A/B arms: `[routing]` with `[[routing.arms]]`.
+    pub routing: Option<RawRouting>,
+    /// Client API keys (virtual keys): `[[keys]]`. With none, the gateway
+    /// needs no key; with any, an unknown or missing key gets 401.
+    #[serde(default)]
+    pub keys: Vec<Spanned<RawKey>>,
+}
+
+/// `[routing]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    /// A/B arms. Each request lands in one, by a stable hash of its user key
+    /// (`user` field, else `x-sluice-user` header, else the client key's name).
+    #[serde(default)]
+    pub arms: Vec<Spanned<RawArm>>,
+}
+
+/// `[[routing.arms]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArm {
+    /// The arm's label in `x-sluice-ab-bucket`, metrics and admin stats. Required.
+    pub name: String,
+    /// Relative share of users. Default 1.
+    pub weight: Option<u32>,
+    /// Serve this arm's requests with this `[[models]]` name, bypassing the router.
+    pub model: Option<Spanned<String>>,
+    /// Run the router stage for this arm. Default true.
+    pub route: Option<bool>,
+}
+
+/// `[[keys]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// The client's name in logs, metrics and stats. Required.
+    pub name: String,
+    /// The secret sent as `Authorization: Bearer KEY` (or `x-api-key`);
+    /// `${VAR}` is replaced by the environment variable VAR. Required.
+    pub key: Spanned<String>,
+    /// Requests per minute. Default unlimited.
+    pub rpm: Option<u64>,
+    /// Tokens (prompt + completion) per minute. Default unlimited.
+    pub tpm: Option<u64>,
+    /// Spend allowed per period in USD (configured model prices). Default unlimited.
+    pub budget_usd: Option<f64>,
+    /// `hour`, `day`, `week`, `month` (30 days) or `total` (never resets). Default `total`.
+    pub budget_period: Option<Spanned<String>>,
 }
 
 /// `[redis]`
@@ -139,6 +188,28 @@ pub struct RawUpstream {
     pub default_max_tokens: Option<u32>,
     /// `anthropic-version` header for Anthropic upstreams. Default `2023-06-01`.
     pub anthropic_version: Option<String>,
+    /// Further tries of this upstream after a 429, 5xx, connection error or
+    /// timeout, before the next fallback. Default 2.
+    pub max_retries: Option<u32>,
+    /// First retry back-off in ms; it doubles each retry (full jitter). Default 100.
+    pub retry_base_ms: Option<u64>,
+    /// Longest wait before a retry in ms, the upstream's `Retry-After`
+    /// included; a longer `Retry-After` moves on to the next fallback at once.
+    /// Default 2000.
+    pub retry_max_wait_ms: Option<u64>,
+    /// Consecutive failures (connection errors, timeouts, 5xx) that open the
+    /// circuit breaker; 0 never opens it. Default 5.
+    pub breaker_failures: Option<u32>,
+    /// How long an open circuit sends calls elsewhere before one probe is
+    /// let through, in ms. Default 10000.
+    pub breaker_open_ms: Option<u64>,
+    /// Requests per minute sent to this upstream (shared by replicas through
+    /// `[redis]`). Calls over it wait up to `queue_timeout_ms`, then go to
+    /// the next fallback (or get 429). Default unlimited.
+    pub rpm: Option<u64>,
+    /// Tokens (prompt + completion) per minute, charged as answers end.
+    /// Default unlimited.
+    pub tpm: Option<u64>,
     /// `engine` only: the GGUF model file.
     /// Default `models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`.
     pub model_path: Option<String>,
@@ -168,4 +239,10 @@ pub struct RawModel {
     pub output_price_per_mtok: Option<f64>,
     /// Context window in tokens.
     pub context_window: Option<u32>,
+    /// A tier or quality label shown to routers (e.g. `small`, `frontier`).
+    pub tier: Option<String>,
+    /// Models tried, in order, when this one fails and no router planned
+    /// otherwise. Default none.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
 }

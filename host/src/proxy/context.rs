@@ -50,6 +50,8 @@ pub struct RequestContext {
     pub cache_similarity: Option<f32>,
     /// Where a miss's answer will be stored.
     pub cache_plan: Option<Plan>,
+    /// What routing did: client key, A/B arm, cascade tiers, discarded spend.
+    pub trace: crate::routing::Trace,
     error_kind: Option<&'static str>,
 }
 
@@ -72,6 +74,7 @@ impl RequestContext {
             cache_outcome: None,
             cache_similarity: None,
             cache_plan: None,
+            trace: crate::routing::Trace::default(),
             error_kind: None,
         }
     }
@@ -124,7 +127,7 @@ impl RequestContext {
         {
             headers.insert(X_MODEL, v);
         }
-        if let Some(cost) = self.cost
+        if let Some(cost) = self.total_cost()
             && let Ok(v) = HeaderValue::from_str(&format_cost(cost))
         {
             headers.insert(X_COST, v);
@@ -153,9 +156,12 @@ impl RequestContext {
         }
         if let Some(plan) = &self.plan {
             put("x-sluice-router", plan.plugin.clone());
-            if let Some(bucket) = &plan.ab_bucket {
-                put("x-sluice-ab-bucket", bucket.clone());
-            }
+        }
+        if let Some(bucket) = self.trace.arm.as_ref().or(self.plan.as_ref().and_then(|p| p.ab_bucket.as_ref())) {
+            put("x-sluice-ab-bucket", bucket.clone());
+        }
+        if let Some(cascade) = self.trace.cascade_header(self.verdict.as_ref().map(|v| v.score)) {
+            put("x-sluice-cascade", cascade);
         }
         if let Some(decision) = &self.cache_decision {
             let verdict = if decision.cacheable { "cacheable" } else { "no-store" };
@@ -176,8 +182,26 @@ impl RequestContext {
         }
     }
 
+    /// The request's whole spend: the answer, plus answers tried and
+    /// discarded (escalated cascade tiers).
+    pub fn total_cost(&self) -> Option<f64> {
+        match (self.cost, self.trace.discarded_cost) {
+            (cost, 0.0) => cost,
+            (cost, discarded) => Some(cost.unwrap_or(0.0) + discarded),
+        }
+    }
+
     /// Records the request's counters and histograms.
     pub fn record(&self, status: u16, latency: Duration, ttft: Option<Duration>) {
+        self.trace.settle(crate::routing::trace::Outcome {
+            route: self.route.as_deref(),
+            status,
+            latency,
+            ttft,
+            usage: self.usage,
+            cost: self.cost,
+            score: self.verdict.as_ref().map(|v| v.score),
+        });
         let (model, upstream) = match &self.route {
             Some(r) => (r.public.clone(), self.upstream_label().unwrap_or_default().to_owned()),
             None => (String::new(), String::new()),
@@ -204,7 +228,7 @@ impl RequestContext {
             metrics::counter!(telemetry::TOKENS, "model" => model.clone(), "upstream" => upstream.clone(), "direction" => "output")
                 .increment(usage.completion_tokens);
         }
-        if let Some(cost) = self.cost {
+        if let Some(cost) = self.total_cost() {
             metrics::gauge!(telemetry::COST, "model" => model, "upstream" => upstream).increment(cost);
         }
     }

@@ -5,13 +5,16 @@
 //!    the route (primary model, fallbacks);
 //! 2. resolve each planned model to a route (upstream + upstream model id);
 //! 3. prepare the upstream request (model id, usage reporting for streams);
-//! 4. call the upstream, timing it; on a retryable failure, the next model;
+//! 4. call the upstream (`routing::execute`: breaker, budget, retries with
+//!    back-off, then the plan's next model); with cascade tiers, the cheaper
+//!    tiers first, judged, escalating while the score is low (`cascade`);
 //! 5. judge a complete answer (stage plugins);
 //! 6. account usage (reported, or counted) and cost;
 //! 7. answer in the client's API: a whole body, or a relayed stream.
 //!
 //! The pipeline does not parse HTTP or shape errors (that is `ingress`).
 
+mod cascade;
 mod context;
 mod relay;
 mod stages;
@@ -26,10 +29,9 @@ pub use context::{RequestContext, X_COST, X_MODEL, X_OVERHEAD, X_UPSTREAM};
 
 use crate::accounting::{count_prompt_tokens, count_tokens};
 use crate::api::anthropic::response_from_chat;
-use crate::api::chat::{ChatRequest, ChatResponse, StreamOptions, Usage};
+use crate::api::chat::{ChatRequest, ChatResponse, Usage};
 use crate::body::{Body, full};
 use crate::cache::{Outcome, Provenance};
-use crate::config::UpstreamKind;
 use crate::error::{ApiFlavor, GatewayError};
 use crate::gateway::Gateway;
 use crate::upstream::ChatReply;
@@ -69,44 +71,28 @@ pub async fn chat(
     if let Some(hit) = cache_lookup(gw, ctx, &req, &models).await {
         return relay::cached(gw, ctx, &req, hit, client_wants_usage);
     }
-    let mut failure = None;
-    for model in &models {
-        let route = match gw.models.resolve(model) {
-            Ok(route) => route,
-            Err(e) => {
-                failure.get_or_insert(e);
-                continue;
-            }
-        };
-        if let Some(previous) = ctx.route.replace(route.clone()) {
-            metrics::counter!(crate::telemetry::FALLBACKS, "model" => previous.public.clone()).increment(1);
-        }
-        req.model.clone_from(&route.upstream_model);
-        if req.stream && route.upstream.config.kind == UpstreamKind::OpenAi {
-            // Always ask for usage so tokens and cost are known; the usage
-            // chunk is dropped again for clients that did not ask for it.
-            req.stream_options.get_or_insert_with(StreamOptions::default).include_usage = true;
-        }
+    if let Some(cascade) = cascade::planned(ctx) {
+        return cascade::run(gw, ctx, req, cascade, &models, client_wants_usage).await;
+    }
+    let reply = crate::routing::execute::call(gw, ctx, &mut req, &models).await?;
+    answer(gw, ctx, req, reply, client_wants_usage)
+}
 
-        let sent = Instant::now();
-        let reply = route.upstream.chat(&req).await;
-        ctx.upstream_time += sent.elapsed();
-
-        match reply {
-            Ok(ChatReply::Complete { response, raw }) => return complete(gw, ctx, &req, response, raw),
-            Ok(ChatReply::Stream(stream)) => {
-                ctx.streaming = true;
-                return Ok(relay::respond(gw, ctx, stream, req, client_wants_usage));
-            }
-            Err(e) if stages::is_retryable(&e) => {
-                tracing::warn!(model = %route.public, upstream = %route.upstream.name(), error = %e, "upstream failed");
-                ctx.note_error(&e);
-                failure = Some(e);
-            }
-            Err(e) => return Err(e),
+/// Answers with an upstream's reply: a whole body, or the relayed stream.
+fn answer(
+    gw: &Gateway,
+    ctx: &mut RequestContext,
+    req: ChatRequest,
+    reply: ChatReply,
+    client_wants_usage: bool,
+) -> Result<Response<Body>, GatewayError> {
+    match reply {
+        ChatReply::Complete { response, raw } => complete(gw, ctx, &req, response, raw),
+        ChatReply::Stream(stream) => {
+            ctx.streaming = true;
+            Ok(relay::respond(gw, ctx, stream, req, client_wants_usage))
         }
     }
-    Err(failure.unwrap_or_else(|| GatewayError::ModelNotFound(req.model.clone())))
 }
 
 /// Looks the request up in the response cache (the first planned model is

@@ -8,7 +8,8 @@
 use crate::api::chat::{ChatRequest, ChatResponse};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::stage::{Health, RouteCandidate};
+use crate::routing::Arm;
+use crate::stage::{JudgeVerdict, StageContext};
 use crate::telemetry;
 
 use super::RequestContext;
@@ -26,20 +27,60 @@ fn off_async<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Runs compress, cache policy and route; returns the models to try, in
-/// order (the plan's primary and fallbacks, or the requested model).
+/// order: the router's plan (primary or first cascade tier, then
+/// fallbacks), or the built-in default (the requested model, or the A/B
+/// arm's, then its configured fallbacks). A pinned request gets exactly the
+/// model it asked for.
 pub fn before_upstream(
     gw: &Gateway,
     ctx: &mut RequestContext,
     req: &mut ChatRequest,
 ) -> Result<Vec<String>, GatewayError> {
-    if gw.plugins.is_none() {
-        return Ok(vec![req.model.clone()]);
-    }
-    off_async(|| plan(gw, ctx, req))
+    ctx.trace.routing = Some(gw.routing.clone());
+    let arm = assign_arm(gw, ctx, req);
+    let planned = match &gw.plugins {
+        Some(_) => off_async(|| plan(gw, ctx, req, arm.as_ref()))?,
+        None => None,
+    };
+    Ok(planned.unwrap_or_else(|| default_order(gw, ctx, req, arm.as_ref())))
 }
 
-fn plan(gw: &Gateway, ctx: &mut RequestContext, req: &mut ChatRequest) -> Result<Vec<String>, GatewayError> {
-    let Some(plugins) = &gw.plugins else { return Ok(vec![req.model.clone()]) };
+/// Puts the request in its A/B arm, by its user key.
+fn assign_arm(gw: &Gateway, ctx: &mut RequestContext, req: &ChatRequest) -> Option<Arm> {
+    let user = req
+        .user
+        .clone()
+        .or_else(|| ctx.trace.user_header.clone())
+        .or_else(|| ctx.trace.client.as_ref().map(|c| c.name.clone()));
+    let arm = gw.routing.config.arm_for(user.as_deref())?.clone();
+    ctx.trace.arm = Some(arm.name.clone());
+    Some(arm)
+}
+
+/// The built-in route when no router decides.
+fn default_order(gw: &Gateway, ctx: &RequestContext, req: &ChatRequest, arm: Option<&Arm>) -> Vec<String> {
+    if ctx.pinned {
+        return vec![req.model.clone()];
+    }
+    let first = arm.and_then(|a| a.model.clone()).unwrap_or_else(|| req.model.clone());
+    let mut order = vec![first];
+    if let Ok(route) = gw.models.resolve(&order[0]) {
+        for model in &route.fallbacks {
+            if !order.contains(model) {
+                order.push(model.clone());
+            }
+        }
+    }
+    order
+}
+
+fn plan(
+    gw: &Gateway,
+    ctx: &mut RequestContext,
+    req: &mut ChatRequest,
+    arm: Option<&Arm>,
+) -> Result<Option<Vec<String>>, GatewayError> {
+    let Some(plugins) = &gw.plugins else { return Ok(None) };
 
     let outcome = plugins.compress(req)?;
     if outcome.tokens_saved > 0 {
@@ -50,11 +91,12 @@ fn plan(gw: &Gateway, ctx: &mut RequestContext, req: &mut ChatRequest) -> Result
 
     ctx.cache_decision = plugins.cache_policy(req)?;
 
-    if ctx.pinned {
-        return Ok(vec![req.model.clone()]);
+    if ctx.pinned || arm.is_some_and(|a| a.model.is_some() || !a.route) {
+        return Ok(None);
     }
-    let candidates = gw.models.candidates();
-    let Some(plan) = plugins.route(req, &candidates)? else { return Ok(vec![req.model.clone()]) };
+    let candidates = gw.routing.candidates(&gw.models);
+    let stage_ctx = StageContext { metadata: route_metadata(gw, ctx, req), headers: Vec::new() };
+    let Some(plan) = plugins.route_with(req, &stage_ctx, &candidates)? else { return Ok(None) };
     let first = plan.cascade.as_ref().and_then(|c| c.tiers.first()).unwrap_or(&plan.primary).clone();
     let mut order = vec![first];
     for model in &plan.fallbacks {
@@ -67,7 +109,25 @@ fn plan(gw: &Gateway, ctx: &mut RequestContext, req: &mut ChatRequest) -> Result
         metrics::counter!(telemetry::AB_REQUESTS, "bucket" => bucket.clone()).increment(1);
     }
     ctx.plan = Some(plan);
-    Ok(order)
+    Ok(Some(order))
+}
+
+/// What a router is told besides the request and candidates: the user key,
+/// the client, the A/B arm, and the live statistics the candidate record
+/// has no field for.
+fn route_metadata(gw: &Gateway, ctx: &RequestContext, req: &ChatRequest) -> Vec<(String, String)> {
+    let mut metadata = Vec::new();
+    if let Some(user) = req.user.as_ref().or(ctx.trace.user_header.as_ref()) {
+        metadata.push(("user".to_owned(), user.clone()));
+    }
+    if let Some(client) = &ctx.trace.client {
+        metadata.push(("client".to_owned(), client.name.clone()));
+    }
+    if let Some(arm) = &ctx.trace.arm {
+        metadata.push(("ab_arm".to_owned(), arm.clone()));
+    }
+    metadata.extend(gw.routing.candidate_metadata(&gw.models));
+    metadata
 }
 
 /// Asks the judges about a complete answer.
@@ -77,38 +137,16 @@ pub fn judge(
     req: &ChatRequest,
     response: &ChatResponse,
 ) -> Result<(), GatewayError> {
-    let Some(plugins) = &gw.plugins else { return Ok(()) };
-    ctx.verdict = off_async(|| plugins.judge(req, response))?;
+    if ctx.verdict.is_some() {
+        // A cascade tier's answer, judged already.
+        return Ok(());
+    }
+    ctx.verdict = verdict(gw, req, response)?;
     Ok(())
 }
 
-/// Whether a failed call should move on to the plan's next model.
-pub fn is_retryable(error: &GatewayError) -> bool {
-    match error {
-        GatewayError::UpstreamUnreachable { .. }
-        | GatewayError::UpstreamTimeout { .. }
-        | GatewayError::UpstreamProtocol { .. }
-        | GatewayError::UpstreamBusy { .. } => true,
-        GatewayError::UpstreamStatus { status, .. } => status.is_server_error() || status.as_u16() == 429,
-        _ => false,
-    }
-}
-
-impl crate::models::ModelRegistry {
-    /// The configured models as a router sees them.
-    pub fn candidates(&self) -> Vec<RouteCandidate> {
-        self.routes()
-            .map(|route| RouteCandidate {
-                model: route.public.clone(),
-                provider: route.upstream.name().to_owned(),
-                input_price_per_mtok: route.pricing.map_or(0.0, |p| p.input_per_mtok),
-                output_price_per_mtok: route.pricing.map_or(0.0, |p| p.output_per_mtok),
-                context_window: route.context_window.unwrap_or(0),
-                p50_latency_ms: 0.0,
-                p95_latency_ms: 0.0,
-                error_rate: 0.0,
-                health: Health::Healthy,
-            })
-            .collect()
-    }
+/// Asks the judges about a cascade tier's answer, without recording it.
+pub fn verdict(gw: &Gateway, req: &ChatRequest, response: &ChatResponse) -> Result<Option<JudgeVerdict>, GatewayError> {
+    let Some(plugins) = &gw.plugins else { return Ok(None) };
+    Ok(off_async(|| plugins.judge(req, response))?)
 }

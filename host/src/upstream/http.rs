@@ -96,8 +96,13 @@ pub async fn send(
     if status.is_success() {
         return Ok(response);
     }
+    let retry_after = response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::routing::retry::parse_retry_after);
     let body = read_body(upstream, response.into_body(), MAX_ERROR_BODY, first_byte).await.unwrap_or_default();
-    Err(GatewayError::UpstreamStatus { upstream: upstream.to_owned(), upstream_api: api, status, body })
+    Err(GatewayError::UpstreamStatus { upstream: upstream.to_owned(), upstream_api: api, status, body, retry_after })
 }
 
 /// Reads a whole body of at most `limit` bytes within `within`.

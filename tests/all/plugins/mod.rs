@@ -10,4 +10,4 @@ mod examples;
 mod faults;
 mod pipeline;
 mod reload;
-mod support;
+pub mod support;

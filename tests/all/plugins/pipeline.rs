@@ -96,7 +96,8 @@ async fn a_failing_primary_falls_back_to_the_plan_s_next_model() {
     assert_eq!(reply.header("x-sluice-model"), Some("claude"));
     assert_eq!(reply.header("x-sluice-upstream"), Some("an"));
     let paths: Vec<String> = mock.requests().iter().map(|r| r.path.clone()).collect();
-    assert_eq!(paths, ["/v1/chat/completions", "/v1/messages"]);
+    // Retried twice (the default), then the plan's next model.
+    assert_eq!(paths, ["/v1/chat/completions", "/v1/chat/completions", "/v1/chat/completions", "/v1/messages"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

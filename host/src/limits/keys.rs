@@ -1,0 +1,191 @@
+//! Virtual API keys (`[[keys]]`): who a client is, from `Authorization:
+//! Bearer KEY` (or Anthropic's `x-api-key`), and that client's own RPM, TPM
+//! and spend budget. With no key configured the gateway is open; with keys
+//! configured an unknown or missing key is answered 401.
+//!
+//! Keys are held as BLAKE3 hashes, never as the secrets themselves.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::HeaderMap;
+
+use super::{Limiter, Mode, Rate};
+use crate::error::GatewayError;
+use crate::shared::SharedRedis;
+
+/// `[[keys]]`: one client's key and allowances.
+#[derive(Debug, Clone, Default)]
+pub struct KeyConfig {
+    /// The client's name in logs, metrics and plugin metadata.
+    pub name: String,
+    /// The secret the client sends.
+    pub key: String,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    /// Spend allowed per budget period, in USD.
+    pub budget_usd: Option<f64>,
+    /// The budget's period; `None`: the budget never resets.
+    pub budget_period: Option<Duration>,
+}
+
+/// A known client and its limits.
+pub struct ClientKey {
+    pub name: String,
+    rpm: Option<Limiter>,
+    tpm: Option<Arc<Limiter>>,
+    budget: Option<Arc<Budget>>,
+}
+
+/// A spend budget: USD per period, counted locally or in Redis.
+struct Budget {
+    limit_usd: f64,
+    period: Option<Duration>,
+    redis: Option<Arc<SharedRedis>>,
+    /// Spend of the current period on this replica: (period index, USD).
+    local: Mutex<(u64, f64)>,
+}
+
+impl Budget {
+    fn window(&self) -> u64 {
+        match self.period {
+            Some(p) if !p.is_zero() => crate::upstream::unix_now() / p.as_secs().max(1),
+            _ => 0,
+        }
+    }
+
+    fn local_spent(&self, window: u64) -> f64 {
+        match self.local.lock() {
+            Ok(g) if g.0 == window => g.1,
+            _ => 0.0,
+        }
+    }
+
+    async fn spent(&self, name: &str) -> f64 {
+        let window = self.window();
+        if let Some(redis) = &self.redis {
+            let key = redis.key(&format!("spend:{name}:{window}"));
+            let got: Option<Option<f64>> =
+                redis.run("budget", |mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await }).await;
+            if let Some(v) = got {
+                return v.unwrap_or(0.0);
+            }
+        }
+        self.local_spent(window)
+    }
+
+    fn add(self: &Arc<Self>, name: &str, usd: f64) {
+        let window = self.window();
+        if let Ok(mut g) = self.local.lock() {
+            if g.0 != window {
+                *g = (window, 0.0);
+            }
+            g.1 += usd;
+        }
+        if let Some(redis) = self.redis.clone() {
+            let key = redis.key(&format!("spend:{name}:{window}"));
+            let ttl = self.period.map_or(0, |p| p.as_secs() + 60);
+            super::spawn(async move {
+                let _: Option<()> = redis
+                    .run("budget", |mut c| async move {
+                        let mut pipe = redis::pipe();
+                        pipe.cmd("INCRBYFLOAT").arg(&key).arg(usd).ignore();
+                        if ttl > 0 {
+                            pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
+                        }
+                        pipe.query_async(&mut c).await
+                    })
+                    .await;
+            });
+        }
+    }
+}
+
+impl ClientKey {
+    /// Checks the client's RPM, TPM and budget before a request.
+    async fn admit(&self) -> Result<(), GatewayError> {
+        let limited = |retry_after| GatewayError::RateLimited { scope: format!("key `{}`", self.name), retry_after };
+        if let Some(rpm) = &self.rpm {
+            rpm.acquire(1.0, Duration::ZERO, Mode::Take).await.map_err(limited)?;
+        }
+        if let Some(tpm) = &self.tpm {
+            tpm.acquire(0.0, Duration::ZERO, Mode::Peek).await.map_err(limited)?;
+        }
+        if let Some(budget) = &self.budget
+            && budget.spent(&self.name).await >= budget.limit_usd
+        {
+            return Err(GatewayError::BudgetExceeded { key: self.name.clone(), budget_usd: budget.limit_usd });
+        }
+        Ok(())
+    }
+
+    /// Charges a finished request's tokens and cost.
+    pub fn charge(&self, tokens: u64, cost_usd: f64) {
+        if let Some(tpm) = &self.tpm {
+            tpm.charge(tokens as f64);
+        }
+        if let Some(budget) = &self.budget
+            && cost_usd > 0.0
+        {
+            budget.add(&self.name, cost_usd);
+        }
+    }
+}
+
+/// Every configured key, by the hash of its secret.
+#[derive(Default)]
+pub struct KeyRing {
+    by_hash: HashMap<[u8; 32], Arc<ClientKey>>,
+}
+
+impl KeyRing {
+    pub fn build(keys: &[KeyConfig], redis: Option<Arc<SharedRedis>>) -> KeyRing {
+        let mut by_hash = HashMap::new();
+        for k in keys {
+            let scope = |what: &str| format!("key:{}:{what}", k.name);
+            let client = ClientKey {
+                name: k.name.clone(),
+                rpm: k.rpm.map(|n| Limiter::new(scope("rpm"), Rate::per_minute(n), redis.clone())),
+                tpm: k.tpm.map(|n| Arc::new(Limiter::new(scope("tpm"), Rate::per_minute(n), redis.clone()))),
+                budget: k.budget_usd.map(|limit_usd| {
+                    Arc::new(Budget {
+                        limit_usd,
+                        period: k.budget_period,
+                        redis: redis.clone(),
+                        local: Mutex::new((0, 0.0)),
+                    })
+                }),
+            };
+            by_hash.insert(*blake3::hash(k.key.as_bytes()).as_bytes(), Arc::new(client));
+        }
+        KeyRing { by_hash }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    /// Who is calling, and whether they may: `Ok(None)` when no keys are
+    /// configured, 401 for a missing or unknown key, 429 over a limit.
+    pub async fn admit(&self, headers: &HeaderMap) -> Result<Option<Arc<ClientKey>>, GatewayError> {
+        if self.by_hash.is_empty() {
+            return Ok(None);
+        }
+        let bearer = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+            .map(str::trim)
+            .filter(|k| !k.is_empty());
+        let Some(secret) = bearer else {
+            return Err(GatewayError::Unauthorized("Missing API key: send `Authorization: Bearer KEY`".to_owned()));
+        };
+        let Some(client) = self.by_hash.get(blake3::hash(secret.as_bytes()).as_bytes()) else {
+            return Err(GatewayError::Unauthorized("Incorrect API key provided".to_owned()));
+        };
+        client.admit().await?;
+        Ok(Some(client.clone()))
+    }
+}

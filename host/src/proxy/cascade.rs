@@ -1,0 +1,176 @@
+//! The cascade phase: when the route plan has cascade tiers, the cheaper
+//! tiers are asked first, each answer is judged, and the request escalates
+//! to the next tier while the judges' score is under the plan's threshold
+//! (or the tier failed). The first accepted answer is returned; the last
+//! tier's answer is accepted as it is, and if it fails the plan's fallbacks
+//! serve it.
+//!
+//! Streaming trade-off: a cheaper tier's answer must be whole to be judged,
+//! so for `stream: true` requests it is fetched whole and, once accepted,
+//! replayed to the client as a stream (the time to first token is the
+//! tier's whole latency); the last tier is streamed live, as it arrives,
+//! and so is not judged before the client sees it.
+//!
+//! Spend on escalated answers is counted in the request's cost and the
+//! tier's statistics; `x-sluice-cascade` lists the tiers tried with their
+//! scores (`small:0.42>large:0.91`).
+
+use bytes::Bytes;
+use http::Response;
+use serde_json::Map;
+
+use super::{RequestContext, answer, complete, relay, stages};
+use crate::accounting::{count_prompt_tokens, count_tokens};
+use crate::api::chat::{
+    ChatChunk, ChatRequest, ChatResponse, ChunkChoice, Delta, FunctionCallDelta, Role, ToolCallDelta, Usage,
+};
+use crate::body::Body;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::routing::Step;
+use crate::routing::execute::{self, falls_back};
+use crate::stage::Cascade;
+use crate::telemetry;
+use crate::upstream::{ChatReply, ChunkEvent, ChunkStream};
+
+/// The plan's cascade, when it has tiers to escalate through.
+pub fn planned(ctx: &RequestContext) -> Option<Cascade> {
+    ctx.plan.as_ref().and_then(|p| p.cascade.clone()).filter(|c| c.tiers.len() >= 2)
+}
+
+/// Runs the cascade; `models` is the plan's order (first tier, fallbacks).
+pub async fn run(
+    gw: &Gateway,
+    ctx: &mut RequestContext,
+    req: ChatRequest,
+    cascade: Cascade,
+    models: &[String],
+    client_wants_usage: bool,
+) -> Result<Response<Body>, GatewayError> {
+    let Some((last, cheaper)) = cascade.tiers.split_last() else {
+        return Err(GatewayError::Internal("a cascade without tiers".to_owned()));
+    };
+    for tier in cheaper {
+        let mut tier_req = req.clone();
+        tier_req.stream = false;
+        tier_req.stream_options = None;
+        let reply = execute::call(gw, ctx, &mut tier_req, std::slice::from_ref(tier)).await;
+        let (response, raw) = match reply {
+            Ok(ChatReply::Complete { response, raw }) => (response, raw),
+            Ok(ChatReply::Stream(_)) => {
+                return Err(GatewayError::Internal("a whole answer was asked for, a stream came".to_owned()));
+            }
+            Err(e) if falls_back(&e) => {
+                ctx.trace.steps.push(Step { model: tier.clone(), score: None, failed: true });
+                metrics::counter!(telemetry::CASCADE_ESCALATIONS, "from" => tier.clone(), "reason" => "error")
+                    .increment(1);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let verdict = stages::verdict(gw, &tier_req, &response)?;
+        let score = verdict.as_ref().map(|v| v.score);
+        // No judge loaded: nothing can reject the answer.
+        if verdict.as_ref().is_none_or(|v| v.score >= cascade.judge_threshold) {
+            ctx.trace.steps.push(Step { model: tier.clone(), score, failed: false });
+            ctx.verdict = verdict;
+            if req.stream {
+                ctx.streaming = true;
+                let stream = replay(response, &tier_req);
+                return Ok(relay::respond(gw, ctx, stream, tier_req, client_wants_usage));
+            }
+            return complete(gw, ctx, &tier_req, response, raw);
+        }
+        escalate(gw, ctx, tier, &tier_req, &response, score);
+    }
+
+    ctx.trace.steps.push(Step { model: last.clone(), score: None, failed: false });
+    let mut order = vec![last.clone()];
+    for model in models {
+        if !cascade.tiers.contains(model) && !order.contains(model) {
+            order.push(model.clone());
+        }
+    }
+    let mut req = req;
+    let reply = execute::call(gw, ctx, &mut req, &order).await?;
+    answer(gw, ctx, req, reply, client_wants_usage)
+}
+
+/// Books a rejected answer: its spend, its score, the escalation.
+fn escalate(
+    gw: &Gateway,
+    ctx: &mut RequestContext,
+    tier: &str,
+    req: &ChatRequest,
+    response: &ChatResponse,
+    score: Option<f32>,
+) {
+    let usage = response.usage.unwrap_or_else(|| {
+        let completion: u64 = response.choices.iter().map(|c| count_tokens(&c.message.text_content())).sum();
+        Usage::new(count_prompt_tokens(req), completion)
+    });
+    let cost = ctx.route.as_ref().and_then(|r| r.pricing).map_or(0.0, |p| p.cost(usage));
+    ctx.trace.discarded_cost += cost;
+    ctx.trace.discarded_tokens += usage.prompt_tokens + usage.completion_tokens;
+    if let Some(route) = &ctx.route {
+        gw.routing.upstream(route.upstream.name()).limits.charge_tokens(usage.prompt_tokens + usage.completion_tokens);
+    }
+    gw.routing.model(tier).discard(cost, score);
+    ctx.trace.steps.push(Step { model: tier.to_owned(), score, failed: false });
+    metrics::counter!(telemetry::CASCADE_ESCALATIONS, "from" => tier.to_owned(), "reason" => "score").increment(1);
+    tracing::debug!(tier, ?score, "cascade escalates");
+}
+
+/// A whole answer as a stream of chunks: the content (or tool calls) of
+/// each choice, its finish reason, then usage.
+fn replay(response: ChatResponse, req: &ChatRequest) -> ChunkStream {
+    let chunk = |choices: Vec<ChunkChoice>, usage: Option<Usage>| ChatChunk {
+        id: response.id.clone(),
+        object: "chat.completion.chunk".to_owned(),
+        created: response.created,
+        model: response.model.clone(),
+        choices,
+        usage,
+        extra: Map::new(),
+    };
+    let mut chunks = Vec::new();
+    for choice in &response.choices {
+        let text = choice.message.text_content();
+        let tool_calls = choice.message.tool_calls.as_ref().map(|calls| {
+            calls
+                .iter()
+                .enumerate()
+                .map(|(i, call)| ToolCallDelta {
+                    index: i as u32,
+                    id: Some(call.id.clone()),
+                    kind: Some(call.kind.clone()),
+                    function: Some(FunctionCallDelta {
+                        name: Some(call.function.name.clone()),
+                        arguments: Some(call.function.arguments.clone()),
+                    }),
+                })
+                .collect()
+        });
+        let delta = Delta {
+            role: Some(Role::Assistant),
+            content: (!text.is_empty() || tool_calls.is_none()).then_some(text),
+            tool_calls,
+            extra: Map::new(),
+        };
+        let index = choice.index;
+        chunks.push(chunk(vec![ChunkChoice { index, delta, finish_reason: None, extra: Map::new() }], None));
+        let finish = choice.finish_reason.clone().or_else(|| Some("stop".to_owned()));
+        chunks.push(chunk(
+            vec![ChunkChoice { index, delta: Delta::default(), finish_reason: finish, extra: Map::new() }],
+            None,
+        ));
+    }
+    let usage = response.usage.unwrap_or_else(|| {
+        let completion: u64 = response.choices.iter().map(|c| count_tokens(&c.message.text_content())).sum();
+        Usage::new(count_prompt_tokens(req), completion)
+    });
+    chunks.push(chunk(Vec::new(), Some(usage)));
+    let events: Vec<Result<ChunkEvent, GatewayError>> =
+        chunks.into_iter().map(|chunk| Ok(ChunkEvent { chunk, raw: None::<Bytes> })).collect();
+    Box::pin(futures_util::stream::iter(events))
+}

@@ -1,0 +1,216 @@
+//! Calls a route plan's models in order until one answers.
+//!
+//! For each model: the upstream's circuit breaker may refuse (open circuit:
+//! next model at once); its RPM/TPM budget may queue the call up to the
+//! upstream's `queue_timeout` or refuse it (next model); then the call is
+//! made, and a retryable failure (429, 5xx, connection error, timeout) is
+//! retried on the same upstream after an exponential back-off with jitter,
+//! or after the upstream's `Retry-After` when it fits in `retry_max_wait`,
+//! up to `max_retries` times; then the next model.
+//!
+//! A stream counts as answered once its first chunk arrives (within the
+//! first-byte timeout): a stream that fails before it is retried or falls
+//! back like any failed call, invisibly to the client. After it, a failure
+//! is the relay's to report (an error event, then the end of the stream).
+//!
+//! Every attempt is timed into the model's statistics and reported to the
+//! upstream's breaker.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use super::breaker::Admission;
+use super::retry::{is_upstream_fault, worth_retrying};
+use super::{Stats, UpstreamHealth};
+use crate::api::chat::{ChatRequest, StreamOptions};
+use crate::config::{UpstreamConfig, UpstreamKind};
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::models::ModelRoute;
+use crate::proxy::RequestContext;
+use crate::telemetry;
+use crate::upstream::{ChatReply, ChunkStream};
+
+/// Whether a failed model should give way to the plan's next model.
+pub fn falls_back(error: &GatewayError) -> bool {
+    worth_retrying(error)
+        || matches!(
+            error,
+            GatewayError::UpstreamBusy { .. } | GatewayError::RateLimited { .. } | GatewayError::CircuitOpen { .. }
+        )
+}
+
+/// Calls `models` in order; the first answer wins. `ctx.route` is the model
+/// that answered (or failed last) and `req.model` its upstream id.
+pub async fn call(
+    gw: &Gateway,
+    ctx: &mut RequestContext,
+    req: &mut ChatRequest,
+    models: &[String],
+) -> Result<ChatReply, GatewayError> {
+    let mut failure = None;
+    for model in models {
+        let route = match gw.models.resolve(model) {
+            Ok(route) => route,
+            Err(e) => {
+                failure.get_or_insert(e);
+                continue;
+            }
+        };
+        if let Some(previous) = ctx.route.replace(route.clone()) {
+            metrics::counter!(telemetry::FALLBACKS, "model" => previous.public.clone()).increment(1);
+        }
+        req.model.clone_from(&route.upstream_model);
+        if req.stream && route.upstream.config.kind == UpstreamKind::OpenAi {
+            // Always ask for usage so tokens and cost are known; the usage
+            // chunk is dropped again for clients that did not ask for it.
+            req.stream_options.get_or_insert_with(StreamOptions::default).include_usage = true;
+        }
+        match call_model(gw, ctx, &route, req).await {
+            Ok(reply) => return Ok(reply),
+            Err(e) if falls_back(&e) => {
+                tracing::warn!(model = %route.public, upstream = %route.upstream.name(), error = %e, "model failed; next in plan");
+                ctx.note_error(&e);
+                failure = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(failure.unwrap_or_else(|| GatewayError::ModelNotFound(req.model.clone())))
+}
+
+/// One model: breaker, budget, call, retries.
+async fn call_model(
+    gw: &Gateway,
+    ctx: &mut RequestContext,
+    route: &Arc<ModelRoute>,
+    req: &ChatRequest,
+) -> Result<ChatReply, GatewayError> {
+    let upstream = &route.upstream;
+    let cfg = &upstream.config;
+    let health = gw.routing.upstream(upstream.name());
+    let stats = gw.routing.model(&route.public);
+    let mut retries = 0;
+    loop {
+        if let Admission::Open(retry_after) = health.breaker.admit() {
+            return Err(GatewayError::CircuitOpen { upstream: upstream.name().to_owned(), retry_after });
+        }
+        if let Err(retry_after) = health.limits.admit(cfg.queue_timeout).await {
+            return Err(GatewayError::RateLimited { scope: format!("upstream `{}`", upstream.name()), retry_after });
+        }
+        let started = Instant::now();
+        let mut attempt = Attempt::start(stats.clone(), health.clone(), started);
+        let result = match upstream.chat(req).await {
+            Ok(reply) => first_chunk(reply, cfg).await,
+            Err(e) => Err(e),
+        };
+        ctx.upstream_time += started.elapsed();
+        let error = match result {
+            Ok(ChatReply::Complete { response, raw }) => {
+                attempt.succeed();
+                return Ok(ChatReply::Complete { response, raw });
+            }
+            Ok(ChatReply::Stream(stream)) => return Ok(ChatReply::Stream(attempt.observe(stream))),
+            Err(e) => {
+                attempt.fail(&e);
+                e
+            }
+        };
+        if !worth_retrying(&error) || retries >= cfg.retry.max_retries || health.breaker.circuit().is_open() {
+            return Err(error);
+        }
+        retries += 1;
+        let wait = cfg.retry.wait(retries, &error);
+        if wait > cfg.retry.max_wait {
+            // The upstream asked for a longer pause than a request should
+            // wait: the next model serves instead.
+            return Err(error);
+        }
+        tracing::debug!(upstream = %upstream.name(), retry = retries, ?wait, error = %error, "retrying");
+        metrics::counter!(telemetry::RETRIES, "upstream" => upstream.name().to_owned(), "kind" => error.kind())
+            .increment(1);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Waits for a stream's first chunk, so that a stream that fails before it
+/// can still be retried or fall back.
+async fn first_chunk(reply: ChatReply, cfg: &UpstreamConfig) -> Result<ChatReply, GatewayError> {
+    let ChatReply::Stream(mut stream) = reply else { return Ok(reply) };
+    match tokio::time::timeout(cfg.first_byte_timeout, stream.next()).await {
+        Err(_) => Err(GatewayError::UpstreamTimeout {
+            upstream: cfg.name.clone(),
+            phase: "the first streamed chunk",
+            after: cfg.first_byte_timeout,
+        }),
+        Ok(None) => Err(GatewayError::UpstreamProtocol {
+            upstream: cfg.name.clone(),
+            detail: "the stream ended before its first chunk".to_owned(),
+        }),
+        Ok(Some(Err(e))) => Err(e),
+        Ok(Some(Ok(first))) => {
+            Ok(ChatReply::Stream(Box::pin(futures_util::stream::once(async move { Ok(first) }).chain(stream))))
+        }
+    }
+}
+
+/// One call to an upstream, from send to the end of its answer: counted in
+/// flight while it lasts, then timed into the model's statistics and
+/// reported to the breaker. A call abandoned by its client reports nothing.
+struct Attempt {
+    stats: Arc<Stats>,
+    health: Arc<UpstreamHealth>,
+    started: Instant,
+    ttft: Option<Duration>,
+    done: bool,
+}
+
+impl Attempt {
+    fn start(stats: Arc<Stats>, health: Arc<UpstreamHealth>, started: Instant) -> Attempt {
+        stats.enter();
+        Attempt { stats, health, started, ttft: None, done: false }
+    }
+
+    fn succeed(&mut self) {
+        self.done = true;
+        self.stats.observe(self.started.elapsed(), self.ttft, false);
+        self.health.breaker.success();
+    }
+
+    fn fail(&mut self, error: &GatewayError) {
+        self.done = true;
+        let fault = is_upstream_fault(error);
+        let throttled = matches!(error, GatewayError::UpstreamStatus { status, .. } if status.as_u16() == 429);
+        self.stats.observe(self.started.elapsed(), None, fault || throttled);
+        if fault {
+            self.health.breaker.failure();
+        } else if !throttled {
+            // Any other answer (a 4xx) shows the upstream is up.
+            self.health.breaker.success();
+        }
+    }
+
+    /// Follows a stream to its end.
+    fn observe(mut self, mut inner: ChunkStream) -> ChunkStream {
+        self.ttft = Some(self.started.elapsed());
+        Box::pin(async_stream::stream! {
+            while let Some(item) = inner.next().await {
+                if let Err(e) = &item {
+                    self.fail(e);
+                    yield item;
+                    return;
+                }
+                yield item;
+            }
+            self.succeed();
+        })
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        self.stats.leave();
+    }
+}
