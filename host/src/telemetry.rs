@@ -27,6 +27,7 @@ pub const CACHE_LOOKUP: &str = "sluice_cache_lookup_duration_seconds";
 pub const CACHE_EMBED: &str = "sluice_cache_embed_duration_seconds";
 pub const CACHE_STORES: &str = "sluice_cache_stores_total";
 pub const CACHE_GUARD_REJECTIONS: &str = "sluice_cache_guard_rejections_total";
+pub const CACHE_SEMANTIC_SKIPPED: &str = "sluice_cache_semantic_skipped_total";
 pub const CACHE_SAVED_TOKENS: &str = "sluice_cache_saved_tokens_total";
 /// A gauge that only grows, like [`COST`].
 pub const CACHE_SAVED_COST: &str = "sluice_cache_saved_cost_usd";
@@ -116,6 +117,7 @@ fn describe() {
     describe_histogram!(CACHE_LOOKUP, Unit::Seconds, "Cache lookup latency by kind (exact, semantic incl. embedding)");
     describe_histogram!(CACHE_EMBED, Unit::Seconds, "Time to embed a question for a semantic lookup");
     describe_counter!(CACHE_STORES, "Answers stored in the cache");
+    describe_counter!(CACHE_SEMANTIC_SKIPPED, "Semantic lookups skipped because the embedder was busy");
     describe_counter!(
         CACHE_GUARD_REJECTIONS,
         "Semantic neighbours above the threshold that the false-hit guard refused"

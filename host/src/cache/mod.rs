@@ -22,7 +22,7 @@ pub mod semantic;
 mod sync;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -221,6 +221,7 @@ struct Stats {
     bypasses: AtomicU64,
     stores: AtomicU64,
     guard_rejections: AtomicU64,
+    semantic_skipped: AtomicU64,
     saved_tokens: AtomicU64,
     saved_ms: AtomicU64,
     saved_cost: Mutex<f64>,
@@ -239,7 +240,29 @@ pub struct ResponseCache {
     embedder: Option<sluice_engine::EmbedHandle>,
     index: Arc<SemanticIndex>,
     stats: Stats,
+    /// Semantic lookups waiting for or running an embedding.
+    embeds_waiting: AtomicUsize,
     sync: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Semantic lookups allowed to wait for the embedder at once.
+const MAX_EMBEDS_WAITING: usize = 4;
+
+/// A place in the embedder's queue, given back when dropped.
+struct EmbedSlot<'a>(&'a AtomicUsize);
+
+impl<'a> EmbedSlot<'a> {
+    fn take(waiting: &'a AtomicUsize) -> Option<EmbedSlot<'a>> {
+        let before = waiting.fetch_add(1, Ordering::AcqRel);
+        let slot = EmbedSlot(waiting);
+        (before < MAX_EMBEDS_WAITING).then_some(slot)
+    }
+}
+
+impl Drop for EmbedSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 struct TtlExpiry;
@@ -275,7 +298,16 @@ impl ResponseCache {
             _ => None,
         };
         let index = Arc::new(SemanticIndex::new(config.max_semantic_entries));
-        let mut cache = ResponseCache { config, local, redis, embedder, index, stats: Stats::default(), sync: None };
+        let mut cache = ResponseCache {
+            config,
+            local,
+            redis,
+            embedder,
+            index,
+            stats: Stats::default(),
+            embeds_waiting: AtomicUsize::new(0),
+            sync: None,
+        };
         if let Some(redis) = &cache.redis
             && tokio::runtime::Handle::try_current().is_ok()
         {
@@ -412,6 +444,13 @@ impl ResponseCache {
             // Nothing to compare with; the store embeds in the background.
             return None;
         }
+        // Embeddings run one at a time: past a short queue, a lookup would
+        // wait longer than the upstream may take, so it is skipped.
+        let Some(_slot) = EmbedSlot::take(&self.embeds_waiting) else {
+            self.stats.semantic_skipped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(telemetry::CACHE_SEMANTIC_SKIPPED).increment(1);
+            return None;
+        };
         let started = Instant::now();
         let embedding = match embedder.embed(vec![semantic.question.clone()]).await {
             Ok(mut vectors) if !vectors.is_empty() => vectors.swap_remove(0).into_boxed_slice(),
@@ -567,7 +606,12 @@ impl ResponseCache {
         serde_json::json!({
             "local": {"entries": local_entries, "bytes": local_bytes, "max_bytes": self.config.max_bytes},
             "redis": redis,
-            "semantic": {"enabled": self.semantic_ready(), "entries": self.index.len(), "guard_rejections": load(&s.guard_rejections)},
+            "semantic": {
+                "enabled": self.semantic_ready(),
+                "entries": self.index.len(),
+                "guard_rejections": load(&s.guard_rejections),
+                "skipped_busy": load(&s.semantic_skipped),
+            },
             "requests": {
                 "lookups": lookups,
                 "hits": local_hits + redis_hits,
