@@ -78,8 +78,17 @@ impl MockUpstream {
         Self::start_with(false).await
     }
 
+    /// Starts an unrecording mock on a given port (0: any free one).
+    pub async fn start_unrecorded_on(port: u16) -> MockUpstream {
+        Self::start_on(false, port).await
+    }
+
     async fn start_with(record: bool) -> MockUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock upstream");
+        Self::start_on(record, 0).await
+    }
+
+    async fn start_on(record: bool, port: u16) -> MockUpstream {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind mock upstream");
         let addr = listener.local_addr().expect("mock address");
         let state = Arc::new(State { record, ..State::default() });
         let served = state.clone();

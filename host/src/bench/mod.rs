@@ -183,6 +183,14 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
     })
 }
 
+/// Prints to stdout; a closed pipe (`| head`) is not an error worth a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// `sluice bench`: measure, print the table, write the reports.
 pub fn main_bench(args: BenchArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -199,15 +207,15 @@ pub fn main_bench(args: BenchArgs) -> ExitCode {
             rows.extend(report.by_model.iter().map(|(k, v)| (format!("  model {k}"), v)));
         }
         rows.extend(report.by_arm.iter().map(|(k, v)| (format!("  arm {k}"), v)));
-        print!("{}", report::table(&rows, false));
+        out!("{}", report::table(&rows, false));
         if let Some(c) = &report.comparison {
-            println!("{}", report::comparison_lines(c).join("\n"));
+            out!("{}\n", report::comparison_lines(c).join("\n"));
         }
         if report.overall.errors > 0 {
-            println!("errors: {}", report.overall.first_errors.join(" | "));
+            out!("errors: {}\n", report.overall.first_errors.join(" | "));
         }
         let (json, md) = report.write(&args.out)?;
-        println!("reports: {} {}", json.display(), md.display());
+        out!("reports: {} {}\n", json.display(), md.display());
         Ok(())
     });
     match result {
@@ -234,13 +242,13 @@ pub fn compare(args: &ParetoArgs) -> Result<pareto::Analysis, BenchError> {
 pub fn main_pareto(args: ParetoArgs) -> ExitCode {
     let result = compare(&args).and_then(|analysis| {
         let md = analysis.markdown();
-        print!("{md}");
+        out!("{md}");
         if let Some(path) = &args.out {
             std::fs::write(path, &md).map_err(|e| BenchError::Io { path: path.display().to_string(), source: e })?;
         }
         if let Some(path) = &args.plot {
             plot::write_svg(&analysis, path)?;
-            println!("plot: {}", path.display());
+            out!("plot: {}\n", path.display());
         }
         Ok(())
     });
