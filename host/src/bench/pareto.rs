@@ -74,11 +74,22 @@ fn quality_key(p: &Point) -> f64 {
     p.quality.unwrap_or(f64::NEG_INFINITY)
 }
 
-/// `a` is at least as good as `b` everywhere and better somewhere.
+/// `a` is at least as good as `b` everywhere and better somewhere (within 1%).
 fn dominates(a: &Point, b: &Point, cost: bool, quality: bool) -> bool {
-    let le = [a.p95_ms <= b.p95_ms, !cost || cost_key(a) <= cost_key(b), !quality || quality_key(a) >= quality_key(b)];
-    let lt = [a.p95_ms < b.p95_ms, cost && cost_key(a) < cost_key(b), quality && quality_key(a) > quality_key(b)];
-    le.iter().all(|x| *x) && lt.iter().any(|x| *x)
+    use std::cmp::Ordering::{Greater, Less};
+    let axes = [
+        Some(rough_cmp(a.p95_ms, b.p95_ms)),
+        cost.then(|| rough_cmp(cost_key(a), cost_key(b))),
+        quality.then(|| rough_cmp(quality_key(b), quality_key(a))),
+    ];
+    let axes: Vec<_> = axes.into_iter().flatten().collect();
+    !axes.contains(&Greater) && axes.contains(&Less)
+}
+
+/// Orders two figures, taking values within 1% of each other as equal:
+/// measurements are not more precise than that, and a tie goes to the next key.
+fn rough_cmp(a: f64, b: f64) -> std::cmp::Ordering {
+    if a == b || (a - b).abs() <= 0.01 * a.abs().max(b.abs()) { std::cmp::Ordering::Equal } else { a.total_cmp(&b) }
 }
 
 /// Compares the runs in `reports`.
@@ -137,7 +148,7 @@ pub fn analyse(reports: &[Report], constraints: Constraints, objective: Objectiv
         key(&points[a])
             .iter()
             .zip(key(&points[b]).iter())
-            .map(|(x, y)| x.total_cmp(y))
+            .map(|(x, y)| rough_cmp(*x, *y))
             .fold(std::cmp::Ordering::Equal, std::cmp::Ordering::then)
     });
     let why_not = points
@@ -159,10 +170,16 @@ pub fn analyse(reports: &[Report], constraints: Constraints, objective: Objectiv
             {
                 let b = &points[b];
                 why.push(match objective {
-                    Objective::Cost if cost_key(p) > cost_key(b) => format!("costs more than {}", b.label),
-                    Objective::Latency if p.p95_ms > b.p95_ms => format!("slower at p95 than {}", b.label),
-                    Objective::Quality if quality_key(p) < quality_key(b) => format!("lower quality than {}", b.label),
-                    _ => format!("ties with {} on the objective and loses a tie-break", b.label),
+                    Objective::Cost if rough_cmp(cost_key(p), cost_key(b)).is_gt() => {
+                        format!("costs more than {}", b.label)
+                    }
+                    Objective::Latency if rough_cmp(p.p95_ms, b.p95_ms).is_gt() => {
+                        format!("slower at p95 than {}", b.label)
+                    }
+                    Objective::Quality if rough_cmp(quality_key(p), quality_key(b)).is_lt() => {
+                        format!("lower quality than {}", b.label)
+                    }
+                    _ => format!("ties with {} on {:?} (within 1%) and loses on the next figure", b.label, objective),
                 });
             }
             why.join("; ")
