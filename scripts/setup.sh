@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Sluice needs to build, run and test, on a fresh machine.
 # Idempotent: what is already there is kept.
-#   scripts/setup.sh          the wasm target, the models, the example plugins
+#   scripts/setup.sh          the wasm target, the models, the benchmark data, the example plugins
 #   scripts/setup.sh --test   also the official SDKs the tests drive
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
 fi
 
 bash engine/fetch-models.sh
+bash scripts/fetch-data.sh
 
 if [ -x plugins/build.sh ]; then
   bash plugins/build.sh

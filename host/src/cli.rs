@@ -1,4 +1,5 @@
-//! The command line: `sluice serve` and `sluice check-config`. Flags are
+//! The command line: `sluice serve`, `sluice check-config`, `sluice bench`
+//! and `sluice pareto` (whose flags live in `crate::bench::args`). Flags are
 //! applied on top of the config file (or the defaults) here, and nowhere else.
 
 use std::net::SocketAddr;
@@ -24,6 +25,10 @@ pub enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// Load an OpenAI-compatible endpoint with a workload; report latency, cost and quality.
+    Bench(crate::bench::BenchArgs),
+    /// Compare `sluice bench` reports: the Pareto front and the best configuration.
+    Pareto(crate::bench::ParetoArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -7,6 +7,7 @@
 
 pub mod accounting;
 pub mod api;
+pub mod bench;
 pub mod body;
 pub mod cache;
 pub mod cli;

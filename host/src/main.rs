@@ -24,6 +24,8 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Bench(args) => sluice::bench::main_bench(args),
+        Command::Pareto(args) => sluice::bench::main_pareto(args),
         Command::Serve(args) => {
             let config = match args.config() {
                 Ok(config) => config,

@@ -19,6 +19,9 @@
 //! | `tools`       | answer with a tool call instead of text                  |
 //! | `refuse`      | answer with a refusal (judges score it low)              |
 //! | `strong`      | answer at length, as a strong model would                |
+//! | `cost<N>`     | as Sluice would: `x-sluice-cost-usd` N µUSD (streams: a final `: x-sluice-cost-usd=` comment) |
+//! | `score<N>`    | as Sluice would: `x-sluice-judge-score` N/100            |
+//! | `cache<KIND>` | as Sluice would: `x-sluice-cache` `hit`, `semantic-hit` (`cachesemantic`), `miss`, `bypass` |
 //!
 //! [`MockUpstream::set_down`] makes every request fail with 503 (an outage).
 //! Otherwise the answer is `echo: <last user message>`, streamed a word per
@@ -87,8 +90,17 @@ impl MockUpstream {
         Self::start_with(false).await
     }
 
+    /// Starts an unrecording mock on a given port (0: any free one).
+    pub async fn start_unrecorded_on(port: u16) -> MockUpstream {
+        Self::start_on(false, port).await
+    }
+
     async fn start_with(record: bool) -> MockUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock upstream");
+        Self::start_on(record, 0).await
+    }
+
+    async fn start_on(record: bool, port: u16) -> MockUpstream {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind mock upstream");
         let addr = listener.local_addr().expect("mock address");
         let state = Arc::new(State { record, ..State::default() });
         let served = state.clone();
@@ -240,13 +252,38 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         "/v1/chat/completions" | "/v1/messages" => {
             let answer = Answer::for_request(&body, &model);
             let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-            match (anthropic, stream) {
+            let mut response = match (anthropic, stream) {
                 (false, false) => json_response(StatusCode::OK, &answer.openai_completion()),
                 (true, false) => json_response(StatusCode::OK, &answer.anthropic_message()),
                 (_, true) => stream_response(state, answer, anthropic),
-            }
+            };
+            sluice_headers(&model, stream, response.headers_mut());
+            response
         }
         _ => json_response(StatusCode::NOT_FOUND, &json!({"error": {"message": "no such mock route"}})),
+    }
+}
+
+/// The `x-sluice-*` headers the `cost`, `score` and `cache` words ask for.
+fn sluice_headers(model: &str, stream: bool, headers: &mut HeaderMap) {
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = http::HeaderValue::try_from(value) {
+            headers.insert(name, v);
+        }
+    };
+    if let (Some(micro), false) = (mode(model, "cost"), stream) {
+        put("x-sluice-cost-usd", format!("{:.8}", micro as f64 / 1e6));
+    }
+    if let Some(score) = mode(model, "score") {
+        put("x-sluice-judge-score", format!("{:.3}", score as f64 / 100.0));
+    }
+    let cache = model.split('-').find_map(|w| w.strip_prefix("cache")).and_then(|k| match k {
+        "hit" | "miss" | "bypass" => Some(k.to_owned()),
+        "semantic" => Some("semantic-hit".to_owned()),
+        _ => None,
+    });
+    if let Some(kind) = cache {
+        put("x-sluice-cache", kind);
     }
 }
 
@@ -263,6 +300,7 @@ struct Answer {
     /// End the stream after this many events, unfinished.
     die: Option<usize>,
     include_usage: bool,
+    cost_micro_usd: Option<u64>,
 }
 
 impl Answer {
@@ -302,6 +340,7 @@ impl Answer {
             stall: Duration::from_millis(mode(model, "stall").unwrap_or(0)),
             die: if has(model, "die") { Some(2) } else { mode(model, "die").map(|n| n as usize) },
             include_usage: body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false),
+            cost_micro_usd: mode(model, "cost"),
         }
     }
 
@@ -404,6 +443,9 @@ impl Answer {
                     "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens(),
                         "total_tokens": self.prompt_tokens + self.completion_tokens()}});
                 out.push(format!("data: {u}\n\n"));
+            }
+            if let Some(micro) = self.cost_micro_usd {
+                out.push(format!(": x-sluice-cost-usd={:.8}\n\n", micro as f64 / 1e6));
             }
             out.push("data: [DONE]\n\n".to_owned());
         }
