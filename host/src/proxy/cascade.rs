@@ -3,7 +3,9 @@
 //! to the next tier while the judges' score is under the plan's threshold
 //! (or the tier failed). The first accepted answer is returned; the last
 //! tier's answer is accepted as it is, and if it fails the plan's fallbacks
-//! serve it.
+//! serve it. If they fail too, the best-scored rejected answer is served
+//! (a weak answer beats an error; it is never cached, and
+//! `x-sluice-cascade` shows the failed tier as `large:error`).
 //!
 //! Streaming trade-off: a cheaper tier's answer must be whole to be judged,
 //! so for `stream: true` requests it is fetched whole and, once accepted,
@@ -17,14 +19,12 @@
 
 use bytes::Bytes;
 use http::Response;
-use serde_json::Map;
 
 use super::{RequestContext, answer, complete, relay, stages};
 use crate::accounting::{count_prompt_tokens, count_tokens};
-use crate::api::chat::{
-    ChatChunk, ChatRequest, ChatResponse, ChunkChoice, Delta, FunctionCallDelta, Role, ToolCallDelta, Usage,
-};
+use crate::api::chat::{ChatChunk, ChatRequest, ChatResponse, Usage};
 use crate::body::Body;
+use crate::cache::replay::chunks_of;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::routing::Step;
@@ -50,6 +50,8 @@ pub async fn run(
     let Some((last, cheaper)) = cascade.tiers.split_last() else {
         return Err(GatewayError::Internal("a cascade without tiers".to_owned()));
     };
+    // The best-scored rejected answer, served when every later tier fails.
+    let mut rejected: Option<Rejected> = None;
     for tier in cheaper {
         let mut tier_req = req.clone();
         tier_req.stream = false;
@@ -81,7 +83,10 @@ pub async fn run(
             }
             return complete(gw, ctx, &tier_req, response, raw);
         }
-        escalate(gw, ctx, tier, &tier_req, &response, score);
+        let cost = escalate(gw, ctx, tier, &tier_req, &response, score);
+        if rejected.as_ref().is_none_or(|r| score.unwrap_or(0.0) > r.score.unwrap_or(0.0)) {
+            rejected = Some(Rejected { tier: tier.clone(), req: tier_req, response, raw, score, cost });
+        }
     }
 
     ctx.trace.steps.push(Step { model: last.clone(), score: None, failed: false });
@@ -92,11 +97,44 @@ pub async fn run(
         }
     }
     let mut req = req;
-    let reply = execute::call(gw, ctx, &mut req, &order).await?;
-    answer(gw, ctx, req, reply, client_wants_usage)
+    match execute::call(gw, ctx, &mut req, &order).await {
+        Ok(reply) => answer(gw, ctx, req, reply, client_wants_usage),
+        // A weak answer beats none: the last tier and its fallbacks failed.
+        Err(e) if falls_back(&e) && rejected.is_some() => {
+            let Some(r) = rejected else { return Err(e) };
+            tracing::warn!(tier = %r.tier, error = %e, "cascade: every later tier failed; serving the rejected answer");
+            metrics::counter!(telemetry::CASCADE_ESCALATIONS, "from" => last.clone(), "reason" => "degraded")
+                .increment(1);
+            if let Some(step) = ctx.trace.steps.last_mut() {
+                step.failed = true;
+            }
+            ctx.trace.discarded_cost -= r.cost;
+            ctx.route = gw.models.resolve(&r.tier).ok();
+            // Served, not accepted: never cached.
+            ctx.cache_plan = None;
+            if req.stream {
+                ctx.streaming = true;
+                let stream = replay(r.response, &r.req);
+                return Ok(relay::respond(gw, ctx, stream, r.req, client_wants_usage));
+            }
+            complete(gw, ctx, &r.req, r.response, r.raw)
+        }
+        Err(e) => Err(e),
+    }
 }
 
-/// Books a rejected answer: its spend, its score, the escalation.
+/// An answer the judges rejected, kept in case no later tier answers.
+struct Rejected {
+    tier: String,
+    req: ChatRequest,
+    response: ChatResponse,
+    raw: Option<Bytes>,
+    score: Option<f32>,
+    cost: f64,
+}
+
+/// Books a rejected answer: its spend, its score, the escalation. Returns
+/// its cost.
 fn escalate(
     gw: &Gateway,
     ctx: &mut RequestContext,
@@ -104,7 +142,7 @@ fn escalate(
     req: &ChatRequest,
     response: &ChatResponse,
     score: Option<f32>,
-) {
+) -> f64 {
     let usage = response.usage.unwrap_or_else(|| {
         let completion: u64 = response.choices.iter().map(|c| count_tokens(&c.message.text_content())).sum();
         Usage::new(count_prompt_tokens(req), completion)
@@ -119,57 +157,19 @@ fn escalate(
     ctx.trace.steps.push(Step { model: tier.to_owned(), score, failed: false });
     metrics::counter!(telemetry::CASCADE_ESCALATIONS, "from" => tier.to_owned(), "reason" => "score").increment(1);
     tracing::debug!(tier, ?score, "cascade escalates");
+    cost
 }
 
-/// A whole answer as a stream of chunks: the content (or tool calls) of
-/// each choice, its finish reason, then usage.
+/// A whole answer as a stream of chunks (see `cache::replay::chunks_of`),
+/// then usage.
 fn replay(response: ChatResponse, req: &ChatRequest) -> ChunkStream {
-    let chunk = |choices: Vec<ChunkChoice>, usage: Option<Usage>| ChatChunk {
-        id: response.id.clone(),
-        object: "chat.completion.chunk".to_owned(),
-        created: response.created,
-        model: response.model.clone(),
-        choices,
-        usage,
-        extra: Map::new(),
-    };
-    let mut chunks = Vec::new();
-    for choice in &response.choices {
-        let text = choice.message.text_content();
-        let tool_calls = choice.message.tool_calls.as_ref().map(|calls| {
-            calls
-                .iter()
-                .enumerate()
-                .map(|(i, call)| ToolCallDelta {
-                    index: i as u32,
-                    id: Some(call.id.clone()),
-                    kind: Some(call.kind.clone()),
-                    function: Some(FunctionCallDelta {
-                        name: Some(call.function.name.clone()),
-                        arguments: Some(call.function.arguments.clone()),
-                    }),
-                })
-                .collect()
-        });
-        let delta = Delta {
-            role: Some(Role::Assistant),
-            content: (!text.is_empty() || tool_calls.is_none()).then_some(text),
-            tool_calls,
-            extra: Map::new(),
-        };
-        let index = choice.index;
-        chunks.push(chunk(vec![ChunkChoice { index, delta, finish_reason: None, extra: Map::new() }], None));
-        let finish = choice.finish_reason.clone().or_else(|| Some("stop".to_owned()));
-        chunks.push(chunk(
-            vec![ChunkChoice { index, delta: Delta::default(), finish_reason: finish, extra: Map::new() }],
-            None,
-        ));
-    }
     let usage = response.usage.unwrap_or_else(|| {
         let completion: u64 = response.choices.iter().map(|c| count_tokens(&c.message.text_content())).sum();
         Usage::new(count_prompt_tokens(req), completion)
     });
-    chunks.push(chunk(Vec::new(), Some(usage)));
+    let mut chunks = chunks_of(&response);
+    let tail = chunks.first().map(|first| ChatChunk { choices: Vec::new(), usage: Some(usage), ..first.clone() });
+    chunks.extend(tail);
     let events: Vec<Result<ChunkEvent, GatewayError>> =
         chunks.into_iter().map(|chunk| Ok(ChunkEvent { chunk, raw: None::<Bytes> })).collect();
     Box::pin(futures_util::stream::iter(events))

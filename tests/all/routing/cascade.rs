@@ -25,6 +25,11 @@ strong_model = "large"
 /// A gateway whose router cascades `small` (served by `small_model` on the
 /// mock) → `large` (a strong answer), with the example judge.
 async fn cascading(small_model: &str) -> (Folder, MockUpstream, TestGateway) {
+    cascading_to(small_model, "mock-strong").await
+}
+
+/// As [`cascading`], with `large` served by `large_model` on the mock.
+async fn cascading_to(small_model: &str, large_model: &str) -> (Folder, MockUpstream, TestGateway) {
     built();
     let folder = Folder::new();
     folder.add_example("judge", "judge");
@@ -33,7 +38,11 @@ async fn cascading(small_model: &str) -> (Folder, MockUpstream, TestGateway) {
     let mock = MockUpstream::start().await;
     let config = config_for(&mock, |c: &mut Config| {
         c.models.push(model("small", small_model, 0.1, &[]));
-        c.models.push(model("large", "mock-strong", 5.0, &[]));
+        c.models.push(model("large", large_model, 5.0, &[]));
+        if large_model.contains("fail") {
+            // Nothing else for the router to fall back on.
+            c.models.retain(|m| m.name == "small" || m.name == "large");
+        }
         let mut plugins = PluginConfig::new(&folder.path);
         plugins.cache_dir = Some(cache_dir());
         plugins.defaults.deadline = TEST_DEADLINE;
@@ -77,6 +86,23 @@ async fn the_judge_rejects_the_small_answer_and_the_large_one_is_returned() {
     assert_eq!(small["escalations"], 1, "{stats}");
     assert!((small["mean_judge_score"].as_f64().expect("score") - 0.1).abs() < 1e-6);
     assert_eq!(stats["models"]["large"]["requests"], 2, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_last_tier_fails_the_rejected_answer_is_served_not_an_error() {
+    let (_folder, mock, gateway) = cascading_to("mock-refuse", "mock-fail503").await;
+    let client = Client::new();
+    for stream in [false, true] {
+        let body =
+            if stream { ask_stream("auto", "What is a prime number?") } else { ask("auto", "What is a prime number?") };
+        let reply = client.post_json(&gateway.url("/v1/chat/completions"), &body).await;
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+        assert_eq!(reply.header("x-sluice-cascade"), Some("small:0.10>large:error"), "stream: {stream}");
+        assert_eq!(reply.header("x-sluice-model"), Some("small"));
+        let text = String::from_utf8_lossy(&reply.body);
+        assert!(text.contains("can't help"), "the small tier's answer: {text}");
+    }
+    assert!(mock.calls("mock-fail503") >= 2, "the large tier was tried");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
