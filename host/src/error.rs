@@ -53,6 +53,9 @@ pub enum GatewayError {
     /// A client key is missing or unknown while `[[keys]]` are configured.
     #[error("{0}")]
     Unauthorized(String),
+    /// A known client key may not do this (admin endpoints need an admin key).
+    #[error("{0}")]
+    Forbidden(String),
     /// A request or token budget is spent for now (client key or upstream).
     #[error("Rate limit of {scope} reached; retry after {retry_after:?}")]
     RateLimited { scope: String, retry_after: Duration },
@@ -91,6 +94,7 @@ impl GatewayError {
             GatewayError::UpstreamBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Unsupported { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::RateLimited { .. } | GatewayError::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Plugin(e) if e.is_fault() => StatusCode::INTERNAL_SERVER_ERROR,
@@ -113,6 +117,7 @@ impl GatewayError {
             GatewayError::UpstreamBusy { .. } => "upstream_busy",
             GatewayError::Unsupported { .. } => "unsupported",
             GatewayError::Unauthorized(_) => "invalid_api_key",
+            GatewayError::Forbidden(_) => "forbidden",
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::BudgetExceeded { .. } => "budget_exceeded",
             GatewayError::CircuitOpen { .. } => "circuit_open",

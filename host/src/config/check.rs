@@ -220,6 +220,7 @@ impl Checker<'_> {
             tpm: k.tpm,
             budget_usd: k.budget_usd,
             budget_period,
+            admin: k.admin.unwrap_or(false),
         })
     }
 

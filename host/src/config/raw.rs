@@ -77,6 +77,9 @@ pub struct RawKey {
     pub budget_usd: Option<f64>,
     /// `hour`, `day`, `week`, `month` (30 days) or `total` (never resets). Default `total`.
     pub budget_period: Option<Spanned<String>>,
+    /// May call the `/admin/*` endpoints (stats, cache purge). Once keys are
+    /// configured, only such keys may. Default false.
+    pub admin: Option<bool>,
 }
 
 /// `[redis]`

@@ -28,11 +28,14 @@ pub struct KeyConfig {
     pub budget_usd: Option<f64>,
     /// The budget's period; `None`: the budget never resets.
     pub budget_period: Option<Duration>,
+    /// May call the `/admin/*` endpoints.
+    pub admin: bool,
 }
 
 /// A known client and its limits.
 pub struct ClientKey {
     pub name: String,
+    pub admin: bool,
     rpm: Option<Limiter>,
     tpm: Option<Arc<Limiter>>,
     budget: Option<Arc<Budget>>,
@@ -146,6 +149,7 @@ impl KeyRing {
             let scope = |what: &str| format!("key:{}:{what}", k.name);
             let client = ClientKey {
                 name: k.name.clone(),
+                admin: k.admin,
                 rpm: k.rpm.map(|n| Limiter::new(scope("rpm"), Rate::per_minute(n), redis.clone())),
                 tpm: k.tpm.map(|n| Arc::new(Limiter::new(scope("tpm"), Rate::per_minute(n), redis.clone()))),
                 budget: k.budget_usd.map(|limit_usd| {
@@ -169,6 +173,25 @@ impl KeyRing {
     /// Who is calling, and whether they may: `Ok(None)` when no keys are
     /// configured, 401 for a missing or unknown key, 429 over a limit.
     pub async fn admit(&self, headers: &HeaderMap) -> Result<Option<Arc<ClientKey>>, GatewayError> {
+        let Some(client) = self.identify(headers)? else { return Ok(None) };
+        client.admit().await?;
+        Ok(Some(client))
+    }
+
+    /// Whether the caller may use the admin endpoints: anyone when no keys
+    /// are configured, else only keys with `admin = true` (401 for a
+    /// missing or unknown key, 403 for another key). No limits are charged.
+    pub fn admit_admin(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
+        match self.identify(headers)? {
+            Some(client) if !client.admin => {
+                Err(GatewayError::Forbidden(format!("Key `{}` may not use the admin endpoints", client.name)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The caller's key: `None` when no keys are configured.
+    fn identify(&self, headers: &HeaderMap) -> Result<Option<Arc<ClientKey>>, GatewayError> {
         if self.by_hash.is_empty() {
             return Ok(None);
         }
@@ -185,7 +208,6 @@ impl KeyRing {
         let Some(client) = self.by_hash.get(blake3::hash(secret.as_bytes()).as_bytes()) else {
             return Err(GatewayError::Unauthorized("Incorrect API key provided".to_owned()));
         };
-        client.admit().await?;
         Ok(Some(client.clone()))
     }
 }

@@ -110,8 +110,11 @@ pub async fn admit(
     path: &str,
     headers: &http::HeaderMap,
 ) -> Result<(), crate::error::GatewayError> {
-    if matches!(path, "/health" | "/metrics") || path.starts_with("/admin/") {
+    if matches!(path, "/health" | "/metrics") {
         return Ok(());
+    }
+    if path.starts_with("/admin/") || path == "/admin" {
+        return gw.keys.admit_admin(headers);
     }
     trace.user_header = headers.get("x-sluice-user").and_then(|v| v.to_str().ok()).map(str::to_owned);
     trace.client = gw.keys.admit(headers).await?;

@@ -18,6 +18,29 @@ fn key(name: &str, secret: &str) -> KeyConfig {
 }
 
 #[tokio::test]
+async fn admin_endpoints_need_an_admin_key_once_keys_are_configured() {
+    let s = Setup::with(|c| {
+        let mut ops = key("ops", "sk-ops-admin-secret");
+        ops.admin = true;
+        c.keys = vec![ops, key("team-a", "sk-team-a-secret")];
+    })
+    .await;
+    let client = Client::new();
+    let url = s.gateway.url("/admin/routing/stats");
+    assert_eq!(client.call(Method::GET, &url, Bytes::new(), &[]).await.status, 401);
+    let team = client.call(Method::GET, &url, Bytes::new(), &[("authorization", "Bearer sk-team-a-secret")]).await;
+    assert_eq!(team.status, 403);
+    assert_eq!(team.json()["error"]["type"], "permission_error");
+    let ops = [("authorization", "Bearer sk-ops-admin-secret")];
+    assert_eq!(client.call(Method::GET, &url, Bytes::new(), &ops).await.status, 200);
+    let purge = client.call(Method::DELETE, &s.gateway.url("/admin/cache"), Bytes::new(), &[]).await;
+    assert_eq!(purge.status, 401, "a purge needs the admin key too");
+    // Health and metrics stay open for probes and scrapers.
+    assert_eq!(client.get(&s.gateway.url("/health")).await.status, 200);
+    assert_eq!(client.get(&s.gateway.url("/metrics")).await.status, 200);
+}
+
+#[tokio::test]
 async fn unknown_keys_get_401_and_a_key_s_rpm_gets_429() {
     let s = Setup::with(|c| {
         let mut team = key("team-a", "sk-team-a-secret");
