@@ -71,6 +71,27 @@ pub async fn publish_vector(redis: &SharedRedis, scope: &str, vector: &Vector, t
         .await;
 }
 
+/// Every key matching `pattern`, in batches of about `batch` (SCAN, so the
+/// server is never blocked).
+async fn scan<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    pattern: &str,
+    batch: usize,
+) -> redis::RedisResult<Vec<Vec<String>>> {
+    let (mut batches, mut cursor) = (Vec::new(), 0u64);
+    loop {
+        let (next, keys): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(batch).query_async(conn).await?;
+        if !keys.is_empty() {
+            batches.push(keys);
+        }
+        if next == 0 {
+            return Ok(batches);
+        }
+        cursor = next;
+    }
+}
+
 /// Deletes the entries of `namespace` (or all) from Redis and tells the
 /// replicas to drop theirs. Returns the keys deleted.
 pub async fn purge(redis: &SharedRedis, namespace: Option<&str>) -> u64 {
@@ -87,24 +108,9 @@ pub async fn purge(redis: &SharedRedis, namespace: Option<&str>) -> u64 {
         .run_within("cache_purge", Duration::from_secs(10), |mut c| async move {
             let mut deleted = 0u64;
             for pattern in &patterns {
-                let mut cursor: u64 = 0;
-                loop {
-                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut c)
-                        .await?;
-                    if !keys.is_empty() {
-                        let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(&mut c).await?;
-                        deleted += n;
-                    }
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
+                for keys in scan(&mut c, pattern, 1000).await? {
+                    let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(&mut c).await?;
+                    deleted += n;
                 }
             }
             let _: String = redis::cmd("XADD")
@@ -131,29 +137,15 @@ pub async fn usage(redis: &SharedRedis) -> Option<(u64, u64)> {
     let pattern = redis.key("c:*");
     redis
         .run_within("cache_usage", Duration::from_millis(500), |mut c| async move {
-            let (mut entries, mut bytes, mut cursor) = (0u64, 0u64, 0u64);
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut c)
-                    .await?;
+            let (mut entries, mut bytes) = (0u64, 0u64);
+            for keys in scan(&mut c, &pattern, 1000).await? {
                 entries += keys.len() as u64;
-                if !keys.is_empty() {
-                    let mut pipe = redis::pipe();
-                    for key in &keys {
-                        pipe.cmd("STRLEN").arg(key);
-                    }
-                    let lens: Vec<u64> = pipe.query_async(&mut c).await?;
-                    bytes += lens.iter().sum::<u64>();
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd("STRLEN").arg(key);
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
+                let lens: Vec<u64> = pipe.query_async(&mut c).await?;
+                bytes += lens.iter().sum::<u64>();
             }
             Ok((entries, bytes))
         })
@@ -219,37 +211,22 @@ async fn rebuild(
     conn: &mut MultiplexedConnection,
     index: &SemanticIndex,
 ) -> redis::RedisResult<usize> {
-    let pattern = redis.key("s:*");
-    let mut cursor: u64 = 0;
     let mut loaded = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(REBUILD_BATCH)
-            .query_async(conn)
-            .await?;
-        if !keys.is_empty() {
-            let mut pipe = redis::pipe();
-            for key in &keys {
-                pipe.cmd("HGETALL").arg(key);
-            }
-            let records: Vec<Vec<(String, Value)>> = pipe.query_async(conn).await?;
-            for fields in records {
-                if let Some((scope, vector)) = vector_of(&fields)
-                    && index.insert(&scope, vector)
-                {
-                    loaded += 1;
-                }
+    for keys in scan(conn, &redis.key("s:*"), REBUILD_BATCH).await? {
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("HGETALL").arg(key);
+        }
+        let records: Vec<Vec<(String, Value)>> = pipe.query_async(conn).await?;
+        for fields in records {
+            if let Some((scope, vector)) = vector_of(&fields)
+                && index.insert(&scope, vector)
+            {
+                loaded += 1;
             }
         }
-        if next == 0 {
-            return Ok(loaded);
-        }
-        cursor = next;
     }
+    Ok(loaded)
 }
 
 fn field<'a>(fields: &'a [(String, Value)], name: &str) -> Option<&'a [u8]> {
