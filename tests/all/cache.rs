@@ -131,31 +131,14 @@ async fn a_repeated_request_is_served_from_the_local_tier() {
     assert_eq!(chat_calls(&mock), 6);
 
     // Anthropic clients share the entry, answered in their own shape.
-    let anthropic = Client::new()
-        .call(
-            Method::POST,
-            &gw.url("/v1/messages"),
-            Bytes::from(
-                json!({"model": "priced", "max_tokens": 64, "messages": [{"role": "user", "content": "tell me about caching"}]})
-                    .to_string(),
-            ),
-            &[],
-        )
-        .await;
+    let messages = json!({"model": "priced", "max_tokens": 64,
+        "messages": [{"role": "user", "content": "tell me about caching"}]});
+    let anthropic =
+        Client::new().call(Method::POST, &gw.url("/v1/messages"), Bytes::from(messages.to_string()), &[]).await;
     assert_eq!(anthropic.status, 200);
     // max_tokens is part of the key: this is a different request.
     assert_eq!(cache_header(&anthropic), "miss");
-    let again = Client::new()
-        .call(
-            Method::POST,
-            &gw.url("/v1/messages"),
-            Bytes::from(
-                json!({"model": "priced", "max_tokens": 64, "messages": [{"role": "user", "content": "tell me about caching"}]})
-                    .to_string(),
-            ),
-            &[],
-        )
-        .await;
+    let again = Client::new().call(Method::POST, &gw.url("/v1/messages"), Bytes::from(messages.to_string()), &[]).await;
     assert_eq!(cache_header(&again), "hit");
     let message = again.json();
     assert_eq!(message["type"], "message");

@@ -218,6 +218,11 @@ pub fn main_bench(args: BenchArgs) -> ExitCode {
         out!("reports: {} {}\n", json.display(), md.display());
         Ok(())
     });
+    exit_code(result)
+}
+
+/// A command's outcome as its exit status, the error printed.
+fn exit_code(result: Result<(), BenchError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -252,11 +257,5 @@ pub fn main_pareto(args: ParetoArgs) -> ExitCode {
         }
         Ok(())
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            e.exit_code()
-        }
-    }
+    exit_code(result)
 }

@@ -53,6 +53,12 @@ async fn cascading_to(small_model: &str, large_model: &str) -> (Folder, MockUpst
     (folder, mock, gateway)
 }
 
+/// Asks `gateway` for a streamed answer to "name a colour".
+async fn stream_colour(gateway: &TestGateway) -> http::Response<hyper::body::Incoming> {
+    let body = Bytes::from(ask_stream("auto", "name a colour").to_string());
+    Client::new().send(Method::POST, &gateway.url("/v1/chat/completions"), body, &[]).await
+}
+
 fn cost(v: Option<&str>) -> f64 {
     v.and_then(|c| c.parse().ok()).expect("x-sluice-cost-usd")
 }
@@ -108,14 +114,7 @@ async fn when_the_last_tier_fails_the_rejected_answer_is_served_not_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_small_answer_is_replayed_as_a_stream() {
     let (_folder, mock, gateway) = cascading("mock-small").await;
-    let response = Client::new()
-        .send(
-            Method::POST,
-            &gateway.url("/v1/chat/completions"),
-            Bytes::from(ask_stream("auto", "name a colour").to_string()),
-            &[],
-        )
-        .await;
+    let response = stream_colour(&gateway).await;
     assert_eq!(response.status(), 200);
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     assert_eq!(header("x-sluice-cascade").as_deref(), Some("small:1.00"));
@@ -132,14 +131,7 @@ async fn an_accepted_small_answer_is_replayed_as_a_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_small_answer_escalates_to_a_live_stream_of_the_large_one() {
     let (_folder, mock, gateway) = cascading("mock-refuse").await;
-    let response = Client::new()
-        .send(
-            Method::POST,
-            &gateway.url("/v1/chat/completions"),
-            Bytes::from(ask_stream("auto", "name a colour").to_string()),
-            &[],
-        )
-        .await;
+    let response = stream_colour(&gateway).await;
     assert_eq!(response.status(), 200);
     let cascade = response.headers().get("x-sluice-cascade").and_then(|v| v.to_str().ok()).map(str::to_owned);
     assert_eq!(cascade.as_deref(), Some("small:0.10>large"), "the live tier is not judged");
