@@ -15,6 +15,7 @@
 mod actor;
 mod embed;
 mod error;
+mod kernels;
 pub mod kv;
 pub mod model;
 pub mod sampling;
@@ -64,7 +65,7 @@ impl Default for EngineConfig {
             kv_blocks: 1024,
             max_batch: 32,
             prefill_chunk: 512,
-            weight_format: WeightFormat::Q8_0,
+            weight_format: WeightFormat::Packed,
             prefix_caching: true,
         }
     }

@@ -47,7 +47,7 @@ fn start(tweak: impl FnOnce(&mut EngineConfig)) -> Option<Engine> {
     Some(Engine::start(cfg).expect("engine starts"))
 }
 
-/// The default engine (Q8_0 weights).
+/// The default engine (packed Q4_1 / Q8_0 weights on the CPU).
 fn engine() -> Option<&'static Engine> {
     static E: OnceLock<Option<Engine>> = OnceLock::new();
     E.get_or_init(|| start(|_| {})).as_ref()
@@ -190,6 +190,12 @@ fn greedy_matches_reference_forward() {
         input = vec![next];
     }
     assert_eq!(got.ids, want, "engine {:?} vs reference", got.text);
+    // The default packed weights keep the file's 4-bit blocks and compute the
+    // same integer block dot products, so greedy decoding agrees too.
+    drop(native);
+    let Some(packed) = start(|c| c.embedding_model_dir = None) else { return };
+    let got = run(&packed, Prompt::Tokens(prompt), greedy(n));
+    assert_eq!(got.ids, want, "packed engine {:?} vs reference", got.text);
 }
 
 #[test]
