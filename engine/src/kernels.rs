@@ -111,6 +111,31 @@ impl Isa {
     }
 }
 
+/// Work to run with [`vectorised`]. `run` should be `#[inline(always)]` (and
+/// so should what it calls) so that it is compiled into the wide-vector
+/// wrapper (a closure would not be inlined there).
+pub(crate) trait Vectorise {
+    fn run(self);
+}
+
+/// Run `w` in a function compiled for the widest vector instructions the CPU
+/// has (AVX-512, else AVX2), so the loops inlined into it are auto-vectorised
+/// with them. No fused multiply-add is enabled and Rust never contracts or
+/// reorders float operations, so `w` computes exactly what it would compute in
+/// the baseline build; only the instruction selection changes.
+pub(crate) fn vectorised(w: impl Vectorise) {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    match *ISA.get_or_init(Isa::detect) {
+        // SAFETY: the features were detected at run time.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::run_avx512(w) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::run_avx2(w) },
+        _ => w.run(),
+    }
+}
+
 impl PackedMatrix {
     /// Pack GGUF blocks of `n` rows of `k` inputs (row-major, as in the file).
     /// `dtype` is the ggml block type: Q4_0, Q4_1 or Q8_0.
@@ -386,6 +411,36 @@ mod x86 {
     use super::{Acts, Bits, GROUP};
     use std::arch::x86_64::*;
 
+    /// # Safety
+    /// The CPU must support avx512f, avx512bw and avx512vl.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn run_avx512(w: impl super::Vectorise) {
+        w.run()
+    }
+
+    /// # Safety
+    /// The CPU must support avx2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn run_avx2(w: impl super::Vectorise) {
+        w.run()
+    }
+
+    /// Bytes ahead of the current block to prefetch: the weights of a matrix
+    /// are one sequential stream (the next group follows this one), and
+    /// single-row decode is bound by how many cache lines are in flight.
+    const PREFETCH: usize = 2048;
+
+    /// Prefetch the cache lines `PREFETCH` bytes after the block at `p`.
+    #[inline(always)]
+    fn prefetch(p: *const u8, chunk: usize) {
+        for line in (0..chunk).step_by(64) {
+            // SAFETY: SSE is part of the x86_64 baseline. `wrapping_add`: the
+            // address may lie past the matrix; a prefetch never faults and
+            // nothing is read through the pointer.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + line).cast()) };
+        }
+    }
+
     /// `R` rows against one group with AVX-512 VNNI: each lane is one output
     /// column; `vpdpbusd` multiplies unsigned weight bytes by signed
     /// activation bytes (8-bit weights are offset by 128 and corrected with
@@ -414,6 +469,7 @@ mod x86 {
                     // SAFETY: `b * chunk + 320 <= w.len()` (asserted above);
                     // the loads are unaligned-tolerant.
                     let p = unsafe { w.as_ptr().add(b * chunk) };
+                    prefetch(p, chunk);
                     let mut lo = [_mm512_setzero_si512(); 4];
                     let mut hi = [_mm512_setzero_si512(); 4];
                     for v in 0..4 {
@@ -451,6 +507,7 @@ mod x86 {
                 for b in 0..nb {
                     // SAFETY: `b * chunk + 576 <= w.len()` (asserted above).
                     let p = unsafe { w.as_ptr().add(b * chunk) };
+                    prefetch(p, chunk);
                     let mut wq = [_mm512_setzero_si512(); 8];
                     for (v, wq) in wq.iter_mut().enumerate() {
                         // SAFETY: bytes `64 v .. 64 v + 64` of the chunk.
@@ -696,5 +753,69 @@ mod tests {
         assert!(PackedMatrix::from_ggml(GgmlDType::F32, &[0; 128], 1, 32).is_none());
         assert!(PackedMatrix::from_ggml(GgmlDType::Q4_1, &[0; 20], 1, 48).is_none());
         assert!(PackedMatrix::from_ggml(GgmlDType::Q8_0, &[0; 33], 1, 32).is_none());
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use candle_core::quantized::GgmlDType;
+    use rand::{Rng, SeedableRng};
+
+    /// `cargo test --release -p sluice-engine kernel_timing -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing, not a check"]
+    fn kernel_timing() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for (dtype, n, k, block) in
+            [(GgmlDType::Q4_1, 3072, 576, 20), (GgmlDType::Q4_1, 576, 1536, 20), (GgmlDType::Q8_0, 49152, 576, 34)]
+        {
+            let raw: Vec<u8> =
+                (0..n * k / QK * block).map(|i| if i % block < 2 { 0x20 } else { rng.random() }).collect();
+            let w = PackedMatrix::from_ggml(dtype, &raw, n, k).expect("packs");
+            for m in [1usize, 16, 512] {
+                let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+                let reps = (200_000_000 / (n * k * m)).max(2);
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    std::hint::black_box(w.matmul(&x, m, 1));
+                }
+                let dt = t.elapsed().as_secs_f64() / reps as f64;
+                eprintln!(
+                    "{dtype:?} n={n} k={k} m={m}: {:.1} us, {:.1} GMAC/s, {:.1} GB/s weights",
+                    dt * 1e6,
+                    (n * k * m) as f64 / dt / 1e9,
+                    w.size_in_bytes() as f64 / dt / 1e9
+                );
+            }
+        }
+        // One decode step's matmuls of SmolLM2-135M, each matrix distinct in memory.
+        let mut mats = Vec::new();
+        for _ in 0..30 {
+            for (n, k) in [(960, 576), (576, 576), (3072, 576), (576, 1536)] {
+                let raw: Vec<u8> = (0..n * k / QK * 20).map(|i| if i % 20 < 4 { 0x20 } else { rng.random() }).collect();
+                mats.push(PackedMatrix::from_ggml(GgmlDType::Q4_1, &raw, n, k).expect("packs"));
+            }
+        }
+        let raw: Vec<u8> = (0..49152 * 576 / QK * 34).map(|i| if i % 34 < 2 { 0x20 } else { rng.random() }).collect();
+        mats.push(PackedMatrix::from_ggml(GgmlDType::Q8_0, &raw, 49152, 576).expect("packs"));
+        let bytes: usize = mats.iter().map(|w| w.size_in_bytes()).sum();
+        let xs: Vec<Vec<f32>> =
+            [576, 1536].iter().map(|&k| (0..k).map(|_| rng.random_range(-1.0f32..1.0)).collect()).collect();
+        let mut best = f64::MAX;
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            for w in &mats {
+                let x = if w.k() == 576 { &xs[0] } else { &xs[1] };
+                std::hint::black_box(w.matmul(x, 1, 1));
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        eprintln!(
+            "decode step: {:.2} ms for {:.1} MB ({:.1} GB/s)",
+            best * 1e3,
+            bytes as f64 / 1e6,
+            bytes as f64 / best / 1e9
+        );
     }
 }

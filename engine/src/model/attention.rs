@@ -74,22 +74,35 @@ pub fn paged_attention(
                 }
                 let (part, tail) = rest.split_at_mut(n);
                 rest = tail;
-                sc.spawn(move || {
-                    for (ctx, table, q, o) in part.iter_mut() {
-                        attend(cfg, bs, kl, vl, table, *ctx, q, o);
-                    }
-                });
+                sc.spawn(move || crate::kernels::vectorised(Rows { cfg, bs, kl, vl, jobs: part }));
             }
         });
     } else {
-        for (ctx, table, q, o) in jobs.iter_mut() {
-            attend(cfg, bs, kl, vl, table, *ctx, q, o);
-        }
+        crate::kernels::vectorised(Rows { cfg, bs, kl, vl, jobs: &mut jobs });
     }
     Ok(Tensor::from_vec(out, (t, qd), &Device::Cpu)?)
 }
 
-#[inline]
+/// Query rows of one layer, run in [`crate::kernels::vectorised`]'s
+/// wide-vector context.
+struct Rows<'a, 'j> {
+    cfg: &'a LlamaConfig,
+    bs: usize,
+    kl: &'a [f32],
+    vl: &'a [f32],
+    jobs: &'j mut [Job<'a>],
+}
+
+impl crate::kernels::Vectorise for Rows<'_, '_> {
+    #[inline(always)]
+    fn run(self) {
+        for (ctx, table, q, o) in self.jobs.iter_mut() {
+            attend(self.cfg, self.bs, self.kl, self.vl, table, *ctx, q, o);
+        }
+    }
+}
+
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -109,7 +122,9 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// One query row attending to positions `0..ctx` (causal by construction).
 /// Walks the block table once for keys and once for values; each key/value
 /// row is loaded once for all the query heads that share it.
+/// Inlined into [`crate::kernels::vectorised`]'s wide-vector context.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn attend(
     cfg: &LlamaConfig,
     bs: usize,
