@@ -130,6 +130,24 @@ fn added(name: &str, concurrency: usize, through: &Run, direct: &Run) {
     );
 }
 
+/// Each plugin's own call time inside the gateway (its recent window), to
+/// tell the stages' cost from the rest of the pipeline's.
+async fn plugin_times(gateway: &TestGateway) {
+    let reply = Client::new().call(Method::GET, &gateway.url("/admin/plugins"), Bytes::new(), &[]).await;
+    let Ok(list) = serde_json::from_slice::<serde_json::Value>(&reply.body) else {
+        return;
+    };
+    let items = list.get("plugins").unwrap_or(&list).as_array().cloned().unwrap_or_default();
+    for p in items {
+        println!(
+            "             plugin {:<13} p50 {:>6.1} us  p99 {:>6.1} us (inside the gateway)",
+            p["name"].as_str().unwrap_or("?"),
+            p["p50_us"].as_f64().unwrap_or(f64::NAN),
+            p["p99_us"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+}
+
 fn main() {
     let secs: f64 = std::env::var("SLUICE_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
@@ -157,6 +175,9 @@ fn main() {
                 let s = drive(&staged.url("/v1/chat/completions"), concurrency, secs).await;
                 report("4stages", concurrency, &s);
                 added("added", concurrency, &s, &d);
+                if concurrency == 1 {
+                    plugin_times(staged).await;
+                }
             }
         }
         if staged.is_none() {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sluice::api::chat::{ChatRequest, ChatResponse, Choice, Message, Role};
-use sluice::plugin::{PluginConfig, PluginHost};
+use sluice::plugin::{Compiler, PluginConfig, PluginHost};
 use sluice::stage::{Health, RouteCandidate};
 
 fn root() -> PathBuf {
@@ -68,15 +68,25 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6
 }
 
+/// One call of the plugin's stage.
+fn call_stage(host: &PluginHost, name: &str, req: &ChatRequest, resp: &ChatResponse, cands: &[RouteCandidate]) {
+    match name {
+        "compressor" => drop(host.compress(req).expect("ok")),
+        "cache-policy" => drop(host.cache_policy(req).expect("ok")),
+        "router" | "router-js" => drop(host.route(req, cands).expect("ok")),
+        _ => drop(host.judge(req, resp).expect("ok")),
+    }
+}
+
 fn main() {
     let dist = root().join("plugins/dist");
     let fixtures = root().join("tests/fixtures/plugins/dist");
     let iterations: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
     let (req, resp, cands) = (request(), response(), candidates());
     println!(
-        "| plugin | size | stage | instances | p50 µs | p99 µs | calls | faults | load, compiling | load, cached |"
+        "| plugin | size | stage | instances | p50 µs | p99 µs | calls | faults | live, compiling | optimised | baseline p50 µs | load, cached |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let plugins = ["minimal", "compressor", "cache-policy", "router", "judge", "judge-py", "router-js"];
     let only = std::env::var("BENCH_ONLY").ok();
     for name in plugins.into_iter().filter(|n| only.as_deref().is_none_or(|o| o == *n)) {
@@ -94,21 +104,34 @@ fn main() {
         std::fs::create_dir_all(&dir).expect("temp dir");
         std::fs::copy(&wasm, dir.join(format!("{name}.wasm"))).expect("copy");
         let _ = std::fs::copy(dist.join(format!("{name}.toml")), dir.join(format!("{name}.toml")));
-        // Load once compiling (empty cache), then again from the cache.
+        // Load once compiling (empty cache): live (on a baseline build for
+        // large components), then optimised; then again from the cache.
         let mut cfg = PluginConfig::new(&dir);
         cfg.watch = false;
         let t = Instant::now();
-        drop(PluginHost::start(cfg.clone()).expect("host starts"));
+        let cold_host = PluginHost::start(cfg.clone()).expect("host starts");
         let cold = t.elapsed();
+        let baseline = cold_host.list()[0].compiler == Some(Compiler::Winch);
+        let baseline_p50 = baseline.then(|| {
+            let mut times: Vec<Duration> = (0..200)
+                .map(|_| {
+                    let t = Instant::now();
+                    call_stage(&cold_host, name, &req, &resp, &cands);
+                    t.elapsed()
+                })
+                .collect();
+            times.sort_unstable();
+            format!("{:.1}", percentile(&times, 0.5))
+        });
+        while cold_host.list()[0].compiler != Some(Compiler::Cranelift) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let optimised = t.elapsed();
+        drop(cold_host);
         let t = Instant::now();
         let host = PluginHost::start(cfg).expect("host starts");
         let cached = t.elapsed();
-        let call = || match name {
-            "compressor" => drop(host.compress(&req).expect("ok")),
-            "cache-policy" => drop(host.cache_policy(&req).expect("ok")),
-            "router" | "router-js" => drop(host.route(&req, &cands).expect("ok")),
-            _ => drop(host.judge(&req, &resp).expect("ok")),
-        };
+        let call = || call_stage(&host, name, &req, &resp, &cands);
         for _ in 0..iterations / 10 {
             call();
         }
@@ -123,13 +146,15 @@ fn main() {
         let stage = info.stage.map(|s| s.to_string()).unwrap_or_default();
         let mode = if info.warm == Some(true) { "warm" } else { "fresh" };
         println!(
-            "| {name} | {:.1} MB | {stage} | {mode} | {:.1} | {:.1} | {} | {} | {} ms | {} ms |",
+            "| {name} | {:.1} MB | {stage} | {mode} | {:.1} | {:.1} | {} | {} | {} ms | {} ms | {} | {} ms |",
             info.size_bytes.unwrap_or(0) as f64 / 1e6,
             percentile(&times, 0.5),
             percentile(&times, 0.99),
             info.calls,
             info.traps,
             cold.as_millis(),
+            optimised.as_millis(),
+            baseline_p50.as_deref().unwrap_or("-"),
             cached.as_millis(),
         );
         drop(host);

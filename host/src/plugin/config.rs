@@ -44,6 +44,12 @@ pub struct PluginConfig {
     pub watch: bool,
     /// Quiet time after a change before reloading (default 100 ms).
     pub debounce: Duration,
+    /// Components at least this big, when no optimised build of them is
+    /// cached, first go live on a quick baseline (Winch) build while the
+    /// optimised (Cranelift) one is made in the background (default 4 MiB:
+    /// Python and JavaScript plugins; `None` compiles everything with
+    /// Cranelift before it goes live).
+    pub baseline_min_bytes: Option<usize>,
     pub defaults: PluginDefaults,
 }
 
@@ -54,6 +60,7 @@ impl PluginConfig {
             cache_dir: None,
             watch: true,
             debounce: Duration::from_millis(100),
+            baseline_min_bytes: Some(4 << 20),
             defaults: PluginDefaults::default(),
         }
     }
@@ -81,6 +88,7 @@ impl PluginConfig {
 /// cache_dir = "/var/cache/sluice/plugins"
 /// watch = true
 /// debounce_ms = 100
+/// baseline_min_mib = 4    # 0: every new component; false: never
 /// deadline_ms = 50
 /// memory_mib = 64
 /// max_consecutive_faults = 5
@@ -93,10 +101,20 @@ pub struct PluginSettings {
     pub cache_dir: Option<PathBuf>,
     pub watch: Option<bool>,
     pub debounce_ms: Option<u64>,
+    pub baseline_min_mib: Option<Baseline>,
     pub deadline_ms: Option<u64>,
     pub memory_mib: Option<u64>,
     pub max_consecutive_faults: Option<u32>,
     pub warm_pool: Option<usize>,
+}
+
+/// `baseline_min_mib`: a size in MiB, `false` for no baseline builds, or
+/// `true` for the default size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Baseline {
+    MiB(u64),
+    Flag(bool),
 }
 
 impl PluginSettings {
@@ -110,6 +128,11 @@ impl PluginSettings {
         }
         if let Some(ms) = self.debounce_ms {
             c.debounce = Duration::from_millis(ms);
+        }
+        match self.baseline_min_mib {
+            Some(Baseline::Flag(false)) => c.baseline_min_bytes = None,
+            Some(Baseline::MiB(m)) => c.baseline_min_bytes = Some(usize::try_from(m << 20).unwrap_or(usize::MAX)),
+            Some(Baseline::Flag(true)) | None => {}
         }
         let d = &mut c.defaults;
         if let Some(ms) = self.deadline_ms {
@@ -125,5 +148,25 @@ impl PluginSettings {
             d.warm_pool = n;
         }
         Some(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn baseline_of(toml_text: &str) -> Option<usize> {
+        let s: PluginSettings = toml::from_str(&format!("dir = \"x\"\n{toml_text}")).expect("parses");
+        s.into_config().expect("config").baseline_min_bytes
+    }
+
+    #[test]
+    fn baseline_builds_take_a_size_or_a_switch() {
+        assert_eq!(baseline_of(""), Some(4 << 20));
+        assert_eq!(baseline_of("baseline_min_mib = 0"), Some(0));
+        assert_eq!(baseline_of("baseline_min_mib = 16"), Some(16 << 20));
+        assert_eq!(baseline_of("baseline_min_mib = false"), None);
+        assert_eq!(baseline_of("baseline_min_mib = true"), Some(4 << 20));
+        assert!(toml::from_str::<PluginSettings>("baseline_min_mib = \"big\"").is_err());
     }
 }

@@ -1,6 +1,10 @@
 //! The process-wide wasmtime Engine (component model, pooling allocator,
 //! epoch interruption), the Linker built once for it, the epoch ticker, and
-//! the on-disk cache of compiled components keyed by content hash.
+//! the on-disk cache of compiled components keyed by content hash. Also the
+//! baseline tier: a second Engine using Winch, wasmtime's single-pass
+//! compiler, which compiles a large component several times faster than
+//! Cranelift (into slower code), so a new version can serve while the
+//! optimised build is made in the background.
 //!
 //! It does not know about plugins, manifests or stages.
 
@@ -21,6 +25,17 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Largest linear memory a plugin may be granted (the pool's slot size).
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
 
+/// Which compiler produced a plugin's machine code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compiler {
+    /// Cranelift, the optimising compiler: the code every plugin ends up on.
+    Cranelift,
+    /// Winch, the baseline compiler: a quick first build of a large
+    /// component, replaced by Cranelift's once that is ready.
+    Winch,
+}
+
 /// The shared Engine and Linker.
 pub struct Runtime {
     pub engine: Engine,
@@ -29,11 +44,64 @@ pub struct Runtime {
     pub engine_tag: String,
 }
 
+/// The baseline tier's Engine and Linker.
+pub struct Tier {
+    pub engine: Engine,
+    pub linker: Linker<HostState>,
+}
+
 static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+static BASELINE: OnceLock<Result<Tier, String>> = OnceLock::new();
 
 /// The process-wide runtime, created (with its epoch ticker) on first use.
 pub fn runtime() -> Result<&'static Runtime, String> {
     RUNTIME.get_or_init(|| build().map_err(|e| format!("{e:#}"))).as_ref().map_err(Clone::clone)
+}
+
+/// The baseline (Winch) tier, created on first use; an error where Winch
+/// cannot run (it supports fewer targets than Cranelift).
+pub fn baseline() -> Result<&'static Tier, String> {
+    BASELINE.get_or_init(|| build_baseline().map_err(|e| format!("{e:#}"))).as_ref().map_err(Clone::clone)
+}
+
+/// Same limits and interruption as the optimising tier. Instances come from
+/// the on-demand allocator: baseline builds are short-lived and large
+/// components keep warm instances, so pool slots would sit reserved for
+/// nothing.
+fn build_baseline() -> wasmtime::Result<Tier> {
+    let mut config = Config::new();
+    config
+        .strategy(wasmtime::Strategy::Winch)
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .parallel_compilation(true);
+    let engine = Engine::new(&config)?;
+    let linker = linker(&engine)?;
+    spawn_ticker(&engine, "sluice-plugin-epoch-baseline")?;
+    Ok(Tier { engine, linker })
+}
+
+fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    HostView::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+/// Advances `engine`'s epoch every tick for as long as the engine lives.
+fn spawn_ticker(engine: &Engine, name: &str) -> wasmtime::Result<()> {
+    let ticker = engine.weak();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map_err(wasmtime::Error::msg)?;
+    Ok(())
 }
 
 fn build() -> wasmtime::Result<Runtime> {
@@ -61,26 +129,12 @@ fn build() -> wasmtime::Result<Runtime> {
         .parallel_compilation(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&config)?;
-
-    let mut linker = Linker::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    HostView::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+    let linker = linker(&engine)?;
 
     let mut h = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     let engine_tag = format!("{:016x}", h.finish());
-
-    let ticker = engine.weak();
-    std::thread::Builder::new()
-        .name("sluice-plugin-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = ticker.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })
-        .map_err(wasmtime::Error::msg)?;
+    spawn_ticker(&engine, "sluice-plugin-epoch")?;
     Ok(Runtime { engine, linker, engine_tag })
 }
 
@@ -90,10 +144,16 @@ pub fn deadline_ticks(deadline: Duration) -> u64 {
     u64::try_from(ticks).unwrap_or(u64::MAX / 2).max(1) + 1
 }
 
+/// The path of the optimised artifact of the component with content hash
+/// `hash`, in `cache_dir`.
+pub fn artifact_path(rt: &Runtime, hash: &str, cache_dir: &Path) -> PathBuf {
+    cache_dir.join(format!("{hash}-{}.cwasm", rt.engine_tag))
+}
+
 /// Compile `bytes` (content hash `hash`), or load the artifact a previous run
 /// compiled from the same bytes with the same engine.
 pub fn compile_cached(rt: &Runtime, bytes: &[u8], hash: &str, cache_dir: Option<&Path>) -> wasmtime::Result<Component> {
-    let path: Option<PathBuf> = cache_dir.map(|d| d.join(format!("{hash}-{}.cwasm", rt.engine_tag)));
+    let path: Option<PathBuf> = cache_dir.map(|d| artifact_path(rt, hash, d));
     if let Some(path) = &path
         && path.is_file()
     {

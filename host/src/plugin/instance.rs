@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::Store;
-use wasmtime::component::{Component, Instance, InstancePre};
+use wasmtime::component::{Component, Instance, InstancePre, Linker};
 
 use super::bindings::{HostState, PluginMeta, caching, compression, judging, routing};
-use super::engine::{deadline_ticks, runtime};
+use super::engine::{Compiler, deadline_ticks};
 use crate::stage::{FaultKind, StageKind};
 
 /// The export lookups of the stage a plugin implements.
@@ -65,6 +65,21 @@ impl Stats {
         }
     }
 
+    /// Take over the counters of the build this one replaces (the same
+    /// version of the plugin); call durations start afresh.
+    pub fn carry_counts(&self, from: &Stats) {
+        for (to, from) in [
+            (&self.calls, &from.calls),
+            (&self.errors, &from.errors),
+            (&self.faults, &from.faults),
+            (&self.traps, &from.traps),
+            (&self.deadlines, &from.deadlines),
+            (&self.out_of_memory, &from.out_of_memory),
+        ] {
+            to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     /// p50 and p99 of recent call durations, in microseconds.
     pub fn percentiles_us(&self) -> (Option<f64>, Option<f64>) {
         let mut v = match self.recent.lock() {
@@ -94,6 +109,8 @@ pub struct LoadedPlugin {
     pub loaded_at: SystemTime,
     pub size: u64,
     pub warm: bool,
+    /// Which compiler built the code it runs.
+    pub compiler: Compiler,
     pub indices: StageIndices,
     pub stats: Stats,
     pre: InstancePre<HostState>,
@@ -104,18 +121,18 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    /// Link and validate a compiled component; instantiates it once to prove
-    /// it works (that instance is kept when the plugin uses warm instances).
+    /// Link and validate a compiled component (with the linker of the engine
+    /// that compiled it); instantiates it once to prove it works (that
+    /// instance is kept when the plugin uses warm instances).
     pub fn new(
         meta: Arc<PluginMeta>,
-        component: &Component,
+        (component, linker, compiler): (&Component, &Linker<HostState>, Compiler),
         hash: String,
         size: u64,
         warm: bool,
     ) -> Result<LoadedPlugin, String> {
-        let rt = runtime()?;
-        let stage = detect_stage(component, rt)?;
-        let pre = rt.linker.instantiate_pre(component).map_err(|e| format!("cannot link: {e:#}"))?;
+        let stage = detect_stage(component)?;
+        let pre = linker.instantiate_pre(component).map_err(|e| format!("cannot link: {e:#}"))?;
         let bad = |e: wasmtime::Error| format!("wrong {stage} interface: {e:#}");
         let indices = match stage {
             StageKind::Compressor => StageIndices::Compressor(compression::GuestIndices::new(&pre).map_err(bad)?),
@@ -134,6 +151,7 @@ impl LoadedPlugin {
             loaded_at: SystemTime::now(),
             size,
             warm,
+            compiler,
             indices,
             stats: Stats::default(),
             pre,
@@ -162,8 +180,7 @@ impl LoadedPlugin {
     }
 
     fn instantiate(&self, ticks: u64) -> Result<(Store<HostState>, Instance), CallFault> {
-        let rt = runtime().map_err(|detail| CallFault { kind: FaultKind::Instantiate, detail })?;
-        let mut store = Store::new(&rt.engine, HostState::new(self.meta.clone()));
+        let mut store = Store::new(self.pre.engine(), HostState::new(self.meta.clone()));
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
@@ -279,7 +296,7 @@ fn classify(e: &wasmtime::Error, out_of_memory: bool) -> CallFault {
 }
 
 /// Which stage the component exports; exactly one is required.
-fn detect_stage(component: &Component, rt: &super::engine::Runtime) -> Result<StageKind, String> {
+fn detect_stage(component: &Component) -> Result<StageKind, String> {
     const EXPORTS: [(&str, StageKind); 4] = [
         ("sluice:plugin/compression@0.1.0", StageKind::Compressor),
         ("sluice:plugin/caching@0.1.0", StageKind::CachePolicy),
@@ -287,7 +304,7 @@ fn detect_stage(component: &Component, rt: &super::engine::Runtime) -> Result<St
         ("sluice:plugin/judging@0.1.0", StageKind::Judge),
     ];
     let ty = component.component_type();
-    let names: Vec<&str> = ty.exports(&rt.engine).map(|(n, _)| n).collect();
+    let names: Vec<&str> = ty.exports(component.engine()).map(|(n, _)| n).collect();
     let found: Vec<StageKind> = EXPORTS.iter().filter(|(n, _)| names.contains(n)).map(|(_, k)| *k).collect();
     match found.as_slice() {
         [one] => Ok(*one),

@@ -34,7 +34,8 @@ use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
 
-pub use config::{PluginConfig, PluginDefaults, PluginSettings};
+pub use config::{Baseline, PluginConfig, PluginDefaults, PluginSettings};
+pub use engine::Compiler;
 pub use manifest::{DirGrant, FailureMode, Grants, InstanceMode};
 
 use crate::api::chat::{ChatRequest, ChatResponse};
@@ -74,6 +75,9 @@ pub struct PluginInfo {
     pub failure: Option<FailureMode>,
     /// Warm instances reused across calls, or a fresh instance per call.
     pub warm: Option<bool>,
+    /// `cranelift` (optimised) or `winch` (a quick baseline build serving
+    /// until the optimised one is ready).
+    pub compiler: Option<Compiler>,
     pub calls: u64,
     /// Policy refusals (`err` results).
     pub errors: u64,
@@ -206,6 +210,7 @@ impl PluginHost {
                     order: Some(p.meta.manifest.order),
                     failure: Some(p.meta.manifest.failure),
                     warm: Some(p.warm),
+                    compiler: Some(p.compiler),
                     calls: s.calls.load(Ordering::Relaxed),
                     errors: s.errors.load(Ordering::Relaxed),
                     traps: s.faults.load(Ordering::Relaxed),
@@ -228,6 +233,7 @@ impl PluginHost {
             order: None,
             failure: None,
             warm: None,
+            compiler: None,
             calls: 0,
             errors: 0,
             traps: 0,

@@ -5,6 +5,13 @@
 //! A file that fails to load is logged and counted, and the previous version
 //! of that plugin keeps serving. Calls in flight keep the snapshot (and the
 //! plugin versions) they started with.
+//!
+//! Large components with no optimised artifact cached (language runtimes:
+//! 10-20 MB, seconds to compile with Cranelift) are compiled twice: first by
+//! the baseline compiler, which puts the new version live quickly, then by
+//! Cranelift on a background thread, whose build replaces the baseline one
+//! in the registry when it is ready (if that version is still the current
+//! one).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -16,7 +23,7 @@ use arc_swap::ArcSwap;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
 use super::bindings::PluginMeta;
-use super::engine::{compile_cached, runtime};
+use super::engine::{Compiler, artifact_path, baseline, compile_cached, runtime};
 use super::instance::LoadedPlugin;
 use super::manifest::{InstanceMode, Manifest};
 use super::{PluginConfig, PluginError};
@@ -102,8 +109,9 @@ impl Shared {
     }
 
     /// Scan the folder and swap in a registry reflecting it. Serialised: the
-    /// attempts lock is held throughout.
-    pub fn rescan(&self) -> Result<(), PluginError> {
+    /// attempts lock is held throughout. Versions loaded from a baseline build
+    /// get their optimised build started in the background.
+    pub fn rescan(self: &Arc<Self>) -> Result<(), PluginError> {
         let Ok(mut attempts) = self.attempts.lock() else {
             return Err(PluginError::Poisoned);
         };
@@ -119,6 +127,7 @@ impl Shared {
 
         let old = self.registry.load_full();
         let mut plugins = BTreeMap::new();
+        let mut upgrades = Vec::new();
         for name in &names {
             let previous = old.plugins.get(name);
             let wasm = dir.join(format!("{name}.wasm"));
@@ -143,7 +152,10 @@ impl Shared {
             match self.load_one(name, &bytes, &attempt) {
                 Ok(p) => {
                     tracing::info!(plugin = %name, stage = %p.stage, hash = %&p.hash[..12],
-                        warm = p.warm, replaced = previous.is_some(), "plugin loaded");
+                        warm = p.warm, compiler = ?p.compiler, replaced = previous.is_some(), "plugin loaded");
+                    if p.compiler == Compiler::Winch {
+                        upgrades.push((name.clone(), p.hash.clone(), bytes));
+                    }
                     metrics::counter!("sluice_plugin_loads_total", "plugin" => name.clone()).increment(1);
                     plugins.insert(name.clone(), Arc::new(p));
                     attempts.insert(name.clone(), attempt);
@@ -167,7 +179,66 @@ impl Shared {
             *errors = attempts.iter().filter_map(|(n, a)| Some((n.clone(), a.error.clone()?))).collect();
         }
         self.registry.store(Arc::new(Registry::new(plugins)));
+        drop(attempts);
+        for (name, hash, bytes) in upgrades {
+            let shared = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("sluice-plugin-optimise".into())
+                .spawn(move || shared.optimise(&name, &hash, &bytes));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the optimised plugin build; the baseline build keeps serving");
+            }
+        }
         Ok(())
+    }
+
+    /// Build the optimised code of a version loaded from a baseline build and
+    /// swap it in, unless a newer version (or a removal) came first or the
+    /// baseline build was disabled for faulting.
+    fn optimise(&self, name: &str, hash: &str, bytes: &[u8]) {
+        let started = Instant::now();
+        let compiled = runtime().and_then(|rt| {
+            compile_cached(rt, bytes, hash, Some(&self.cache_dir())).map(|c| (rt, c)).map_err(|e| format!("{e:#}"))
+        });
+        let Ok(_attempts) = self.attempts.lock() else {
+            return;
+        };
+        let reg = self.registry.load_full();
+        let current = match reg.plugins.get(name) {
+            Some(p) if p.hash == hash && p.compiler == Compiler::Winch => p.clone(),
+            _ => return tracing::debug!(plugin = name, "optimised build superseded by a newer version"),
+        };
+        if current.stats.disabled.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let result = compiled.and_then(|(rt, component)| {
+            LoadedPlugin::new(
+                current.meta.clone(),
+                (&component, &rt.linker, Compiler::Cranelift),
+                hash.to_owned(),
+                current.size,
+                current.warm,
+            )
+        });
+        match result {
+            Ok(plugin) => {
+                plugin.stats.carry_counts(&current.stats);
+                let mut plugins = reg.plugins.clone();
+                plugins.insert(name.to_owned(), Arc::new(plugin));
+                self.registry.store(Arc::new(Registry::new(plugins)));
+                metrics::counter!("sluice_plugin_optimised_total", "plugin" => name.to_owned()).increment(1);
+                tracing::info!(
+                    plugin = name,
+                    hash = &hash[..12],
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "plugin now runs its optimised build"
+                );
+            }
+            Err(error) => {
+                metrics::counter!("sluice_plugin_load_errors_total", "plugin" => name.to_owned()).increment(1);
+                tracing::error!(plugin = name, %error, "optimised plugin build failed; the baseline build keeps serving");
+            }
+        }
     }
 
     fn load_one(&self, name: &str, bytes: &[u8], attempt: &Attempt) -> Result<LoadedPlugin, String> {
@@ -176,16 +247,41 @@ impl Shared {
             Some(text) => Manifest::parse(text, defaults).map_err(|e| format!("bad {name}.toml: {e}"))?,
             None => Manifest::defaults(defaults),
         };
-        let rt = runtime()?;
-        let component = compile_cached(rt, bytes, &attempt.hash, Some(&self.cache_dir()))
-            .map_err(|e| format!("not a valid component: {e:#}"))?;
         let warm = match manifest.instances {
             InstanceMode::Warm => true,
             InstanceMode::Fresh => false,
             InstanceMode::Auto => bytes.len() >= WARM_THRESHOLD_BYTES,
         };
         let meta = Arc::new(PluginMeta { name: name.into(), manifest });
-        LoadedPlugin::new(meta, &component, attempt.hash.clone(), bytes.len() as u64, warm)
+        let rt = runtime()?;
+        let cache_dir = self.cache_dir();
+        let size = bytes.len() as u64;
+        if let Some(min) = self.config.baseline_min_bytes
+            && bytes.len() >= min
+            && !artifact_path(rt, &attempt.hash, &cache_dir).is_file()
+        {
+            // A build that fails here falls through to Cranelift, whose
+            // verdict (and error message) is the one that counts.
+            match baseline() {
+                Ok(tier) => match wasmtime::component::Component::new(&tier.engine, bytes) {
+                    Ok(c) => match LoadedPlugin::new(
+                        meta.clone(),
+                        (&c, &tier.linker, Compiler::Winch),
+                        attempt.hash.clone(),
+                        size,
+                        warm,
+                    ) {
+                        Ok(p) => return Ok(p),
+                        Err(e) => tracing::debug!(plugin = name, error = %e, "baseline build unusable"),
+                    },
+                    Err(e) => tracing::debug!(plugin = name, error = %e, "baseline compile failed"),
+                },
+                Err(e) => tracing::debug!(error = %e, "no baseline compiler here"),
+            }
+        }
+        let component = compile_cached(rt, bytes, &attempt.hash, Some(&cache_dir))
+            .map_err(|e| format!("not a valid component: {e:#}"))?;
+        LoadedPlugin::new(meta, (&component, &rt.linker, Compiler::Cranelift), attempt.hash.clone(), size, warm)
     }
 }
 

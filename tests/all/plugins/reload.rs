@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use sluice::plugin::Compiler;
+
 use super::support::{Folder, built, dist, eventually, response, user};
 
 #[test]
@@ -164,4 +166,38 @@ fn precompiled_components_go_live_without_compiling() {
     let now = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     assert_eq!(now, before, "the precompiled artifact was used, not rewritten");
     assert!(sluice::plugin::precompile(&folder.path.join("nope.wasm"), &cache).is_err());
+}
+
+#[test]
+fn a_new_component_serves_from_a_baseline_build_until_its_optimised_build_is_ready() {
+    built();
+    let folder = Folder::new();
+    folder.add_example("judge", "judge");
+    let mut cfg = sluice::plugin::PluginConfig::new(&folder.path);
+    cfg.watch = false;
+    cfg.defaults.deadline = super::support::TEST_DEADLINE;
+    // Every component gets a baseline build first (by default only those of
+    // 4 MiB and more, the language runtimes, which take seconds to optimise).
+    cfg.baseline_min_bytes = Some(0);
+    let host = sluice::plugin::PluginHost::start(cfg).expect("starts");
+    let first = host.list().into_iter().next().expect("listed");
+    assert_eq!(first.compiler, Some(Compiler::Winch), "{first:?}");
+    super::cases::check_judge(&host, "judge");
+    let calls = host.list()[0].calls;
+    assert!(calls > 0);
+    let optimised = eventually(Duration::from_secs(60), || host.list()[0].compiler == Some(Compiler::Cranelift));
+    assert!(optimised, "the optimised build never replaced the baseline one: {:?}", host.list());
+    let now = host.list().into_iter().next().expect("listed");
+    assert_eq!(now.hash, first.hash, "same version, other code");
+    assert!(now.calls >= calls, "calls carried over: {} < {calls}", now.calls);
+    super::cases::check_judge(&host, "judge");
+    // The optimised build is cached: a restart loads it and skips the baseline.
+    let cached = std::fs::read_dir(folder.path.join(".cache")).expect("cache dir").count();
+    assert_eq!(cached, 1);
+    drop(host);
+    let mut cfg = sluice::plugin::PluginConfig::new(&folder.path);
+    cfg.watch = false;
+    cfg.baseline_min_bytes = Some(0);
+    let again = sluice::plugin::PluginHost::start(cfg).expect("restarts");
+    assert_eq!(again.list()[0].compiler, Some(Compiler::Cranelift));
 }
