@@ -1,7 +1,8 @@
 //! Gateway overhead: latency through Sluice minus latency direct to the same
 //! mock upstream, at concurrency 1 and 64, plus requests/s; then the same
 //! through a gateway running all four stages as the Rust example plugins
-//! (compressor, cache policy, router, judge; fresh instance per call).
+//! (compressor, cache policy, router, judge): fresh instance per call (the
+//! default), then again with warm instances reused across calls.
 //!
 //! Run: `plugins/build.sh && cargo bench -p sluice-tests --bench gateway_overhead`
 //! (`SLUICE_BENCH_SECS` sets the seconds per phase, default 5.)
@@ -77,15 +78,18 @@ fn us(d: Duration) -> f64 {
 }
 
 /// A gateway in front of `mock` running the four Rust example plugins, or
-/// `None` when `plugins/dist` has not been built.
-async fn staged_gateway(mock: &MockUpstream) -> Option<(TestGateway, std::path::PathBuf)> {
+/// `None` when `plugins/dist` has not been built. `warm`: the manifests ask
+/// for warm instances reused across calls instead of the default fresh
+/// instance per call.
+async fn staged_gateway(mock: &MockUpstream, warm: bool) -> Option<(TestGateway, std::path::PathBuf)> {
     let dist = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/dist"));
-    let folder = std::env::temp_dir().join(format!("sluice-bench-plugins-{}", std::process::id()));
+    let folder = std::env::temp_dir().join(format!("sluice-bench-plugins-{}-{warm}", std::process::id()));
     std::fs::create_dir_all(&folder).ok()?;
     for name in ["compressor", "cache-policy", "router", "judge"] {
-        for ext in ["wasm", "toml"] {
-            std::fs::copy(dist.join(format!("{name}.{ext}")), folder.join(format!("{name}.{ext}"))).ok()?;
-        }
+        std::fs::copy(dist.join(format!("{name}.wasm")), folder.join(format!("{name}.wasm"))).ok()?;
+        let manifest = std::fs::read_to_string(dist.join(format!("{name}.toml"))).ok()?;
+        let manifest = if warm { format!("instances = \"warm\"\n{manifest}") } else { manifest };
+        std::fs::write(folder.join(format!("{name}.toml")), manifest).ok()?;
     }
     let mut config = Config::default().with_upstream(&mock.base_url(), UpstreamKind::OpenAi, None);
     config.models = vec![ModelConfig {
@@ -154,7 +158,8 @@ fn main() {
     runtime.block_on(async {
         let mock = MockUpstream::start_unrecorded().await;
         let gateway = TestGateway::passthrough(&mock.base_url()).await;
-        let staged = staged_gateway(&mock).await;
+        let staged = staged_gateway(&mock, false).await;
+        let warm = staged_gateway(&mock, true).await;
         let direct = format!("{}/chat/completions", mock.base_url());
         let through = gateway.url("/v1/chat/completions");
         println!(
@@ -179,11 +184,16 @@ fn main() {
                     plugin_times(staged).await;
                 }
             }
+            if let Some((warm, _)) = &warm {
+                let s = drive(&warm.url("/v1/chat/completions"), concurrency, secs).await;
+                report("4st-warm", concurrency, &s);
+                added("added", concurrency, &s, &d);
+            }
         }
         if staged.is_none() {
             println!("(plugins/dist not built: the four-stage phase was skipped; run plugins/build.sh)");
         }
-        if let Some((_, folder)) = staged {
+        for (_, folder) in staged.into_iter().chain(warm) {
             let _ = std::fs::remove_dir_all(folder);
         }
     });
