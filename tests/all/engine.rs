@@ -71,7 +71,7 @@ async fn engine_answers_whole_and_streamed_identically() {
     let gw = gateway();
     let client = Client::new();
     let reply =
-        client.post_json(&gw.url("/v1/chat/completions"), &ask("What is the capital of France?", json!({}))).await;
+        client.post_json(&gw.url("/v1/chat/completions"), &ask("Name the capital of France.", json!({}))).await;
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     assert_eq!(reply.header("x-sluice-upstream"), Some("engine"));
     assert_eq!(reply.header("x-sluice-model"), Some("SmolLM2-135M-Instruct"), "the model really used");
@@ -82,7 +82,7 @@ async fn engine_answers_whole_and_streamed_identically() {
     assert!(body["usage"]["prompt_tokens"].as_u64().is_some_and(|n| n > 5));
 
     let request =
-        ask("What is the capital of France?", json!({"stream": true, "stream_options": {"include_usage": true}}));
+        ask("Name the capital of France.", json!({"stream": true, "stream_options": {"include_usage": true}}));
     let response =
         client.send(Method::POST, &gw.url("/v1/chat/completions"), Bytes::from(request.to_string()), &[]).await;
     let events = sse_data(response).await;
