@@ -70,8 +70,7 @@ async fn engine_answers_whole_and_streamed_identically() {
     }
     let gw = gateway();
     let client = Client::new();
-    let reply =
-        client.post_json(&gw.url("/v1/chat/completions"), &ask("Name the capital of France.", json!({}))).await;
+    let reply = client.post_json(&gw.url("/v1/chat/completions"), &ask("Name the capital of France.", json!({}))).await;
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     assert_eq!(reply.header("x-sluice-upstream"), Some("engine"));
     assert_eq!(reply.header("x-sluice-model"), Some("SmolLM2-135M-Instruct"), "the model really used");

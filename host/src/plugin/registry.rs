@@ -255,34 +255,36 @@ impl Shared {
         let meta = Arc::new(PluginMeta { name: name.into(), manifest });
         let rt = runtime()?;
         let cache_dir = self.cache_dir();
-        let size = bytes.len() as u64;
         if let Some(min) = self.config.baseline_min_bytes
             && bytes.len() >= min
             && !artifact_path(rt, &attempt.hash, &cache_dir).is_file()
         {
             // A build that fails here falls through to Cranelift, whose
             // verdict (and error message) is the one that counts.
-            match baseline() {
-                Ok(tier) => match wasmtime::component::Component::new(&tier.engine, bytes) {
-                    Ok(c) => match LoadedPlugin::new(
-                        meta.clone(),
-                        (&c, &tier.linker, Compiler::Winch),
-                        attempt.hash.clone(),
-                        size,
-                        warm,
-                    ) {
-                        Ok(p) => return Ok(p),
-                        Err(e) => tracing::debug!(plugin = name, error = %e, "baseline build unusable"),
-                    },
-                    Err(e) => tracing::debug!(plugin = name, error = %e, "baseline compile failed"),
-                },
-                Err(e) => tracing::debug!(error = %e, "no baseline compiler here"),
+            match baseline_build(&meta, bytes, &attempt.hash, warm) {
+                Ok(p) => return Ok(p),
+                Err(e) => tracing::debug!(plugin = name, error = %e, "no usable baseline build"),
             }
         }
         let component = compile_cached(rt, bytes, &attempt.hash, Some(&cache_dir))
             .map_err(|e| format!("not a valid component: {e:#}"))?;
+        let size = bytes.len() as u64;
         LoadedPlugin::new(meta, (&component, &rt.linker, Compiler::Cranelift), attempt.hash.clone(), size, warm)
     }
+}
+
+/// A build by the baseline compiler (Winch), to serve until Cranelift's is
+/// ready; an error where Winch cannot run or cannot build this component.
+fn baseline_build(meta: &Arc<PluginMeta>, bytes: &[u8], hash: &str, warm: bool) -> Result<LoadedPlugin, String> {
+    let tier = baseline()?;
+    let component = wasmtime::component::Component::new(&tier.engine, bytes).map_err(|e| format!("{e:#}"))?;
+    LoadedPlugin::new(
+        meta.clone(),
+        (&component, &tier.linker, Compiler::Winch),
+        hash.to_owned(),
+        bytes.len() as u64,
+        warm,
+    )
 }
 
 /// Whether an event path is a plugin or manifest file (not a temp file).
