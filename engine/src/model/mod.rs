@@ -25,7 +25,7 @@ pub enum WeightFormat {
     /// Dequantise to f32 (largest, fastest for large batches).
     F32,
     /// On CPU, keep Q4_0 / Q4_1 / Q8_0 tensors at their size, repacked at load
-    /// for the engine's own SIMD kernels (`kernels.rs`: AVX-512 VNNI, AVX2 or
+    /// for the engine's own SIMD kernels (`kernels/`: AVX-512 VNNI, AVX2 or
     /// scalar, bit-identical); other tensors, and every tensor on other
     /// devices, as [`WeightFormat::Q8_0`].
     #[default]
