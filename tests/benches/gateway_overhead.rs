@@ -5,7 +5,8 @@
 //! default), then again with warm instances reused across calls.
 //!
 //! Run: `plugins/build.sh && cargo bench -p sluice-tests --bench gateway_overhead`
-//! (`SLUICE_BENCH_SECS` sets the seconds per phase, default 5.)
+//! (`SLUICE_BENCH_SECS` sets the seconds per phase, default 5;
+//! `BENCH_SPARES=N` the spare instances per fresh-instance plugin, default 2.)
 //!
 //! Mock, gateway and load generator share this process and the machine's
 //! cores, as they would on one host; the figures include that contention.
@@ -104,6 +105,9 @@ async fn staged_gateway(mock: &MockUpstream, warm: bool) -> Option<(TestGateway,
     let mut plugins = PluginConfig::new(&folder);
     plugins.cache_dir = Some(dist.join(".cache"));
     plugins.watch = false;
+    if let Some(n) = std::env::var("BENCH_SPARES").ok().and_then(|v| v.parse().ok()) {
+        plugins.defaults.spares = n;
+    }
     config.plugins = Some(plugins);
     Some((TestGateway::start(config).await, folder))
 }

@@ -20,6 +20,9 @@ pub struct PluginDefaults {
     pub max_consecutive_faults: u32,
     /// Most idle warm instances kept per warm plugin (default 4).
     pub warm_pool: usize,
+    /// Fresh instances made ahead of their calls, off the request path,
+    /// per fresh-instance plugin (default 2; 0 instantiates in the call).
+    pub spares: usize,
 }
 
 impl Default for PluginDefaults {
@@ -29,6 +32,7 @@ impl Default for PluginDefaults {
             memory_bytes: 64 << 20,
             max_consecutive_faults: 5,
             warm_pool: 4,
+            spares: 2,
         }
     }
 }
@@ -93,6 +97,7 @@ impl PluginConfig {
 /// memory_mib = 64
 /// max_consecutive_faults = 5
 /// warm_pool = 4
+/// spares = 2
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,6 +111,7 @@ pub struct PluginSettings {
     pub memory_mib: Option<u64>,
     pub max_consecutive_faults: Option<u32>,
     pub warm_pool: Option<usize>,
+    pub spares: Option<usize>,
 }
 
 /// `baseline_min_mib`: a size in MiB, `false` for no baseline builds, or
@@ -146,6 +152,9 @@ impl PluginSettings {
         }
         if let Some(n) = self.warm_pool {
             d.warm_pool = n;
+        }
+        if let Some(n) = self.spares {
+            d.spares = n;
         }
         Some(c)
     }

@@ -1,5 +1,5 @@
-//! One loaded plugin version and how it is called: a fresh Store (or a warm
-//! pooled instance) per call, with its memory limit and epoch deadline; faults
+//! One loaded plugin version and how it is called: an instance per call
+//! (see `instances.rs`) with its memory limit and epoch deadline; faults
 //! classified (trap, deadline, out of memory), counted, and the plugin
 //! disabled after too many in a row. Also its call statistics.
 //!
@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::Store;
-use wasmtime::component::{Component, Instance, InstancePre, Linker};
+use wasmtime::component::{Component, Instance, Linker};
 
 use super::bindings::{HostState, PluginMeta, caching, compression, judging, routing};
 use super::engine::{Compiler, deadline_ticks};
+use super::instances::{Instances, Live};
 use crate::stage::{FaultKind, StageKind};
 
 /// The export lookups of the stage a plugin implements.
@@ -95,11 +96,6 @@ impl Stats {
     }
 }
 
-struct Warm {
-    store: Store<HostState>,
-    instance: Instance,
-}
-
 /// One version of one plugin, ready to call.
 pub struct LoadedPlugin {
     pub meta: Arc<PluginMeta>,
@@ -113,9 +109,7 @@ pub struct LoadedPlugin {
     pub compiler: Compiler,
     pub indices: StageIndices,
     pub stats: Stats,
-    pre: InstancePre<HostState>,
-    ticks: u64,
-    pool: Mutex<Vec<Warm>>,
+    instances: Arc<Instances>,
     calls_total: metrics::Counter,
     call_seconds: metrics::Histogram,
 }
@@ -123,7 +117,7 @@ pub struct LoadedPlugin {
 impl LoadedPlugin {
     /// Link and validate a compiled component (with the linker of the engine
     /// that compiled it); instantiates it once to prove it works (that
-    /// instance is kept when the plugin uses warm instances).
+    /// instance, never called, is kept as the first warm instance or spare).
     pub fn new(
         meta: Arc<PluginMeta>,
         (component, linker, compiler): (&Component, &Linker<HostState>, Compiler),
@@ -142,6 +136,7 @@ impl LoadedPlugin {
         };
         let ticks = deadline_ticks(meta.manifest.deadline);
         let labels = [("plugin", meta.name.to_string()), ("stage", stage.as_str().to_owned())];
+        let instances = Arc::new(Instances::new(pre, meta.clone(), ticks, warm));
         let plugin = LoadedPlugin {
             calls_total: metrics::counter!("sluice_plugin_calls_total", &labels),
             call_seconds: metrics::histogram!("sluice_plugin_call_seconds", &labels),
@@ -154,12 +149,11 @@ impl LoadedPlugin {
             compiler,
             indices,
             stats: Stats::default(),
-            pre,
-            ticks,
-            pool: Mutex::new(Vec::new()),
+            instances,
         };
         // A trial instance, with a generous deadline: this is off the request path.
-        let (mut store, instance) = plugin
+        let Live { mut store, instance } = plugin
+            .instances
             .instantiate(deadline_ticks(Duration::from_secs(2)))
             .map_err(|f| format!("cannot instantiate: {}: {}", f.kind, f.detail))?;
         let typed = match &plugin.indices {
@@ -169,9 +163,7 @@ impl LoadedPlugin {
             StageIndices::Judge(i) => i.load(&mut store, &instance).map(drop),
         };
         typed.map_err(bad)?;
-        if warm && let Ok(mut pool) = plugin.pool.lock() {
-            pool.push(Warm { store, instance });
-        }
+        plugin.instances.keep_unused(Live { store, instance });
         Ok(plugin)
     }
 
@@ -179,21 +171,9 @@ impl LoadedPlugin {
         &self.meta.name
     }
 
-    fn instantiate(&self, ticks: u64) -> Result<(Store<HostState>, Instance), CallFault> {
-        let mut store = Store::new(self.pre.engine(), HostState::new(self.meta.clone()));
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
-        match self.pre.instantiate(&mut store) {
-            Ok(instance) => Ok((store, instance)),
-            Err(e) => {
-                let mut fault = classify(&e, store.data().limiter.hit);
-                if fault.kind == FaultKind::Trap && e.downcast_ref::<wasmtime::Trap>().is_none() {
-                    fault.kind = FaultKind::Instantiate;
-                }
-                Err(fault)
-            }
-        }
+    /// Idle warm instances, or spare fresh ones, ready now.
+    pub fn ready_instances(&self) -> usize {
+        self.instances.ready()
     }
 
     /// Call the plugin: `f` gets a Store and an instance, with the deadline
@@ -229,29 +209,18 @@ impl LoadedPlugin {
         &self,
         f: impl FnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
     ) -> Result<R, CallFault> {
-        let warm = if self.warm { self.pool.lock().ok().and_then(|mut p| p.pop()) } else { None };
-        let Warm { mut store, instance } = match warm {
-            Some(w) => w,
-            None => {
-                let (store, instance) = self.instantiate(self.ticks)?;
-                Warm { store, instance }
-            }
-        };
-        store.set_epoch_deadline(self.ticks);
-        store.data_mut().limiter.hit = false;
-        match f(&mut store, &instance) {
+        let mut live = self.instances.checkout()?;
+        match f(&mut live.store, &live.instance) {
             Ok(r) => {
-                if self.warm
-                    && let Ok(mut pool) = self.pool.lock()
-                    && pool.len() < self.meta.manifest.warm_pool.max(1)
-                {
-                    pool.push(Warm { store, instance });
-                }
+                self.instances.checkin(live, true);
                 Ok(r)
             }
-            // The store (and the instance in it) is dropped: a faulted
-            // instance is never reused.
-            Err(e) => Err(classify(&e, store.data().limiter.hit)),
+            Err(e) => {
+                let fault = classify(&e, live.store.data().limiter.hit);
+                // A faulted instance is never reused.
+                self.instances.checkin(live, false);
+                Err(fault)
+            }
         }
     }
 
@@ -277,14 +246,12 @@ impl LoadedPlugin {
             metrics::counter!("sluice_plugin_disabled_total", "plugin" => name.to_owned()).increment(1);
             tracing::error!(plugin = name, stage = %self.stage, consecutive_faults = n,
                 "plugin disabled after consecutive faults; it stays off until its file changes");
-            if let Ok(mut pool) = self.pool.lock() {
-                pool.clear();
-            }
+            self.instances.close();
         }
     }
 }
 
-fn classify(e: &wasmtime::Error, out_of_memory: bool) -> CallFault {
+pub(super) fn classify(e: &wasmtime::Error, out_of_memory: bool) -> CallFault {
     let kind = if out_of_memory {
         FaultKind::OutOfMemory
     } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {

@@ -74,6 +74,7 @@ struct RawManifest {
     max_consecutive_faults: Option<u32>,
     instances: Option<InstanceMode>,
     warm_pool: Option<usize>,
+    spares: Option<usize>,
     #[serde(default)]
     grants: Grants,
     #[serde(default)]
@@ -92,6 +93,8 @@ pub struct Manifest {
     pub instances: InstanceMode,
     /// Most warm instances kept idle.
     pub warm_pool: usize,
+    /// Fresh instances made ahead of their calls (fresh-instance plugins).
+    pub spares: usize,
     pub grants: Grants,
     /// `[config]`, flattened: nested tables become dotted keys, values strings.
     pub config: BTreeMap<String, String>,
@@ -108,6 +111,7 @@ impl Manifest {
             max_consecutive_faults: d.max_consecutive_faults,
             instances: InstanceMode::Auto,
             warm_pool: d.warm_pool,
+            spares: d.spares,
             grants: Grants::default(),
             config: BTreeMap::new(),
         }
@@ -127,6 +131,7 @@ impl Manifest {
             max_consecutive_faults: raw.max_consecutive_faults.unwrap_or(base.max_consecutive_faults).max(1),
             instances: raw.instances.unwrap_or(base.instances),
             warm_pool: raw.warm_pool.unwrap_or(base.warm_pool),
+            spares: raw.spares.unwrap_or(base.spares),
             grants: raw.grants,
             config,
         })
@@ -171,6 +176,8 @@ mod tests {
         assert_eq!(m.config.get("b").map(String::as_str), Some("true"));
         assert_eq!(m.config.get("c").map(String::as_str), Some("x"));
         assert_eq!(m.config.get("ttl.support").map(String::as_str), Some("600"));
+        assert_eq!(m.spares, d.spares);
+        assert_eq!(Manifest::parse("spares = 0", &d).expect("valid").spares, 0);
         assert!(Manifest::parse("bogus = 1", &d).is_err());
     }
 }

@@ -15,7 +15,10 @@
 //! `sluice_plugin_calls_total{plugin,stage}`,
 //! `sluice_plugin_faults_total{plugin,stage,kind}`,
 //! `sluice_plugin_disabled_total{plugin}`, `sluice_plugin_loads_total{plugin}`,
-//! `sluice_plugin_load_errors_total{plugin}`; histogram
+//! `sluice_plugin_load_errors_total{plugin}`,
+//! `sluice_plugin_optimised_total{plugin}`,
+//! `sluice_plugin_spare_misses_total{plugin}` (fresh calls that found no
+//! spare instance ready); histogram
 //! `sluice_plugin_call_seconds{plugin,stage}`.
 
 mod bindings;
@@ -23,6 +26,7 @@ mod config;
 mod convert;
 mod engine;
 mod instance;
+mod instances;
 mod manifest;
 mod registry;
 mod stages;
@@ -78,6 +82,9 @@ pub struct PluginInfo {
     /// `cranelift` (optimised) or `winch` (a quick baseline build serving
     /// until the optimised one is ready).
     pub compiler: Option<Compiler>,
+    /// Instances ready for the next calls: idle warm instances, or spare
+    /// fresh ones made ahead.
+    pub ready_instances: Option<usize>,
     pub calls: u64,
     /// Policy refusals (`err` results).
     pub errors: u64,
@@ -211,6 +218,7 @@ impl PluginHost {
                     failure: Some(p.meta.manifest.failure),
                     warm: Some(p.warm),
                     compiler: Some(p.compiler),
+                    ready_instances: Some(p.ready_instances()),
                     calls: s.calls.load(Ordering::Relaxed),
                     errors: s.errors.load(Ordering::Relaxed),
                     traps: s.faults.load(Ordering::Relaxed),
@@ -234,6 +242,7 @@ impl PluginHost {
             failure: None,
             warm: None,
             compiler: None,
+            ready_instances: None,
             calls: 0,
             errors: 0,
             traps: 0,

@@ -115,6 +115,48 @@ fn warm_instances_are_replaced_after_a_fault() {
     assert_eq!((i.calls, i.traps, i.consecutive_faults), (5, 1, 0));
 }
 
+/// The answers `count` gives on `n` calls: how many calls the instance
+/// serving each had served.
+fn counts(host: &sluice::plugin::PluginHost, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let v = host.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict");
+            v.votes[0].reason.clone()
+        })
+        .collect()
+}
+
+#[test]
+fn fresh_instances_never_see_an_earlier_call_made_ahead_or_not() {
+    built();
+    for (manifest, spares) in [("", 2), ("spares = 0\n", 0), ("spares = 8\n", 8)] {
+        let folder = Folder::new();
+        folder.add_fixture("fresh", &format!("instances = \"fresh\"\n{manifest}[config]\nmode = \"count\"\n"));
+        let host = folder.host(false);
+        assert_eq!(info(&host, "fresh").warm, Some(false));
+        // Calls back to back (spares not yet remade) and spaced out (made ahead).
+        let mut seen = counts(&host, 20);
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(20));
+            seen.extend(counts(&host, 1));
+        }
+        assert!(seen.iter().all(|r| r == "call 1"), "spares {spares}: {seen:?}");
+        assert_eq!(info(&host, "fresh").calls, 25);
+        // The spares are remade in the background, off the calls.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while info(&host, "fresh").ready_instances != Some(spares) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(info(&host, "fresh").ready_instances, Some(spares));
+    }
+    // The same fixture on warm instances does keep state: the check above can fail.
+    let folder = Folder::new();
+    folder.add_fixture("warm", "instances = \"warm\"\nwarm_pool = 1\n[config]\nmode = \"count\"\n");
+    let host = folder.host(false);
+    assert_eq!(counts(&host, 3), ["call 1", "call 2", "call 3"]);
+    assert_eq!(info(&host, "warm").ready_instances, Some(1));
+}
+
 #[test]
 fn bad_components_are_rejected_and_the_previous_version_keeps_serving() {
     built();
