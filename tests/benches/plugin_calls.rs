@@ -1,6 +1,7 @@
 //! Per-stage plugin call overhead: p50 and p99 of one stage call through
-//! `PluginHost` for each example plugin, from a request already in memory to
-//! the answer (conversion, instantiation or warm reuse, the guest's work).
+//! `PluginHost`'s async stage methods (the gateway's) for each example
+//! plugin, from a request already in memory to the answer (conversion,
+//! instantiation or warm reuse, the guest's work).
 //!
 //! Needs the plugins built: `plugins/build.sh`, then
 //! `cargo bench -p sluice-tests --bench plugin_calls`. Prints a Markdown table.
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sluice::api::chat::{ChatRequest, ChatResponse, Choice, Message, Role};
 use sluice::plugin::{Compiler, PluginConfig, PluginHost};
-use sluice::stage::{Health, RouteCandidate};
+use sluice::stage::{Health, RouteCandidate, StageContext};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
@@ -70,14 +71,23 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6
 }
 
-/// One call of the plugin's stage.
-fn call_stage(host: &PluginHost, name: &str, req: &ChatRequest, resp: &ChatResponse, cands: &[RouteCandidate]) {
-    match name {
-        "compressor" => drop(host.compress(req).expect("ok")),
-        "cache-policy" => drop(host.cache_policy(req).expect("ok")),
-        "router" | "router-js" => drop(host.route(req, cands).expect("ok")),
-        _ => drop(host.judge(req, resp).expect("ok")),
-    }
+/// One call of the plugin's stage, through the async stage methods the
+/// gateway uses, on a single-threaded runtime (as one worker runs them).
+fn call_stage(
+    rt: &tokio::runtime::Runtime,
+    host: &PluginHost,
+    name: &str,
+    (req, resp, cands): (&ChatRequest, &ChatResponse, &[RouteCandidate]),
+) {
+    let ctx = StageContext::default();
+    rt.block_on(async {
+        match name {
+            "compressor" => drop(host.compress_async(req, &ctx).await.expect("ok")),
+            "cache-policy" => drop(host.cache_policy_async(req, &ctx).await.expect("ok")),
+            "router" | "router-js" => drop(host.route_async(req, &ctx, cands).await.expect("ok")),
+            _ => drop(host.judge_async(req, &ctx, resp).await.expect("ok")),
+        }
+    });
 }
 
 /// Time between calls in the spaced run.
@@ -88,6 +98,7 @@ fn main() {
     let fixtures = root().join("tests/fixtures/plugins/dist");
     let iterations: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
     let (req, resp, cands) = (request(), response(), candidates());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     println!(
         "| plugin | size | stage | instances | p50 µs | p99 µs | spaced p50 µs | spaced p99 µs | calls | faults | live, compiling | optimised | baseline p50 µs | load, cached |"
     );
@@ -124,7 +135,7 @@ fn main() {
             let mut times: Vec<Duration> = (0..200)
                 .map(|_| {
                     let t = Instant::now();
-                    call_stage(&cold_host, name, &req, &resp, &cands);
+                    call_stage(&rt, &cold_host, name, (&req, &resp, &cands));
                     t.elapsed()
                 })
                 .collect();
@@ -139,7 +150,7 @@ fn main() {
         let t = Instant::now();
         let host = PluginHost::start(cfg).expect("host starts");
         let cached = t.elapsed();
-        let call = || call_stage(&host, name, &req, &resp, &cands);
+        let call = || call_stage(&rt, &host, name, (&req, &resp, &cands));
         for _ in 0..iterations / 10 {
             call();
         }

@@ -20,6 +20,9 @@ use super::manifest::Manifest;
 wasmtime::component::bindgen!({
     world: "host-view",
     path: "../wit",
+    // Stage calls run as futures on the gateway's async workers (the
+    // guest on a fiber); the host imports are plain functions.
+    exports: { default: async },
 });
 
 pub use exports::sluice::plugin::{caching, compression, judging, routing};
@@ -62,6 +65,8 @@ impl wasmtime::ResourceLimiter for Limiter {
 pub struct HostState {
     pub meta: Arc<PluginMeta>,
     pub limiter: Limiter,
+    /// When the running call (or instantiation) must be over.
+    pub deadline: Instant,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -91,7 +96,7 @@ impl HostState {
             b.allow_ip_name_lookup(true);
         }
         let limiter = Limiter { memory_bytes: meta.manifest.memory_bytes, hit: false };
-        HostState { meta, limiter, wasi: b.build(), table: ResourceTable::new() }
+        HostState { meta, limiter, deadline: Instant::now(), wasi: b.build(), table: ResourceTable::new() }
     }
 }
 

@@ -19,7 +19,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::bindings::{HostState, HostView};
 
-/// How often the epoch advances; deadlines are whole ticks.
+/// How often the epoch advances: a running guest yields to its async worker
+/// (and has its deadline checked) at every tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Largest linear memory a plugin may be granted (the pool's slot size).
@@ -83,7 +84,7 @@ fn build_baseline() -> wasmtime::Result<Tier> {
 
 fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     HostView::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
@@ -136,12 +137,6 @@ fn build() -> wasmtime::Result<Runtime> {
     let engine_tag = format!("{:016x}", h.finish());
     spawn_ticker(&engine, "sluice-plugin-epoch")?;
     Ok(Runtime { engine, linker, engine_tag })
-}
-
-/// Deadline in epoch ticks (at least 1, plus one for the partial tick).
-pub fn deadline_ticks(deadline: Duration) -> u64 {
-    let ticks = deadline.as_micros().div_ceil(EPOCH_TICK.as_micros().max(1));
-    u64::try_from(ticks).unwrap_or(u64::MAX / 2).max(1) + 1
 }
 
 /// The path of the optimised artifact of the component with content hash

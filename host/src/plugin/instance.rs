@@ -11,9 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::Store;
 use wasmtime::component::{Component, Instance, Linker};
+use wasmtime_wasi::runtime::in_tokio;
 
 use super::bindings::{HostState, PluginMeta, caching, compression, judging, routing};
-use super::engine::{Compiler, deadline_ticks};
+use super::engine::Compiler;
 use super::instances::{Instances, Live};
 use crate::stage::{FaultKind, StageKind};
 
@@ -134,9 +135,8 @@ impl LoadedPlugin {
             StageKind::Router => StageIndices::Router(routing::GuestIndices::new(&pre).map_err(bad)?),
             StageKind::Judge => StageIndices::Judge(judging::GuestIndices::new(&pre).map_err(bad)?),
         };
-        let ticks = deadline_ticks(meta.manifest.deadline);
         let labels = [("plugin", meta.name.to_string()), ("stage", stage.as_str().to_owned())];
-        let instances = Arc::new(Instances::new(pre, meta.clone(), ticks, warm));
+        let instances = Arc::new(Instances::new(pre, meta.clone(), warm));
         let plugin = LoadedPlugin {
             calls_total: metrics::counter!("sluice_plugin_calls_total", &labels),
             call_seconds: metrics::histogram!("sluice_plugin_call_seconds", &labels),
@@ -152,9 +152,7 @@ impl LoadedPlugin {
             instances,
         };
         // A trial instance, with a generous deadline: this is off the request path.
-        let Live { mut store, instance } = plugin
-            .instances
-            .instantiate(deadline_ticks(Duration::from_secs(2)))
+        let Live { mut store, instance } = in_tokio(plugin.instances.instantiate(Duration::from_secs(2)))
             .map_err(|f| format!("cannot instantiate: {}: {}", f.kind, f.detail))?;
         let typed = match &plugin.indices {
             StageIndices::Compressor(i) => i.load(&mut store, &instance).map(drop),
@@ -177,10 +175,12 @@ impl LoadedPlugin {
     }
 
     /// Call the plugin: `f` gets a Store and an instance, with the deadline
-    /// armed. Records statistics and fault counts; never panics on a fault.
-    pub fn call<R: Send>(
+    /// armed, and runs on the caller's task (the guest on a fiber, yielding
+    /// at every epoch tick). Records statistics and fault counts; never
+    /// panics on a fault.
+    pub async fn call<R>(
         &self,
-        f: impl FnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R> + Send,
+        f: impl AsyncFnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
     ) -> Result<R, CallFault> {
         if self.stats.disabled.load(Ordering::Relaxed) {
             return Err(CallFault {
@@ -192,7 +192,7 @@ impl LoadedPlugin {
             });
         }
         let start = Instant::now();
-        let result = off_async(|| self.call_inner(f));
+        let result = self.call_inner(f).await;
         let took = start.elapsed();
         self.stats.record_duration(took);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
@@ -205,12 +205,12 @@ impl LoadedPlugin {
         result
     }
 
-    fn call_inner<R>(
+    async fn call_inner<R>(
         &self,
-        f: impl FnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
     ) -> Result<R, CallFault> {
-        let mut live = self.instances.checkout()?;
-        match f(&mut live.store, &live.instance) {
+        let mut live = self.instances.checkout().await?;
+        match f(&mut live.store, &live.instance).await {
             Ok(r) => {
                 self.instances.checkin(live, true);
                 Ok(r)
@@ -284,8 +284,8 @@ fn detect_stage(component: &Component) -> Result<StageKind, String> {
     }
 }
 
-/// Run a synchronous plugin call where WASI's blocking host functions are
-/// allowed: they enter a Tokio runtime themselves, which panics inside an
+/// Run blocking plugin work (loading, instantiating, a blocking stage call)
+/// where it may enter a Tokio runtime of its own, which panics inside an
 /// async task unless the worker is first handed off with `block_in_place`.
 pub(crate) fn off_async<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};

@@ -18,12 +18,22 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use wasmtime::Store;
+use std::time::{Duration, Instant};
+
 use wasmtime::component::{Instance, InstancePre};
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::runtime::in_tokio;
 
 use super::bindings::{HostState, PluginMeta};
 use super::instance::{CallFault, classify};
 use crate::stage::FaultKind;
+
+/// Arm `store`'s deadline `deadline` from now: the epoch callback checks it
+/// at every tick.
+fn arm(store: &mut Store<HostState>, deadline: Duration) {
+    store.data_mut().deadline = Instant::now() + deadline;
+    store.set_epoch_deadline(1);
+}
 
 /// An instance and the Store it lives in.
 pub struct Live {
@@ -35,8 +45,8 @@ pub struct Live {
 pub struct Instances {
     pre: InstancePre<HostState>,
     meta: Arc<PluginMeta>,
-    /// The call deadline, in epoch ticks.
-    ticks: u64,
+    /// How long a call may run.
+    deadline: Duration,
     warm: bool,
     /// Warm: idle instances that served earlier calls. Fresh: spares that
     /// served none.
@@ -52,11 +62,11 @@ pub struct Instances {
 }
 
 impl Instances {
-    pub fn new(pre: InstancePre<HostState>, meta: Arc<PluginMeta>, ticks: u64, warm: bool) -> Instances {
+    pub fn new(pre: InstancePre<HostState>, meta: Arc<PluginMeta>, warm: bool) -> Instances {
         let keep = if warm { meta.manifest.warm_pool.max(1) } else { meta.manifest.spares };
         Instances {
             pre,
-            ticks,
+            deadline: meta.manifest.deadline,
             warm,
             idle: Mutex::new(Vec::new()),
             keep,
@@ -72,13 +82,21 @@ impl Instances {
         self.idle.lock().map_or(0, |v| v.len())
     }
 
-    /// A new instance whose deadline is `ticks` epochs away.
-    pub fn instantiate(&self, ticks: u64) -> Result<Live, CallFault> {
+    /// A new instance, made within `deadline`.
+    pub async fn instantiate(&self, deadline: Duration) -> Result<Live, CallFault> {
         let mut store = Store::new(self.pre.engine(), HostState::new(self.meta.clone()));
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
-        match self.pre.instantiate(&mut store) {
+        // At every epoch tick the guest yields to the async worker, so a
+        // long call never holds a worker thread, until its deadline passes.
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(wasmtime::Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        arm(&mut store, deadline);
+        match self.pre.instantiate_async(&mut store).await {
             Ok(instance) => Ok(Live { store, instance }),
             Err(e) => {
                 let mut fault = classify(&e, store.data().limiter.hit);
@@ -92,7 +110,7 @@ impl Instances {
 
     /// An instance for one call, its deadline armed: an idle one if there is
     /// one, else a new one. Taking a spare queues its replacement.
-    pub fn checkout(self: &Arc<Self>) -> Result<Live, CallFault> {
+    pub async fn checkout(self: &Arc<Self>) -> Result<Live, CallFault> {
         let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
         let mut live = match idle {
             Some(live) => live,
@@ -100,10 +118,10 @@ impl Instances {
                 if !self.warm && self.keep > 0 {
                     self.spare_misses.increment(1);
                 }
-                self.instantiate(self.ticks)?
+                self.instantiate(self.deadline).await?
             }
         };
-        live.store.set_epoch_deadline(self.ticks);
+        arm(&mut live.store, self.deadline);
         live.store.data_mut().limiter.hit = false;
         Ok(live)
     }
@@ -162,7 +180,7 @@ impl Instances {
             while !self.closed.load(Ordering::Relaxed) && self.idle.lock().is_ok_and(|v| v.len() < self.keep) {
                 // The deadline is re-armed at checkout; this one bounds the
                 // instantiation itself.
-                match self.instantiate(self.ticks) {
+                match in_tokio(self.instantiate(self.deadline)) {
                     Ok(live) => match self.idle.lock() {
                         Ok(mut idle) => idle.push(live),
                         Err(_) => return,

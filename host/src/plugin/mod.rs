@@ -102,9 +102,10 @@ pub struct PluginInfo {
     pub load_error: Option<String>,
 }
 
-/// The running plugin system. Cheap to share (`Arc`); all methods are
-/// synchronous and safe to call from async tasks (calls leave the async
-/// context while the plugin runs).
+/// The running plugin system. Cheap to share (`Arc`). The `_async` stage
+/// methods run the plugins on the polling task, each guest on a fiber that
+/// yields at every epoch tick (the gateway uses these); the others block,
+/// and are safe to call from async tasks too (they hand the worker off).
 pub struct PluginHost {
     shared: Arc<Shared>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
@@ -142,13 +143,26 @@ impl PluginHost {
     }
 
     /// Run the compressors in order, each on the previous one's output.
+    /// Blocking, as are the other stage methods without `_async`: for
+    /// callers outside async code (an async caller's worker is handed off
+    /// while it blocks).
     pub fn compress(&self, request: &ChatRequest) -> Result<CompressOutcome, StageError> {
         self.compress_with(request, &StageContext::default())
     }
 
     /// [`PluginHost::compress`] with the request's metadata and headers.
     pub fn compress_with(&self, request: &ChatRequest, ctx: &StageContext) -> Result<CompressOutcome, StageError> {
-        stages::compress(&self.shared.registry.load_full(), request, ctx)
+        block_on(self.compress_async(request, ctx))
+    }
+
+    /// [`PluginHost::compress_with`] as a future: the plugins run on the
+    /// polling task (each guest on a fiber, yielding at every epoch tick).
+    pub async fn compress_async(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+    ) -> Result<CompressOutcome, StageError> {
+        stages::compress(&self.shared.registry.load_full(), request, ctx).await
     }
 
     /// The first cache policy's decision; `None` when none is loaded.
@@ -162,7 +176,16 @@ impl PluginHost {
         request: &ChatRequest,
         ctx: &StageContext,
     ) -> Result<Option<CacheDecision>, StageError> {
-        stages::cache_policy(&self.shared.registry.load_full(), request, ctx)
+        block_on(self.cache_policy_async(request, ctx))
+    }
+
+    /// [`PluginHost::cache_policy_with`] as a future.
+    pub async fn cache_policy_async(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+    ) -> Result<Option<CacheDecision>, StageError> {
+        stages::cache_policy(&self.shared.registry.load_full(), request, ctx).await
     }
 
     /// The first router's plan; `None` when no router decided.
@@ -177,7 +200,17 @@ impl PluginHost {
         ctx: &StageContext,
         candidates: &[RouteCandidate],
     ) -> Result<Option<RoutePlan>, StageError> {
-        stages::route(&self.shared.registry.load_full(), request, ctx, candidates)
+        block_on(self.route_async(request, ctx, candidates))
+    }
+
+    /// [`PluginHost::route_with`] as a future.
+    pub async fn route_async(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+        candidates: &[RouteCandidate],
+    ) -> Result<Option<RoutePlan>, StageError> {
+        stages::route(&self.shared.registry.load_full(), request, ctx, candidates).await
     }
 
     /// The judges' combined verdict; `None` when no judge voted.
@@ -192,7 +225,17 @@ impl PluginHost {
         ctx: &StageContext,
         response: &ChatResponse,
     ) -> Result<Option<JudgeVerdict>, StageError> {
-        stages::judge(&self.shared.registry.load_full(), request, ctx, response)
+        block_on(self.judge_async(request, ctx, response))
+    }
+
+    /// [`PluginHost::judge_with`] as a future.
+    pub async fn judge_async(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+        response: &ChatResponse,
+    ) -> Result<Option<JudgeVerdict>, StageError> {
+        stages::judge(&self.shared.registry.load_full(), request, ctx, response).await
     }
 
     /// Every loaded plugin, then every name whose file never loaded.
@@ -280,6 +323,15 @@ impl Judge for PluginHost {
     fn judge(&self, request: &ChatRequest, response: &ChatResponse) -> Result<Option<JudgeVerdict>, StageError> {
         PluginHost::judge(self, request, response)
     }
+}
+
+/// Run a stage future to completion from blocking code: on this thread,
+/// with the worker handed off first when called inside a Tokio runtime.
+fn block_on<F: std::future::Future + Send>(f: F) -> F::Output
+where
+    F::Output: Send,
+{
+    instance::off_async(|| wasmtime_wasi::runtime::in_tokio(f))
 }
 
 /// Compile `wasm` into `cache_dir` (the artifact cache a [`PluginHost`]

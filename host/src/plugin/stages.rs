@@ -37,14 +37,14 @@ fn rejected(p: &LoadedPlugin, reason: String) -> StageError {
     StageError::Rejected { plugin: p.name().to_owned(), stage: p.stage, reason }
 }
 
-pub fn compress(reg: &Registry, req: &ChatRequest, ctx: &StageContext) -> Result<CompressOutcome, StageError> {
+pub async fn compress(reg: &Registry, req: &ChatRequest, ctx: &StageContext) -> Result<CompressOutcome, StageError> {
     let mut out = CompressOutcome { request: req.clone(), tokens_saved: 0, notes: Vec::new() };
     for p in reg.stage(StageKind::Compressor) {
         let StageIndices::Compressor(idx) = &p.indices else {
             continue;
         };
         let wit = request_to_wit(&out.request, ctx);
-        let res = p.call(|store, inst| idx.load(&mut *store, inst)?.call_compress(&mut *store, &wit));
+        let res = p.call(async |store, inst| idx.load(&mut *store, inst)?.call_compress(&mut *store, &wit).await).await;
         match res {
             Ok(Ok(o)) => {
                 out.request = apply_messages(&out.request, o.messages);
@@ -58,7 +58,7 @@ pub fn compress(reg: &Registry, req: &ChatRequest, ctx: &StageContext) -> Result
     Ok(out)
 }
 
-pub fn cache_policy(
+pub async fn cache_policy(
     reg: &Registry,
     req: &ChatRequest,
     ctx: &StageContext,
@@ -72,7 +72,7 @@ pub fn cache_policy(
         let StageIndices::CachePolicy(idx) = &p.indices else {
             continue;
         };
-        let res = p.call(|store, inst| idx.load(&mut *store, inst)?.call_decide(&mut *store, &wit));
+        let res = p.call(async |store, inst| idx.load(&mut *store, inst)?.call_decide(&mut *store, &wit).await).await;
         match res {
             Ok(Ok(d)) => return Ok(Some(decision_from_wit(d, p.name()))),
             Ok(Err(reason)) => return Err(rejected(p, reason)),
@@ -82,7 +82,7 @@ pub fn cache_policy(
     Ok(None)
 }
 
-pub fn route(
+pub async fn route(
     reg: &Registry,
     req: &ChatRequest,
     ctx: &StageContext,
@@ -98,7 +98,8 @@ pub fn route(
         let StageIndices::Router(idx) = &p.indices else {
             continue;
         };
-        let res = p.call(|store, inst| idx.load(&mut *store, inst)?.call_route(&mut *store, &wit, &cands));
+        let res =
+            p.call(async |store, inst| idx.load(&mut *store, inst)?.call_route(&mut *store, &wit, &cands).await).await;
         match res {
             Ok(Ok(Some(plan))) => return Ok(Some(plan_from_wit(plan, p.name()))),
             Ok(Ok(None)) => {}
@@ -109,7 +110,7 @@ pub fn route(
     Ok(None)
 }
 
-pub fn judge(
+pub async fn judge(
     reg: &Registry,
     req: &ChatRequest,
     ctx: &StageContext,
@@ -126,7 +127,9 @@ pub fn judge(
         let StageIndices::Judge(idx) = &p.indices else {
             continue;
         };
-        let res = p.call(|store, inst| idx.load(&mut *store, inst)?.call_judge(&mut *store, &wit_req, &wit_resp));
+        let res = p
+            .call(async |store, inst| idx.load(&mut *store, inst)?.call_judge(&mut *store, &wit_req, &wit_resp).await)
+            .await;
         match res {
             Ok(Ok(v)) => votes.push(vote_from_wit(v, p.name())),
             // A judge's `err` refuses the answer: a failing vote.

@@ -70,7 +70,7 @@ pub async fn run(
             }
             Err(e) => return Err(e),
         };
-        let verdict = stages::verdict(gw, &tier_req, &response)?;
+        let verdict = stages::verdict(gw, &tier_req, &response).await?;
         let score = verdict.as_ref().map(|v| v.score);
         // No judge loaded: nothing can reject the answer.
         if verdict.as_ref().is_none_or(|v| v.score >= cascade.judge_threshold) {
@@ -81,7 +81,7 @@ pub async fn run(
                 let stream = replay(response, &tier_req);
                 return Ok(relay::respond(gw, ctx, stream, tier_req, client_wants_usage));
             }
-            return complete(gw, ctx, &tier_req, response, raw);
+            return complete(gw, ctx, &tier_req, response, raw).await;
         }
         let cost = escalate(gw, ctx, tier, &tier_req, &response, score);
         if rejected.as_ref().is_none_or(|r| score.unwrap_or(0.0) > r.score.unwrap_or(0.0)) {
@@ -98,7 +98,7 @@ pub async fn run(
     }
     let mut req = req;
     match execute::call(gw, ctx, &mut req, &order).await {
-        Ok(reply) => answer(gw, ctx, req, reply, client_wants_usage),
+        Ok(reply) => answer(gw, ctx, req, reply, client_wants_usage).await,
         // A weak answer beats none: the last tier and its fallbacks failed.
         Err(e) if falls_back(&e) && rejected.is_some() => {
             let Some(r) = rejected else { return Err(e) };
@@ -117,7 +117,7 @@ pub async fn run(
                 let stream = replay(r.response, &r.req);
                 return Ok(relay::respond(gw, ctx, stream, r.req, client_wants_usage));
             }
-            complete(gw, ctx, &r.req, r.response, r.raw)
+            complete(gw, ctx, &r.req, r.response, r.raw).await
         }
         Err(e) => Err(e),
     }

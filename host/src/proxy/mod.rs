@@ -67,7 +67,7 @@ pub async fn chat(
 ) -> Result<Response<Body>, GatewayError> {
     validate(&req)?;
     let client_wants_usage = req.wants_stream_usage();
-    let models = stages::before_upstream(gw, ctx, &mut req)?;
+    let models = stages::before_upstream(gw, ctx, &mut req).await?;
     if let Some(hit) = cache_lookup(gw, ctx, &req, &models).await {
         return relay::cached(gw, ctx, &req, hit, client_wants_usage);
     }
@@ -75,11 +75,11 @@ pub async fn chat(
         return cascade::run(gw, ctx, req, cascade, &models, client_wants_usage).await;
     }
     let reply = crate::routing::execute::call(gw, ctx, &mut req, &models).await?;
-    answer(gw, ctx, req, reply, client_wants_usage)
+    answer(gw, ctx, req, reply, client_wants_usage).await
 }
 
 /// Answers with an upstream's reply: a whole body, or the relayed stream.
-fn answer(
+async fn answer(
     gw: &Gateway,
     ctx: &mut RequestContext,
     req: ChatRequest,
@@ -87,7 +87,7 @@ fn answer(
     client_wants_usage: bool,
 ) -> Result<Response<Body>, GatewayError> {
     match reply {
-        ChatReply::Complete { response, raw } => complete(gw, ctx, &req, response, raw),
+        ChatReply::Complete { response, raw } => complete(gw, ctx, &req, response, raw).await,
         ChatReply::Stream(stream) => {
             ctx.streaming = true;
             Ok(relay::respond(gw, ctx, stream, req, client_wants_usage))
@@ -120,14 +120,14 @@ async fn cache_lookup(
     }
 }
 
-fn complete(
+async fn complete(
     gw: &Gateway,
     ctx: &mut RequestContext,
     req: &ChatRequest,
     response: ChatResponse,
     raw: Option<Bytes>,
 ) -> Result<Response<Body>, GatewayError> {
-    stages::judge(gw, ctx, req, &response)?;
+    stages::judge(gw, ctx, req, &response).await?;
     let usage = response.usage.unwrap_or_else(|| {
         let completion: u64 = response.choices.iter().map(|c| count_tokens(&c.message.text_content())).sum();
         Usage::new(count_prompt_tokens(req), completion)

@@ -14,24 +14,12 @@ use crate::telemetry;
 
 use super::RequestContext;
 
-/// Runs `f` (plugin calls) with the async worker handed off once: each
-/// plugin call needs to leave the async context, and a hand-off per call
-/// costs more than the call itself.
-fn off_async<R>(f: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        // Elsewhere each call leaves the async context by itself.
-        _ => f(),
-    }
-}
-
 /// Runs compress, cache policy and route; returns the models to try, in
 /// order: the router's plan (primary or first cascade tier, then
 /// fallbacks), or the built-in default (the requested model, or the A/B
 /// arm's, then its configured fallbacks). A pinned request gets exactly the
 /// model it asked for.
-pub fn before_upstream(
+pub async fn before_upstream(
     gw: &Gateway,
     ctx: &mut RequestContext,
     req: &mut ChatRequest,
@@ -39,7 +27,7 @@ pub fn before_upstream(
     ctx.trace.routing = Some(gw.routing.clone());
     let arm = assign_arm(gw, ctx, req);
     let planned = match &gw.plugins {
-        Some(_) => off_async(|| plan(gw, ctx, req, arm.as_ref()))?,
+        Some(_) => plan(gw, ctx, req, arm.as_ref()).await?,
         None => None,
     };
     Ok(planned.unwrap_or_else(|| default_order(gw, ctx, req, arm.as_ref())))
@@ -74,7 +62,7 @@ fn default_order(gw: &Gateway, ctx: &RequestContext, req: &ChatRequest, arm: Opt
     order
 }
 
-fn plan(
+async fn plan(
     gw: &Gateway,
     ctx: &mut RequestContext,
     req: &mut ChatRequest,
@@ -82,21 +70,22 @@ fn plan(
 ) -> Result<Option<Vec<String>>, GatewayError> {
     let Some(plugins) = &gw.plugins else { return Ok(None) };
 
-    let outcome = plugins.compress(req)?;
+    let none = StageContext::default();
+    let outcome = plugins.compress_async(req, &none).await?;
     if outcome.tokens_saved > 0 {
         metrics::counter!(telemetry::TOKENS_SAVED).increment(u64::from(outcome.tokens_saved));
         ctx.tokens_saved = outcome.tokens_saved;
         *req = outcome.request;
     }
 
-    ctx.cache_decision = plugins.cache_policy(req)?;
+    ctx.cache_decision = plugins.cache_policy_async(req, &none).await?;
 
     if ctx.pinned || arm.is_some_and(|a| a.model.is_some() || !a.route) {
         return Ok(None);
     }
     let candidates = gw.routing.candidates(&gw.models);
     let stage_ctx = StageContext { metadata: route_metadata(gw, ctx, req), headers: Vec::new() };
-    let Some(plan) = plugins.route_with(req, &stage_ctx, &candidates)? else { return Ok(None) };
+    let Some(plan) = plugins.route_async(req, &stage_ctx, &candidates).await? else { return Ok(None) };
     let first = plan.cascade.as_ref().and_then(|c| c.tiers.first()).unwrap_or(&plan.primary).clone();
     let mut order = vec![first];
     for model in &plan.fallbacks {
@@ -131,7 +120,7 @@ fn route_metadata(gw: &Gateway, ctx: &RequestContext, req: &ChatRequest) -> Vec<
 }
 
 /// Asks the judges about a complete answer.
-pub fn judge(
+pub async fn judge(
     gw: &Gateway,
     ctx: &mut RequestContext,
     req: &ChatRequest,
@@ -141,12 +130,16 @@ pub fn judge(
         // A cascade tier's answer, judged already.
         return Ok(());
     }
-    ctx.verdict = verdict(gw, req, response)?;
+    ctx.verdict = verdict(gw, req, response).await?;
     Ok(())
 }
 
 /// Asks the judges about a cascade tier's answer, without recording it.
-pub fn verdict(gw: &Gateway, req: &ChatRequest, response: &ChatResponse) -> Result<Option<JudgeVerdict>, GatewayError> {
+pub async fn verdict(
+    gw: &Gateway,
+    req: &ChatRequest,
+    response: &ChatResponse,
+) -> Result<Option<JudgeVerdict>, GatewayError> {
     let Some(plugins) = &gw.plugins else { return Ok(None) };
-    Ok(off_async(|| plugins.judge(req, response))?)
+    Ok(plugins.judge_async(req, &StageContext::default(), response).await?)
 }

@@ -214,6 +214,42 @@ fn guest_output_is_logged_and_calls_work_inside_async_runtimes() {
 }
 
 #[test]
+fn async_calls_run_on_the_worker_and_a_long_call_yields_to_other_tasks() {
+    built();
+    let folder = Folder::new();
+    folder.add_fixture("chatty", "order = 1\n[config]\nmode = \"print\"\n");
+    folder.add_fixture("spin", "order = 2\ndeadline_ms = 60\n[config]\nmode = \"spin\"\n");
+    let host = folder.host(false);
+    // One thread, as a single worker would be: the spinning guest must yield
+    // at every epoch tick, or the ticking task would not run until the
+    // deadline had stopped it.
+    let single = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("rt");
+    let (ticks, verdict) = single.block_on(async {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        let ticker = tokio::spawn(async move {
+            let mut n = 0u32;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                n += 1;
+            }
+            n
+        });
+        tokio::task::yield_now().await;
+        let ctx = sluice::stage::StageContext::default();
+        let verdict = host.judge_async(&user("q"), &ctx, &response("a", "stop")).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (ticker.await.expect("ticker"), verdict)
+    });
+    let verdict = verdict.expect("open: the spinner is skipped").expect("verdict");
+    assert_eq!(verdict.votes.len(), 1, "{verdict:?}");
+    assert_eq!(verdict.votes[0].plugin, "chatty");
+    let spin = info(&host, "spin");
+    assert_eq!((spin.calls, spin.deadline_overruns), (1, 1));
+    assert!(ticks >= 3, "the other task ran {ticks} times during a 60 ms call");
+}
+
+#[test]
 fn plugins_see_no_environment_or_files_unless_granted() {
     built();
     let folder = Folder::new();
