@@ -109,7 +109,7 @@ impl Instances {
     }
 
     /// An instance for one call, its deadline armed: an idle one if there is
-    /// one, else a new one. Taking a spare queues its replacement.
+    /// one, else a new one (the spare's replacement is queued at checkin).
     pub async fn checkout(self: &Arc<Self>) -> Result<Live, CallFault> {
         let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
         let mut live = match idle {
