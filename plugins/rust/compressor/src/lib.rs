@@ -43,8 +43,9 @@ fn squeeze_whitespace(text: &str) -> String {
     out
 }
 
-fn tokens(messages: &[Message]) -> u32 {
-    messages.iter().map(|m| host::count_tokens(&m.content) + 4).sum()
+/// Tokens of one message: its text by the host's tokenizer, plus framing.
+fn tokens(m: &Message) -> u32 {
+    host::count_tokens(&m.content) + 4
 }
 
 fn rewritable(m: &Message) -> bool {
@@ -53,13 +54,17 @@ fn rewritable(m: &Message) -> bool {
 
 impl Guest for Compressor {
     fn compress(request: ChatRequest) -> Result<CompressOutcome, String> {
-        let before = tokens(&request.messages);
         let min_chars = cfg_u32("min_paragraph_chars", 40) as usize;
         let last = request.messages.len().saturating_sub(1);
         let mut seen: Vec<String> = Vec::new();
         let mut dropped_paragraphs = 0;
-        let mut messages = Vec::with_capacity(request.messages.len());
+        let mut before = 0;
+        // Each kept message with its token count: every text is counted
+        // once, and again only if it changed.
+        let mut messages: Vec<(Message, u32)> = Vec::with_capacity(request.messages.len());
         for (i, mut m) in request.messages.into_iter().enumerate() {
+            let mut count = tokens(&m);
+            before += count;
             if rewritable(&m) {
                 let squeezed = squeeze_whitespace(&m.content);
                 let mut kept: Vec<&str> = Vec::new();
@@ -72,37 +77,42 @@ impl Guest for Compressor {
                     seen.push(key);
                     kept.push(para);
                 }
-                m.content = kept.join("\n\n");
-                if m.content.is_empty() && i != last && m.role != Role::System {
+                let content = kept.join("\n\n");
+                if content.is_empty() && i != last && m.role != Role::System {
                     continue;
                 }
+                if content != m.content {
+                    m.content = content;
+                    count = tokens(&m);
+                }
             }
-            messages.push(m);
+            messages.push((m, count));
         }
 
         let budget = cfg_u32("max_prompt_tokens", 0);
+        let mut total: u32 = messages.iter().map(|(_, t)| t).sum();
         let mut dropped_turns = 0;
-        while budget > 0 && tokens(&messages) > budget {
+        while budget > 0 && total > budget {
             // The oldest message that is neither a system message nor the last.
             let Some(pos) = messages
                 .iter()
                 .enumerate()
-                .position(|(i, m)| m.role != Role::System && i + 1 < messages.len())
+                .position(|(i, (m, _))| m.role != Role::System && i + 1 < messages.len())
             else {
                 break;
             };
-            messages.remove(pos);
+            total -= messages.remove(pos).1;
             dropped_turns += 1;
             // Tool results answer the removed turn: drop them with it.
-            while pos + 1 < messages.len() && messages[pos].role == Role::Tool {
-                messages.remove(pos);
+            while pos + 1 < messages.len() && messages[pos].0.role == Role::Tool {
+                total -= messages.remove(pos).1;
             }
         }
 
-        let after = tokens(&messages);
         let note =
             format!("{dropped_paragraphs} duplicate paragraphs, {dropped_turns} old turns dropped");
-        Ok(CompressOutcome { messages, tokens_saved: before.saturating_sub(after), note })
+        let messages = messages.into_iter().map(|(m, _)| m).collect();
+        Ok(CompressOutcome { messages, tokens_saved: before.saturating_sub(total), note })
     }
 }
 
