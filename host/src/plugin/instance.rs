@@ -105,7 +105,6 @@ pub struct LoadedPlugin {
     pub hash: String,
     pub loaded_at: SystemTime,
     pub size: u64,
-    pub warm: bool,
     /// Which compiler built the code it runs.
     pub compiler: Compiler,
     pub indices: StageIndices,
@@ -145,7 +144,6 @@ impl LoadedPlugin {
             hash,
             loaded_at: SystemTime::now(),
             size,
-            warm,
             compiler,
             indices,
             stats: Stats::default(),
@@ -167,6 +165,11 @@ impl LoadedPlugin {
 
     pub fn name(&self) -> &str {
         &self.meta.name
+    }
+
+    /// Whether calls reuse warm instances (else each gets a fresh one).
+    pub fn warm(&self) -> bool {
+        self.instances.warm()
     }
 
     /// Idle warm instances, or spare fresh ones, ready now.

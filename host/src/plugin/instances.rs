@@ -17,7 +17,6 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Instance, InstancePre};
@@ -75,6 +74,11 @@ impl Instances {
             spare_misses: metrics::counter!("sluice_plugin_spare_misses_total", "plugin" => meta.name.to_string()),
             meta,
         }
+    }
+
+    /// Whether calls reuse warm instances.
+    pub fn warm(&self) -> bool {
+        self.warm
     }
 
     /// Idle (warm) or spare (fresh) instances ready now.

@@ -259,7 +259,7 @@ impl PluginHost {
                     size_bytes: Some(p.size),
                     order: Some(p.meta.manifest.order),
                     failure: Some(p.meta.manifest.failure),
-                    warm: Some(p.warm),
+                    warm: Some(p.warm()),
                     compiler: Some(p.compiler),
                     ready_instances: Some(p.ready_instances()),
                     calls: s.calls.load(Ordering::Relaxed),

@@ -152,7 +152,7 @@ impl Shared {
             match self.load_one(name, &bytes, &attempt) {
                 Ok(p) => {
                     tracing::info!(plugin = %name, stage = %p.stage, hash = %&p.hash[..12],
-                        warm = p.warm, compiler = ?p.compiler, replaced = previous.is_some(), "plugin loaded");
+                        warm = p.warm(), compiler = ?p.compiler, replaced = previous.is_some(), "plugin loaded");
                     if p.compiler == Compiler::Winch {
                         upgrades.push((name.clone(), p.hash.clone(), bytes));
                     }
@@ -217,7 +217,7 @@ impl Shared {
                 (&component, &rt.linker, Compiler::Cranelift),
                 hash.to_owned(),
                 current.size,
-                current.warm,
+                current.warm(),
             )
         });
         match result {
