@@ -131,6 +131,12 @@ impl PluginHost {
         instance::off_async(|| self.shared.rescan())
     }
 
+    /// How many times the folder has been scanned (at start, on `reload`,
+    /// and by the watcher when files change).
+    pub fn rescans(&self) -> u64 {
+        self.shared.rescans()
+    }
+
     /// Stop watching the folder; loaded plugins keep serving.
     pub fn stop_watching(&self) {
         if let Ok(mut w) = self.watcher.lock() {

@@ -15,12 +15,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
 use super::bindings::PluginMeta;
 use super::engine::{Compiler, artifact_path, baseline, compile_cached, runtime};
@@ -68,6 +70,8 @@ pub struct Shared {
     /// A copy of the attempts' errors, locked only briefly (the attempts
     /// lock is held through compiles, which can take seconds).
     errors: Mutex<HashMap<String, String>>,
+    /// Scans of the folder so far.
+    rescans: AtomicU64,
 }
 
 #[derive(Clone, PartialEq)]
@@ -84,11 +88,17 @@ impl Shared {
             registry: ArcSwap::from_pointee(Registry::default()),
             attempts: Mutex::default(),
             errors: Mutex::default(),
+            rescans: AtomicU64::new(0),
         }
     }
 
     fn cache_dir(&self) -> PathBuf {
         self.config.cache_dir.clone().unwrap_or_else(|| self.config.dir.join(".cache"))
+    }
+
+    /// How many times the folder has been scanned.
+    pub fn rescans(&self) -> u64 {
+        self.rescans.load(Ordering::Relaxed)
     }
 
     /// The last load error of a plugin name, if its latest file failed.
@@ -115,6 +125,8 @@ impl Shared {
         let Ok(mut attempts) = self.attempts.lock() else {
             return Err(PluginError::Poisoned);
         };
+        self.rescans.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("sluice_plugin_rescans_total").increment(1);
         let dir = &self.config.dir;
         let entries = std::fs::read_dir(dir).map_err(|e| PluginError::Dir(dir.clone(), e))?;
         let mut names: Vec<String> = entries
@@ -208,7 +220,7 @@ impl Shared {
             Some(p) if p.hash == hash && p.compiler == Compiler::Winch => p.clone(),
             _ => return tracing::debug!(plugin = name, "optimised build superseded by a newer version"),
         };
-        if current.stats.disabled.load(std::sync::atomic::Ordering::Relaxed) {
+        if current.stats.disabled.load(Ordering::Relaxed) {
             return;
         }
         let result = compiled.and_then(|(rt, component)| {
@@ -295,15 +307,45 @@ fn relevant(path: &Path) -> bool {
     !name.starts_with('.') && (name.ends_with(".wasm") || name.ends_with(".toml"))
 }
 
-/// Watch the folder; rescan after changes settle (debounced, at most 4x the
-/// debounce after the first change). Stops when the watcher is dropped.
+/// What a watch event says about the folder's contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A file is complete: renamed into place (how `plugins/build.sh`
+    /// publishes), closed after writing, or removed.
+    Settled,
+    /// A file is being created or written: more events may follow.
+    Partial,
+}
+
+/// The change an event of `kind` reports; `None` for accesses, which change
+/// nothing (every rescan reads the files, and inotify reports those opens
+/// and closes: reacting to them would rescan forever).
+pub fn change_of(kind: &EventKind) -> Option<Change> {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+        | EventKind::Remove(_)
+        | EventKind::Modify(ModifyKind::Name(_)) => Some(Change::Settled),
+        EventKind::Access(_) => None,
+        _ => Some(Change::Partial),
+    }
+}
+
+/// How long the watcher waits for more events after a settled change (a
+/// manifest published just after its component): short, since the file is
+/// complete. Partial changes wait the configured debounce.
+const SETTLE: Duration = Duration::from_millis(10);
+
+/// Watch the folder; rescan once changes settle: `SETTLE` after a file is
+/// complete, or the debounce after a partial write (at most 4x the debounce
+/// after the first change). Stops when the watcher is dropped.
 pub fn watch(shared: Arc<Shared>) -> Result<RecommendedWatcher, PluginError> {
-    let (tx, rx) = channel::<()>();
+    let (tx, rx) = channel::<Change>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res
             && ev.paths.iter().any(|p| relevant(p))
+            && let Some(change) = change_of(&ev.kind)
         {
-            let _ = tx.send(());
+            let _ = tx.send(change);
         }
     })
     .map_err(PluginError::Watch)?;
@@ -312,13 +354,15 @@ pub fn watch(shared: Arc<Shared>) -> Result<RecommendedWatcher, PluginError> {
     std::thread::Builder::new()
         .name("sluice-plugin-watch".into())
         .spawn(move || {
-            while rx.recv().is_ok() {
+            while let Ok(first) = rx.recv() {
                 let until = Instant::now() + debounce * 4;
+                let mut partial = first == Change::Partial;
                 loop {
-                    let wait = debounce.min(until.saturating_duration_since(Instant::now()));
+                    let quiet = if partial { debounce } else { SETTLE.min(debounce) };
+                    let wait = quiet.min(until.saturating_duration_since(Instant::now()));
                     match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-                        Ok(()) if Instant::now() < until => continue,
-                        Ok(()) | Err(RecvTimeoutError::Timeout) => break,
+                        Ok(change) if Instant::now() < until => partial |= change == Change::Partial,
+                        Ok(_) | Err(RecvTimeoutError::Timeout) => break,
                         Err(RecvTimeoutError::Disconnected) => return,
                     }
                 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use sluice::plugin::Compiler;
 
-use super::support::{Folder, built, dist, eventually, response, user};
+use super::support::{Folder, built, dist, eventually, fixtures, response, user};
 
 #[test]
 fn hot_reload_swaps_versions_under_load_without_failed_calls() {
@@ -97,6 +97,48 @@ fn removing_a_file_unloads_the_plugin() {
     std::fs::remove_file(folder.path.join("judge.wasm")).expect("remove");
     assert!(eventually(Duration::from_secs(1), || host.list().is_empty()));
     assert_eq!(host.judge(&user("q"), &response("a", "stop")), Ok(None));
+}
+
+#[test]
+fn the_watcher_rescans_once_per_change_and_not_on_its_own_reads() {
+    built();
+    let folder = Folder::new();
+    folder.add_example("judge", "judge");
+    let host = folder.host(true);
+    let first = host.list()[0].hash.clone();
+    // Replaced by rename, as plugins/build.sh publishes.
+    folder.put_wasm("judge", &fixtures().join("faulty.wasm"));
+    assert!(eventually(Duration::from_secs(2), || host.list()[0].hash != first), "new version loaded");
+    // Each rescan reads the files, which the watcher sees as opens and
+    // closes: those must not count as changes.
+    std::thread::sleep(Duration::from_millis(200));
+    let settled = host.rescans();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(host.rescans(), settled, "the folder is rescanned with nothing changed");
+}
+
+#[test]
+fn a_file_written_in_pieces_is_loaded_once_complete() {
+    use std::io::Write;
+    built();
+    let folder = Folder::new();
+    let mut cfg = sluice::plugin::PluginConfig::new(&folder.path);
+    cfg.cache_dir = Some(super::support::cache_dir());
+    cfg.debounce = Duration::from_millis(400);
+    cfg.defaults.deadline = super::support::TEST_DEADLINE;
+    let host = sluice::plugin::PluginHost::start(cfg).expect("host starts");
+    let before = host.rescans();
+    let bytes = std::fs::read(dist().join("judge.wasm")).expect("read");
+    let (head, tail) = bytes.split_at(bytes.len() / 2);
+    let mut file = std::fs::File::create(folder.path.join("judge.wasm")).expect("create");
+    file.write_all(head).expect("write");
+    file.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(50));
+    file.write_all(tail).expect("write");
+    drop(file);
+    assert!(eventually(Duration::from_secs(3), || host.list().len() == 1 && host.list()[0].hash.is_some()));
+    assert_eq!(host.rescans(), before + 1, "one rescan, after the file was complete: {:?}", host.list());
+    assert_eq!(host.judge(&user("q"), &response("a", "stop")).expect("ok").map(|v| v.votes.len()), Some(1));
 }
 
 #[test]
