@@ -25,11 +25,3 @@ pub mod shared;
 pub mod stage;
 pub mod telemetry;
 pub mod upstream;
-
-/// Every binary built on this crate (the gateway, its tests and benches)
-/// allocates with mimalloc: compiling a plugin allocates heavily from
-/// several threads, where the system allocator made a large component's
-/// build about 1.5x slower.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
