@@ -18,7 +18,8 @@
 //! `sluice_plugin_load_errors_total{plugin}`,
 //! `sluice_plugin_optimised_total{plugin}`,
 //! `sluice_plugin_spare_misses_total{plugin}` (fresh calls that found no
-//! spare instance ready); histogram
+//! spare instance ready), `sluice_plugin_rescans_total` (scans of the
+//! folder); histogram
 //! `sluice_plugin_call_seconds{plugin,stage}`.
 
 mod bindings;

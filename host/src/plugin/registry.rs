@@ -309,7 +309,7 @@ fn relevant(path: &Path) -> bool {
 
 /// What a watch event says about the folder's contents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
+enum Change {
     /// A file is complete: renamed into place (how `plugins/build.sh`
     /// publishes), closed after writing, or removed.
     Settled,
@@ -320,7 +320,7 @@ pub enum Change {
 /// The change an event of `kind` reports; `None` for accesses, which change
 /// nothing (every rescan reads the files, and inotify reports those opens
 /// and closes: reacting to them would rescan forever).
-pub fn change_of(kind: &EventKind) -> Option<Change> {
+fn change_of(kind: &EventKind) -> Option<Change> {
     match kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write))
         | EventKind::Remove(_)

@@ -122,10 +122,8 @@ fn a_file_written_in_pieces_is_loaded_once_complete() {
     use std::io::Write;
     built();
     let folder = Folder::new();
-    let mut cfg = sluice::plugin::PluginConfig::new(&folder.path);
-    cfg.cache_dir = Some(super::support::cache_dir());
+    let mut cfg = folder.config(true);
     cfg.debounce = Duration::from_millis(400);
-    cfg.defaults.deadline = super::support::TEST_DEADLINE;
     let host = sluice::plugin::PluginHost::start(cfg).expect("host starts");
     let before = host.rescans();
     let bytes = std::fs::read(dist().join("judge.wasm")).expect("read");

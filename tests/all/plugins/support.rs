@@ -118,15 +118,21 @@ impl Folder {
         std::fs::rename(&tmp, self.path.join(file)).expect("rename into place");
     }
 
-    /// A host over this folder (shared artifact cache; watching if asked).
-    pub fn host(&self, watch: bool) -> Arc<PluginHost> {
+    /// The tests' config for this folder: shared artifact cache, short
+    /// debounce, generous deadline; watching if asked.
+    pub fn config(&self, watch: bool) -> PluginConfig {
         let mut cfg = PluginConfig::new(&self.path);
         cfg.cache_dir = Some(cache_dir());
         cfg.watch = watch;
         cfg.debounce = Duration::from_millis(50);
         // Epoch deadlines are wall-clock time; test machines can be busy.
         cfg.defaults.deadline = TEST_DEADLINE;
-        PluginHost::start(cfg).expect("plugin host starts")
+        cfg
+    }
+
+    /// A host over this folder with [`Folder::config`].
+    pub fn host(&self, watch: bool) -> Arc<PluginHost> {
+        PluginHost::start(self.config(watch)).expect("plugin host starts")
     }
 }
 
