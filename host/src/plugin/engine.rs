@@ -73,6 +73,13 @@ fn build_baseline() -> wasmtime::Result<Tier> {
     let mut config = Config::new();
     config
         .strategy(wasmtime::Strategy::Winch)
+        // Winch compiles the functions; Cranelift still compiles the
+        // trampolines between host and guest, one per exported or escaping
+        // function (thousands in a language runtime). They run a few
+        // instructions each and only until the optimised build replaces
+        // this one, so compile them as quickly as possible.
+        .cranelift_opt_level(wasmtime::OptLevel::None)
+        .cranelift_regalloc_algorithm(wasmtime::RegallocAlgorithm::SinglePass)
         .wasm_component_model(true)
         .epoch_interruption(true)
         .parallel_compilation(true);
@@ -119,8 +126,12 @@ fn build() -> wasmtime::Result<Runtime> {
         .max_component_instance_size(4 << 20)
         .table_elements(100_000)
         .max_unused_warm_slots(100)
-        // Reset only the dirty pages of a freed slot (Linux pagemap) and keep
-        // them resident: a fresh instance then takes no page faults on them.
+        // A freed slot's memory (up to 2 MiB) is rewritten in place and kept
+        // resident, so a fresh instance takes no page faults on it; that
+        // runs on the background instance thread. Scanning for the dirty
+        // pages only (`pagemap_scan`, Linux 6.7+) does less of that work
+        // but made the four-stage gateway slower at concurrency 1 here
+        // (plugins/BENCHMARKS.md), so it stays off.
         .linear_memory_keep_resident(2 << 20)
         .table_keep_resident(64 << 10);
     let mut config = Config::new();
