@@ -8,7 +8,9 @@
 //! `BENCH_ITERATIONS=N` sets the calls measured per plugin (default 5000),
 //! `BENCH_ONLY=NAME` runs one plugin, `BENCH_SPARES=N` sets the spare
 //! instances of fresh-instance plugins (default 2; 0 instantiates in the
-//! call). "p50/p99" are calls back to back; "spaced" are calls 200 µs apart.
+//! call). "p50/p99" are calls back to back; "spaced" are calls 200 µs apart;
+//! "warm spaced" is the same plugin with `instances = "warm"` (reused
+//! instances), for what a fresh instance adds.
 //! "live after landing" is hot reload: from a new version's rename into a
 //! watched folder to that version serving.
 
@@ -134,6 +136,20 @@ fn new_version_lands(dir: &Path, name: &str, wasm: &Path) -> Duration {
 /// Time between calls in the spaced run.
 const GAP: Duration = Duration::from_micros(200);
 
+/// `n` calls `GAP` apart, as a gateway's calls come (the rest of a request,
+/// or other requests, between them); their durations, sorted.
+fn spaced_calls(n: usize, call: &impl Fn()) -> Vec<Duration> {
+    let mut spaced = Vec::with_capacity(n);
+    for _ in 0..n {
+        std::thread::sleep(GAP);
+        let t = Instant::now();
+        call();
+        spaced.push(t.elapsed());
+    }
+    spaced.sort_unstable();
+    spaced
+}
+
 fn main() {
     let dist = root().join("plugins/dist");
     let fixtures = root().join("tests/fixtures/plugins/dist");
@@ -141,9 +157,9 @@ fn main() {
     let (req, resp, cands) = (request(), response(), candidates());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     println!(
-        "| plugin | size | stage | instances | p50 µs | p99 µs | spaced p50 µs | spaced p99 µs | calls | faults | live, compiling | optimised | baseline p50 µs | load, cached | live after landing |"
+        "| plugin | size | stage | instances | p50 µs | p99 µs | spaced p50 µs | spaced p99 µs | warm spaced p50 µs | calls | faults | live, compiling | optimised | baseline p50 µs | load, cached | live after landing |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let plugins = ["minimal", "compressor", "cache-policy", "router", "judge", "judge-py", "router-js"];
     let only = std::env::var("BENCH_ONLY").ok();
     for name in plugins.into_iter().filter(|n| only.as_deref().is_none_or(|o| o == *n)) {
@@ -189,7 +205,7 @@ fn main() {
         let optimised = t.elapsed();
         drop(cold_host);
         let t = Instant::now();
-        let host = PluginHost::start(cfg).expect("host starts");
+        let host = PluginHost::start(cfg.clone()).expect("host starts");
         let cached = t.elapsed();
         let call = || call_stage(&rt, &host, name, (&req, &resp, &cands));
         for _ in 0..iterations / 10 {
@@ -205,24 +221,40 @@ fn main() {
         // Spaced out, as a gateway's calls are (the rest of a request, or
         // other requests, between them): the spare instances are remade
         // off the calling thread in the gaps.
-        let mut spaced = Vec::with_capacity(iterations / 5);
-        for _ in 0..iterations / 5 {
-            std::thread::sleep(GAP);
-            let t = Instant::now();
-            call();
-            spaced.push(t.elapsed());
-        }
-        spaced.sort_unstable();
+        let spaced = spaced_calls(iterations / 5, &call);
         let info = host.list().into_iter().next().expect("plugin loaded");
         let stage = info.stage.map(|s| s.to_string()).unwrap_or_default();
         let mode = if info.warm == Some(true) { "warm" } else { "fresh" };
+        // The same plugin on reused (warm) instances, for what a fresh
+        // instance adds: its manifest with `instances = "warm"` on top.
+        let warm_p50 = (mode == "fresh").then(|| {
+            let warm_dir = dir.with_extension("warm");
+            std::fs::create_dir_all(&warm_dir).expect("warm dir");
+            std::fs::copy(dir.join(format!("{name}.wasm")), warm_dir.join(format!("{name}.wasm"))).expect("copy");
+            let manifest = std::fs::read_to_string(dir.join(format!("{name}.toml"))).unwrap_or_default();
+            std::fs::write(warm_dir.join(format!("{name}.toml")), format!("instances = \"warm\"\n{manifest}"))
+                .expect("warm manifest");
+            let mut cfg = cfg.clone();
+            cfg.dir = warm_dir.clone();
+            let warm_host = PluginHost::start(cfg).expect("warm host starts");
+            assert_eq!(warm_host.list()[0].warm, Some(true), "{name}: instances = \"warm\" not applied");
+            let call = || call_stage(&rt, &warm_host, name, (&req, &resp, &cands));
+            for _ in 0..iterations / 10 {
+                call();
+            }
+            let p50 = percentile(&spaced_calls(iterations / 5, &call), 0.5);
+            drop(warm_host);
+            let _ = std::fs::remove_dir_all(&warm_dir);
+            format!("{p50:.1}")
+        });
         print!(
-            "| {name} | {:.1} MB | {stage} | {mode} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} ms | {} ms | {} | {} ms | ",
+            "| {name} | {:.1} MB | {stage} | {mode} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} ms | {} ms | {} | {} ms | ",
             info.size_bytes.unwrap_or(0) as f64 / 1e6,
             percentile(&times, 0.5),
             percentile(&times, 0.99),
             percentile(&spaced, 0.5),
             percentile(&spaced, 0.99),
+            warm_p50.as_deref().unwrap_or("-"),
             info.calls,
             info.traps,
             cold.as_millis(),
