@@ -224,10 +224,11 @@ fn main() {
         let spaced = spaced_calls(iterations / 5, &call);
         let info = host.list().into_iter().next().expect("plugin loaded");
         let stage = info.stage.map(|s| s.to_string()).unwrap_or_default();
-        let mode = if info.warm == Some(true) { "warm" } else { "fresh" };
+        let warm = info.warm == Some(true);
+        let mode = if warm { "warm" } else { "fresh" };
         // The same plugin on reused (warm) instances, for what a fresh
         // instance adds: its manifest with `instances = "warm"` on top.
-        let warm_p50 = (mode == "fresh").then(|| {
+        let warm_p50 = (!warm).then(|| {
             let warm_dir = dir.with_extension("warm");
             std::fs::create_dir_all(&warm_dir).expect("warm dir");
             std::fs::copy(dir.join(format!("{name}.wasm")), warm_dir.join(format!("{name}.wasm"))).expect("copy");
