@@ -148,10 +148,12 @@ async fn plugin_times(gateway: &TestGateway) {
     let items = list.get("plugins").unwrap_or(&list).as_array().cloned().unwrap_or_default();
     for p in items {
         println!(
-            "             plugin {:<13} p50 {:>6.1} us  p99 {:>6.1} us (inside the gateway)",
+            "             plugin {:<13} p50 {:>6.1} us  p99 {:>6.1} us (inside the gateway), {} of {} calls found no spare",
             p["name"].as_str().unwrap_or("?"),
             p["p50_us"].as_f64().unwrap_or(f64::NAN),
-            p["p99_us"].as_f64().unwrap_or(f64::NAN)
+            p["p99_us"].as_f64().unwrap_or(f64::NAN),
+            p["spare_misses"].as_u64().unwrap_or(0),
+            p["calls"].as_u64().unwrap_or(0)
         );
     }
 }

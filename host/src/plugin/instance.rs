@@ -177,6 +177,12 @@ impl LoadedPlugin {
         self.instances.ready()
     }
 
+    /// Fresh-instance calls that found no spare ready and instantiated
+    /// inline.
+    pub fn spare_misses(&self) -> u64 {
+        self.instances.spare_misses()
+    }
+
     /// Call the plugin: `f` gets a Store and an instance, with the deadline
     /// armed, and runs on the caller's task (the guest on a fiber, yielding
     /// at every epoch tick). Records statistics and fault counts; never

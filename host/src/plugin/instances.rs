@@ -14,7 +14,7 @@
 //!
 //! It does not classify faults or keep statistics: see `instance.rs`.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -58,6 +58,8 @@ pub struct Instances {
     closed: AtomicBool,
     /// Fresh calls that found no spare ready and instantiated inline.
     spare_misses: metrics::Counter,
+    /// The same count, for `GET /admin/plugins`.
+    misses: AtomicU64,
 }
 
 impl Instances {
@@ -72,6 +74,7 @@ impl Instances {
             refilling: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             spare_misses: metrics::counter!("sluice_plugin_spare_misses_total", "plugin" => meta.name.to_string()),
+            misses: AtomicU64::new(0),
             meta,
         }
     }
@@ -84,6 +87,11 @@ impl Instances {
     /// Idle (warm) or spare (fresh) instances ready now.
     pub fn ready(&self) -> usize {
         self.idle.lock().map_or(0, |v| v.len())
+    }
+
+    /// Fresh calls so far that found no spare ready.
+    pub fn spare_misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
     }
 
     /// A new instance, made within `deadline`.
@@ -121,6 +129,7 @@ impl Instances {
             None => {
                 if !self.warm && self.keep > 0 {
                     self.spare_misses.increment(1);
+                    self.misses.fetch_add(1, Ordering::Relaxed);
                 }
                 self.instantiate(self.deadline).await?
             }

@@ -86,6 +86,9 @@ pub struct PluginInfo {
     /// Instances ready for the next calls: idle warm instances, or spare
     /// fresh ones made ahead.
     pub ready_instances: Option<usize>,
+    /// Fresh-instance calls that found no spare ready, so instantiated in
+    /// the call (a burst, or the background thread falling behind).
+    pub spare_misses: u64,
     pub calls: u64,
     /// Policy refusals (`err` results).
     pub errors: u64,
@@ -269,6 +272,7 @@ impl PluginHost {
                     warm: Some(p.warm()),
                     compiler: Some(p.compiler),
                     ready_instances: Some(p.ready_instances()),
+                    spare_misses: p.spare_misses(),
                     calls: s.calls.load(Ordering::Relaxed),
                     errors: s.errors.load(Ordering::Relaxed),
                     traps: s.faults.load(Ordering::Relaxed),
@@ -293,6 +297,7 @@ impl PluginHost {
             warm: None,
             compiler: None,
             ready_instances: None,
+            spare_misses: 0,
             calls: 0,
             errors: 0,
             traps: 0,

@@ -148,6 +148,16 @@ fn fresh_instances_never_see_an_earlier_call_made_ahead_or_not() {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(info(&host, "fresh").ready_instances, Some(spares));
+        // A call with a spare ready takes it; with no spares configured,
+        // inline instantiation is the plan, not a miss.
+        let before = info(&host, "fresh").spare_misses;
+        assert!(before <= 25, "spares {spares}: {before} misses in 25 calls");
+        assert_eq!(counts(&host, 1), ["call 1"]);
+        let after = info(&host, "fresh").spare_misses;
+        assert_eq!(after, before, "spares {spares}: a call with a spare ready counted as a miss");
+        if spares == 0 {
+            assert_eq!(after, 0, "no spares configured, yet misses counted");
+        }
     }
     // The same fixture on warm instances does keep state: the check above can fail.
     let folder = Folder::new();
