@@ -49,6 +49,9 @@ pub struct Stats {
     pub out_of_memory: AtomicU64,
     pub consecutive_faults: AtomicU32,
     pub disabled: AtomicBool,
+    /// Fresh-instance calls that found no spare ready and instantiated
+    /// inline.
+    pub spare_misses: AtomicU64,
     /// Recent call durations in nanoseconds (ring buffer) and next slot.
     recent: Mutex<(Vec<u64>, usize)>,
 }
@@ -112,6 +115,7 @@ pub struct LoadedPlugin {
     instances: Arc<Instances>,
     calls_total: metrics::Counter,
     call_seconds: metrics::Histogram,
+    spare_misses_total: metrics::Counter,
 }
 
 impl LoadedPlugin {
@@ -139,6 +143,7 @@ impl LoadedPlugin {
         let plugin = LoadedPlugin {
             calls_total: metrics::counter!("sluice_plugin_calls_total", &labels),
             call_seconds: metrics::histogram!("sluice_plugin_call_seconds", &labels),
+            spare_misses_total: metrics::counter!("sluice_plugin_spare_misses_total", "plugin" => meta.name.to_string()),
             meta,
             stage,
             hash,
@@ -177,12 +182,6 @@ impl LoadedPlugin {
         self.instances.ready()
     }
 
-    /// Fresh-instance calls that found no spare ready and instantiated
-    /// inline.
-    pub fn spare_misses(&self) -> u64 {
-        self.instances.spare_misses()
-    }
-
     /// Call the plugin: `f` gets a Store and an instance, with the deadline
     /// armed, and runs on the caller's task (the guest on a fiber, yielding
     /// at every epoch tick). Records statistics and fault counts; never
@@ -218,7 +217,13 @@ impl LoadedPlugin {
         &self,
         f: impl AsyncFnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
     ) -> Result<R, CallFault> {
-        let mut live = self.instances.checkout().await?;
+        let mut live = self
+            .instances
+            .checkout(|| {
+                self.stats.spare_misses.fetch_add(1, Ordering::Relaxed);
+                self.spare_misses_total.increment(1);
+            })
+            .await?;
         match f(&mut live.store, &live.instance).await {
             Ok(r) => {
                 self.instances.checkin(live, true);

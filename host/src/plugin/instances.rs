@@ -14,7 +14,7 @@
 //!
 //! It does not classify faults or keep statistics: see `instance.rs`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -56,10 +56,6 @@ pub struct Instances {
     refilling: AtomicBool,
     /// Disabled or unloaded: make and keep no more.
     closed: AtomicBool,
-    /// Fresh calls that found no spare ready and instantiated inline.
-    spare_misses: metrics::Counter,
-    /// The same count, for `GET /admin/plugins`.
-    misses: AtomicU64,
 }
 
 impl Instances {
@@ -73,8 +69,6 @@ impl Instances {
             keep,
             refilling: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            spare_misses: metrics::counter!("sluice_plugin_spare_misses_total", "plugin" => meta.name.to_string()),
-            misses: AtomicU64::new(0),
             meta,
         }
     }
@@ -87,11 +81,6 @@ impl Instances {
     /// Idle (warm) or spare (fresh) instances ready now.
     pub fn ready(&self) -> usize {
         self.idle.lock().map_or(0, |v| v.len())
-    }
-
-    /// Fresh calls so far that found no spare ready.
-    pub fn spare_misses(&self) -> u64 {
-        self.misses.load(Ordering::Relaxed)
     }
 
     /// A new instance, made within `deadline`.
@@ -122,14 +111,15 @@ impl Instances {
 
     /// An instance for one call, its deadline armed: an idle one if there is
     /// one, else a new one (the spare's replacement is queued at checkin).
-    pub async fn checkout(self: &Arc<Self>) -> Result<Live, CallFault> {
+    /// `on_spare_miss` runs when a fresh plugin that keeps spares had none
+    /// ready, before the inline instantiation.
+    pub async fn checkout(self: &Arc<Self>, on_spare_miss: impl FnOnce()) -> Result<Live, CallFault> {
         let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
         let mut live = match idle {
             Some(live) => live,
             None => {
                 if !self.warm && self.keep > 0 {
-                    self.spare_misses.increment(1);
-                    self.misses.fetch_add(1, Ordering::Relaxed);
+                    on_spare_miss();
                 }
                 self.instantiate(self.deadline).await?
             }

@@ -272,7 +272,7 @@ impl PluginHost {
                     warm: Some(p.warm()),
                     compiler: Some(p.compiler),
                     ready_instances: Some(p.ready_instances()),
-                    spare_misses: p.spare_misses(),
+                    spare_misses: s.spare_misses.load(Ordering::Relaxed),
                     calls: s.calls.load(Ordering::Relaxed),
                     errors: s.errors.load(Ordering::Relaxed),
                     traps: s.faults.load(Ordering::Relaxed),
