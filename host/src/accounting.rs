@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use tiktoken_rs::CoreBPE;
 
-use crate::api::chat::{ChatRequest, Usage};
+use crate::api::chat::{ChatRequest, ChatResponse, Usage};
 
 fn bpe() -> Option<&'static CoreBPE> {
     static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
@@ -34,6 +34,28 @@ pub fn count_prompt_tokens(req: &ChatRequest) -> u64 {
     let per_message = 4;
     let framing = 3;
     req.messages.iter().map(|m| per_message + count_tokens(&m.text_content())).sum::<u64>() + framing
+}
+
+/// Usage as the upstream reported it, or, when it sent none, counted: the
+/// request's prompt, and each of the `completions` (the answer's texts,
+/// counted one by one). The one home of that fallback, for whole answers
+/// and streams alike.
+pub fn usage_or_count<S: AsRef<str>>(
+    reported: Option<Usage>,
+    req: &ChatRequest,
+    completions: impl IntoIterator<Item = S>,
+) -> Usage {
+    reported.unwrap_or_else(|| {
+        Usage::new(count_prompt_tokens(req), completions.into_iter().map(|c| count_tokens(c.as_ref())).sum())
+    })
+}
+
+/// A whole answer's usage: reported, or counted from its choices' text.
+pub fn usage_of(req: &ChatRequest, response: &ChatResponse) -> Usage {
+    if let Some(usage) = response.usage {
+        return usage;
+    }
+    usage_or_count(None, req, response.choices.iter().map(|c| c.message.text_content()))
 }
 
 /// Model prices in USD per million tokens.

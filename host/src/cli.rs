@@ -1,13 +1,15 @@
 //! The command line: `sluice serve`, `sluice check-config`, `sluice bench`
-//! and `sluice pareto` (whose flags live in `crate::bench::args`). Flags are
-//! applied on top of the config file (or the defaults) here, and nowhere else.
+//! and `sluice pareto` (whose flags live in `crate::bench::args`), and
+//! running the gateway. `crate::config` (its `flags.rs`) applies the serve
+//! flags on top of the config file; this module reads no config.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, ConfigError, UpstreamKind};
+use crate::gateway::{Gateway, GatewayConfig};
+use crate::server::Server;
 
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about = "An LLM gateway whose policies are WebAssembly plugins")]
@@ -58,7 +60,8 @@ pub struct ServeArgs {
     /// engine's default model, when no other upstream is given].
     #[arg(long)]
     pub engine_model: Option<PathBuf>,
-    /// The stage plugin folder (hot-reloaded) [default: `plugins/dist` when it exists].
+    /// The stage plugin folder (hot-reloaded) [default: the config's `[plugins] dir`, else
+    /// `plugins/dist` when it exists].
     #[arg(long)]
     pub plugins: Option<PathBuf>,
     /// Share cache entries, rate limits and budgets with other replicas
@@ -70,70 +73,10 @@ pub struct ServeArgs {
     pub cache: bool,
 }
 
-impl ServeArgs {
-    /// The config these flags describe.
-    pub fn config(&self) -> Result<Config, ConfigError> {
-        let mut config = match &self.config {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
-        };
-        if let Some(listen) = self.listen {
-            config.server.listen = listen;
-        }
-        if let Some(url) = &self.upstream {
-            let ok = url
-                .parse::<http::Uri>()
-                .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
-            if !ok {
-                return Err(ConfigError {
-                    origin: "command line".to_owned(),
-                    location: String::new(),
-                    key: "--upstream".to_owned(),
-                    message: format!("`{url}` is not an http:// or https:// URL"),
-                });
-            }
-            let kind = match self.upstream_kind {
-                KindArg::Openai => UpstreamKind::OpenAi,
-                KindArg::Anthropic => UpstreamKind::Anthropic,
-            };
-            config = config.with_upstream(url, kind, self.upstream_key.clone());
-        }
-        if let Some(url) = &self.redis {
-            let ok = ["redis://", "rediss://", "unix://"].iter().any(|s| url.starts_with(s));
-            if !ok {
-                return Err(ConfigError {
-                    origin: "command line".to_owned(),
-                    location: String::new(),
-                    key: "--redis".to_owned(),
-                    message: format!("`{url}` is not a redis:// URL"),
-                });
-            }
-            let mut redis = config.redis.take().unwrap_or_else(|| crate::shared::RedisConfig::new(url));
-            redis.url.clone_from(url);
-            config.redis = Some(redis);
-        }
-        if self.cache && config.cache.is_none() {
-            config.cache = Some(crate::cache::CacheConfig::default());
-        }
-        if let Some(dir) = &self.plugins {
-            let mut plugins = config.plugins.take().unwrap_or_else(|| crate::plugin::PluginConfig::new(dir));
-            plugins.dir.clone_from(dir);
-            config.plugins = Some(plugins);
-        } else if config.plugins.is_none() {
-            config.plugins = crate::plugin::PluginConfig::default_dir().map(crate::plugin::PluginConfig::new);
-        }
-        // No upstream at all, or an explicit engine model: the bundled engine serves.
-        if config.upstreams.is_empty() || self.engine_model.is_some() {
-            config = config.with_engine(self.engine_model.clone());
-        }
-        Ok(config)
-    }
-}
-
 /// Runs the gateway until Ctrl-C or SIGTERM.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let gateway = crate::gateway::Gateway::new(config)?;
-    let server = crate::server::Server::bind(gateway).await?;
+pub async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
+    let gateway = Gateway::new(config)?;
+    let server = Server::bind(gateway).await?;
     let scheme = if server.is_tls() { "https" } else { "http" };
     tracing::info!(address = %server.local_addr(), "sluice listening on {scheme}://{}", server.local_addr());
     server.run(shutdown_signal()).await;

@@ -1,23 +1,77 @@
-//! The gateway's shared state, built once from a validated config and shared
-//! by every connection: upstreams, the model registry, the stage plugins,
-//! the metrics handle.
+//! The gateway's shared state, built once from a validated
+//! [`GatewayConfig`] and shared by every connection: upstreams, the model
+//! registry, the stage plugins, the cache, routing state, client keys, the
+//! metrics handle.
+//!
+//! [`GatewayConfig`] gathers the checked settings each part owns (`[server]`
+//! is defined here, as it is read by the listener, ingress and the relay);
+//! `crate::config` fills it from a file and flags. This module reads no file.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::cache::ResponseCache;
-use crate::config::Config;
-use crate::limits::KeyRing;
-use crate::models::ModelRegistry;
-use crate::plugin::PluginHost;
-use crate::routing::Routing;
-use crate::shared::SharedRedis;
+use crate::cache::{CacheConfig, ResponseCache};
+use crate::limits::{KeyConfig, KeyRing};
+use crate::models::{ModelConfig, ModelRegistry};
+use crate::plugin::{PluginConfig, PluginHost};
+use crate::redis_client::{RedisConfig, SharedRedis};
+use crate::routing::{Routing, RoutingConfig};
 use crate::telemetry;
-use crate::upstream::Upstreams;
+use crate::upstream::{UpstreamConfig, Upstreams};
+
+/// Everything a gateway is built from.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayConfig {
+    pub server: ServerConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub models: Vec<ModelConfig>,
+    /// The plugin runtime; `None` runs no plugins.
+    pub plugins: Option<PluginConfig>,
+    /// The Redis server shared by replicas; `None` keeps all state local.
+    pub redis: Option<RedisConfig>,
+    /// The response cache; `None` caches nothing.
+    pub cache: Option<CacheConfig>,
+    /// A/B arms and each upstream's resilience policy.
+    pub routing: RoutingConfig,
+    /// Client API keys; empty: no key needed.
+    pub keys: Vec<KeyConfig>,
+}
+
+/// `[server]`, checked.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest request body read (413 above it).
+    pub max_body_bytes: usize,
+    /// Interval of SSE keep-alive comments on quiet streams.
+    pub sse_keepalive: Duration,
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 4 * 1024 * 1024,
+            sse_keepalive: Duration::from_millis(15_000),
+            tls: None,
+        }
+    }
+}
+
+/// `[server.tls]`: PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 
 pub struct Gateway {
-    pub config: Config,
+    pub config: GatewayConfig,
     pub upstreams: Upstreams,
     pub models: ModelRegistry,
     pub metrics: &'static PrometheusHandle,
@@ -39,11 +93,11 @@ pub struct Gateway {
 pub struct BuildError(String);
 
 impl Gateway {
-    pub fn new(config: Config) -> Result<Arc<Gateway>, BuildError> {
+    pub fn new(config: GatewayConfig) -> Result<Arc<Gateway>, BuildError> {
         let metrics = telemetry::prometheus();
         crate::accounting::warm_up();
         let upstreams = Upstreams::build(&config.upstreams).map_err(BuildError)?;
-        let models = ModelRegistry::build(&config, &upstreams).map_err(BuildError)?;
+        let models = ModelRegistry::build(&config.models, &upstreams).map_err(BuildError)?;
         let plugins = match &config.plugins {
             Some(plugin_config) => Some(
                 PluginHost::start(plugin_config.clone())

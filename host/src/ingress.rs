@@ -31,7 +31,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
     if gw.cache.is_some() {
         ctx.cache_controls = crate::cache::CacheControls::from_headers(req.headers());
     }
-    if let Err(error) = crate::limits::admit(&gw, &mut ctx.trace, path, req.headers()).await {
+    if let Err(error) = admit(&gw, &mut ctx, path, req.headers()).await {
         ctx.note_error(&error);
         return ctx.finish(error.into_response(api));
     }
@@ -94,6 +94,27 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         }
     };
     ctx.finish(response)
+}
+
+/// Admits a client request: with `[[keys]]` configured, the caller must
+/// present a known key within its limits (401 / 429 otherwise); admin paths
+/// need an admin key. Notes the client and the `x-sluice-user` header in
+/// the request's context. Health and metrics are not API calls and pass.
+async fn admit(
+    gw: &Gateway,
+    ctx: &mut RequestContext,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Result<(), GatewayError> {
+    if matches!(path, "/health" | "/metrics") {
+        return Ok(());
+    }
+    if path.starts_with("/admin/") || path == "/admin" {
+        return gw.keys.admit_admin(headers);
+    }
+    ctx.user_header = headers.get("x-sluice-user").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    ctx.client = gw.keys.admit(headers).await?;
+    Ok(())
 }
 
 /// A query parameter's value, percent-decoded.

@@ -14,8 +14,8 @@ fn main() -> ExitCode {
                 println!(
                     "{}: ok ({} upstreams, {} models)",
                     file.display(),
-                    config.upstreams.len(),
-                    config.models.len()
+                    config.gateway.upstreams.len(),
+                    config.gateway.models.len()
                 );
                 ExitCode::SUCCESS
             }
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => sluice::bench::main_bench(args),
         Command::Pareto(args) => sluice::bench::main_pareto(args),
         Command::Serve(args) => {
-            let config = match args.config() {
+            let config = match Config::from_flags(&args) {
                 Ok(config) => config,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(sluice::cli::serve(config)) {
+            match runtime.block_on(sluice::cli::serve(config.gateway)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -10,9 +10,23 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::accounting::Pricing;
-use crate::config::Config;
 use crate::error::GatewayError;
 use crate::upstream::{Upstream, Upstreams, unix_now};
+
+/// `[[models]]`, checked: a public model name and where it goes.
+#[derive(Debug, Clone, Default)]
+pub struct ModelConfig {
+    pub name: String,
+    pub upstream: String,
+    pub upstream_model: String,
+    pub input_price_per_mtok: Option<f64>,
+    pub output_price_per_mtok: Option<f64>,
+    pub context_window: Option<u32>,
+    /// Tier or quality label for routers.
+    pub tier: Option<String>,
+    /// Models tried when this one fails and no router planned otherwise.
+    pub fallbacks: Vec<String>,
+}
 
 /// Where one public model name goes.
 #[derive(Clone)]
@@ -37,10 +51,10 @@ pub struct ModelRegistry {
 impl ModelRegistry {
     /// Builds the registry; the config has been validated, so every model's
     /// upstream exists.
-    pub fn build(config: &Config, upstreams: &Upstreams) -> Result<ModelRegistry, String> {
+    pub fn build(configs: &[ModelConfig], upstreams: &Upstreams) -> Result<ModelRegistry, String> {
         let mut models = HashMap::new();
         let mut ordered = Vec::new();
-        for m in &config.models {
+        for m in configs {
             let upstream = upstreams
                 .get(&m.upstream)
                 .ok_or_else(|| format!("model `{}`: no upstream `{}`", m.name, m.upstream))?;

@@ -16,8 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsConfig;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, TlsConfig};
 use crate::ingress;
 
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,19 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::config::LoggingConfig;
+/// `[logging]`, checked: the level filter (overridden by `RUST_LOG`) and
+/// whether lines are JSON.
+#[derive(Debug, Clone)]
+pub struct LoggingConfig {
+    pub level: String,
+    pub json: bool,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig { level: "info".to_owned(), json: false }
+    }
+}
 
 pub const REQUESTS: &str = "sluice_requests_total";
 pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";

@@ -122,7 +122,7 @@ async fn openai_client_streams_from_an_anthropic_upstream() {
 
 #[tokio::test]
 async fn tools_translate_to_an_anthropic_upstream_and_back() {
-    let s = Setup::with(|c| c.models[1].upstream_model = "claude-tools".into()).await;
+    let s = Setup::with(|c| c.gateway.models[1].upstream_model = "claude-tools".into()).await;
     let reply = Client::new()
         .post_json(
             &s.gateway.url("/v1/chat/completions"),

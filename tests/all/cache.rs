@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sluice::cache::CacheConfig;
 use sluice::config::Config;
-use sluice::shared::RedisConfig;
+use sluice::redis_client::RedisConfig;
 use sluice_testkit::{Client, MockUpstream, RedisServer, TestGateway, require_redis};
 
 use crate::support::config_for;
@@ -55,8 +55,8 @@ fn redis_config(server: &RedisServer) -> RedisConfig {
 
 async fn gateway(mock: &MockUpstream, cache: CacheConfig, redis: Option<RedisConfig>) -> TestGateway {
     TestGateway::start(config_for(mock, |c: &mut Config| {
-        c.cache = Some(cache);
-        c.redis = redis;
+        c.gateway.cache = Some(cache);
+        c.gateway.redis = redis;
     }))
     .await
 }

@@ -3,7 +3,8 @@
 
 use clap::Parser;
 use sluice::cli::{Cli, Command};
-use sluice::config::{Config, UpstreamKind};
+use sluice::config::Config;
+use sluice::upstream::UpstreamKind;
 
 fn serve_args(args: &[&str]) -> sluice::cli::ServeArgs {
     let cli = Cli::try_parse_from(std::iter::once("sluice").chain(args.iter().copied())).expect("flags parse");
@@ -15,7 +16,7 @@ fn serve_args(args: &[&str]) -> sluice::cli::ServeArgs {
 
 #[test]
 fn upstream_flag_needs_no_config_file() {
-    let config = serve_args(&[
+    let config = Config::from_flags(&serve_args(&[
         "serve",
         "--upstream",
         "http://127.0.0.1:9100/v1",
@@ -23,28 +24,27 @@ fn upstream_flag_needs_no_config_file() {
         "127.0.0.1:9999",
         "--upstream-key",
         "k",
-    ])
-    .config()
+    ]))
     .expect("config from flags");
-    assert_eq!(config.server.listen.port(), 9999);
-    assert_eq!(config.upstreams.len(), 1);
-    let upstream = &config.upstreams[0];
+    assert_eq!(config.gateway.server.listen.port(), 9999);
+    assert_eq!(config.gateway.upstreams.len(), 1);
+    let upstream = &config.gateway.upstreams[0];
     assert_eq!(upstream.kind, UpstreamKind::OpenAi);
     assert_eq!(upstream.base_url, "http://127.0.0.1:9100/v1");
     assert_eq!(upstream.api_key.as_deref(), Some("k"));
     assert!(upstream.passthrough);
 
-    let err = serve_args(&["serve", "--upstream", "ftp://x"]).config().expect_err("bad URL");
+    let err = Config::from_flags(&serve_args(&["serve", "--upstream", "ftp://x"])).expect_err("bad URL");
     assert!(err.to_string().contains("--upstream"), "{err}");
 
     // No upstream: the bundled engine with its default model serves every name.
-    let config = serve_args(&["serve"]).config().expect("engine by default");
-    assert_eq!(config.upstreams.len(), 1);
-    assert_eq!(config.upstreams[0].kind, UpstreamKind::Engine);
-    assert!(config.upstreams[0].passthrough);
-    assert!(config.upstreams[0].engine.model_path.ends_with("SmolLM2-135M-Instruct.Q4_1.gguf"));
-    let config = serve_args(&["serve", "--engine-model", "other.gguf"]).config().expect("engine model");
-    assert_eq!(config.upstreams[0].engine.model_path, std::path::PathBuf::from("other.gguf"));
+    let config = Config::from_flags(&serve_args(&["serve"])).expect("engine by default");
+    assert_eq!(config.gateway.upstreams.len(), 1);
+    assert_eq!(config.gateway.upstreams[0].kind, UpstreamKind::Engine);
+    assert!(config.gateway.upstreams[0].passthrough);
+    assert!(config.gateway.upstreams[0].engine.model_path.ends_with("SmolLM2-135M-Instruct.Q4_1.gguf"));
+    let config = Config::from_flags(&serve_args(&["serve", "--engine-model", "other.gguf"])).expect("engine model");
+    assert_eq!(config.gateway.upstreams[0].engine.model_path, std::path::PathBuf::from("other.gguf"));
 }
 
 #[test]
@@ -53,7 +53,7 @@ fn the_example_config_is_valid_and_errors_name_key_and_line() {
     let text = std::fs::read_to_string(example).expect("examples/sluice.toml exists");
     let env = |var: &str| Some(format!("value-of-{var}"));
     let config = Config::parse(&text, "examples/sluice.toml", &env).expect("the example config is valid");
-    assert!(!config.models.is_empty());
+    assert!(!config.gateway.models.is_empty());
 
     let broken = text.replacen("kind = \"openai\"", "kind = \"openia\"", 1);
     let err = Config::parse(&broken, "broken.toml", &env).expect_err("bad kind");

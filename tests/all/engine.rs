@@ -19,7 +19,7 @@ struct Shared {
 
 fn models_present() -> bool {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let defaults = sluice::config::EngineSettings::default();
+    let defaults = sluice_engine::EngineConfig::default();
     let present = std::path::Path::new(root).join(&defaults.model_path).exists();
     if !present {
         assert!(std::env::var_os("SLUICE_REQUIRE_MODELS").is_none(), "models missing: run engine/fetch-models.sh");
@@ -36,7 +36,7 @@ fn gateway() -> &'static TestGateway {
             // The engine's default paths are relative to the repository root.
             let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
             let mut config = Config::default().with_engine(None);
-            let engine = &mut config.upstreams[0].engine;
+            let engine = &mut config.gateway.upstreams[0].engine;
             engine.model_path = root.join(&engine.model_path);
             engine.embedding_model_dir = engine.embedding_model_dir.as_ref().map(|d| root.join(d));
             // Its own runtime, built off the test's, outlives every test.

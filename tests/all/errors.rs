@@ -5,7 +5,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 use serde_json::json;
-use sluice::config::{Config, UpstreamConfig, UpstreamKind};
+use sluice::config::Config;
+use sluice::gateway::GatewayConfig;
+use sluice::upstream::{UpstreamConfig, UpstreamKind};
 use sluice_testkit::{Client, TestGateway};
 
 use crate::support::Setup;
@@ -47,7 +49,7 @@ async fn bad_requests_are_400_naming_the_problem() {
 
 #[tokio::test]
 async fn unknown_model_is_404_and_unknown_route_is_404() {
-    let s = Setup::with(|c| c.upstreams[0].passthrough = false).await;
+    let s = Setup::with(|c| c.gateway.upstreams[0].passthrough = false).await;
     let client = Client::new();
     let reply = client
         .post_json(
@@ -74,7 +76,7 @@ async fn unknown_model_is_404_and_unknown_route_is_404() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_are_413() {
-    let s = Setup::with(|c| c.server.max_body_bytes = 1024).await;
+    let s = Setup::with(|c| c.gateway.server.max_body_bytes = 1024).await;
     let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(4096)}]});
     let reply = Client::new().post_json(&s.gateway.url("/v1/chat/completions"), &big).await;
     assert_eq!(reply.status, 413);
@@ -83,7 +85,7 @@ async fn bodies_over_the_limit_are_413() {
 
 #[tokio::test]
 async fn upstream_failures_map_to_502_504_and_pass_4xx_through() {
-    let s = Setup::with(|c| c.upstreams[0].first_byte_timeout = Duration::from_millis(200)).await;
+    let s = Setup::with(|c| c.gateway.upstreams[0].first_byte_timeout = Duration::from_millis(200)).await;
     let client = Client::new();
     let url = s.gateway.url("/v1/chat/completions");
     let ask = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "x"}]});
@@ -105,7 +107,8 @@ async fn upstream_failures_map_to_502_504_and_pass_4xx_through() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr");
     let mut gone = UpstreamConfig::new("gone", UpstreamKind::OpenAi, &format!("http://{dead}/v1"));
     gone.passthrough = true;
-    let config = Config { upstreams: vec![gone], ..Config::default() };
+    let config =
+        Config { gateway: GatewayConfig { upstreams: vec![gone], ..GatewayConfig::default() }, ..Config::default() };
     let gateway = TestGateway::start(config).await;
     let reply = client.post_json(&gateway.url("/v1/chat/completions"), &ask("m")).await;
     assert_eq!(reply.status, 502);
@@ -119,8 +122,8 @@ async fn upstream_failures_map_to_502_504_and_pass_4xx_through() {
 #[tokio::test]
 async fn a_full_upstream_answers_429_with_retry_after() {
     let s = Setup::with(|c| {
-        c.upstreams[0].max_in_flight = 1;
-        c.upstreams[0].queue_timeout = Duration::from_millis(50);
+        c.gateway.upstreams[0].max_in_flight = 1;
+        c.gateway.upstreams[0].queue_timeout = Duration::from_millis(50);
     })
     .await;
     let client = Client::new();

@@ -2,6 +2,7 @@
 //! Real servers on port 0: the gateway under test and a mock upstream.
 
 mod anthropic;
+mod architecture;
 mod bench;
 mod cache;
 mod config_cli;

@@ -79,7 +79,7 @@ async fn tool_calls_come_back_unchanged() {
 
 #[tokio::test]
 async fn usage_is_counted_when_the_upstream_reports_none() {
-    let s = Setup::with(|c| c.models[0].upstream_model = "mock-nousage".into()).await;
+    let s = Setup::with(|c| c.gateway.models[0].upstream_model = "mock-nousage".into()).await;
     let reply = Client::new()
         .post_json(
             &s.gateway.url("/v1/chat/completions"),
@@ -192,7 +192,7 @@ async fn health_and_http2_prior_knowledge() {
 
 #[tokio::test]
 async fn upstream_key_is_sent_as_bearer() {
-    let s = Setup::with(|c| c.upstreams[0].api_key = Some("sk-test".into())).await;
+    let s = Setup::with(|c| c.gateway.upstreams[0].api_key = Some("sk-test".into())).await;
     Client::new()
         .post_json(
             &s.gateway.url("/v1/chat/completions"),

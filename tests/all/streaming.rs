@@ -41,7 +41,7 @@ async fn first_chunk_reaches_the_client_before_the_upstream_finishes() {
 
 #[tokio::test]
 async fn long_pauses_get_keep_alive_comments() {
-    let s = Setup::with(|c| c.server.sse_keepalive = Duration::from_millis(50)).await;
+    let s = Setup::with(|c| c.gateway.server.sse_keepalive = Duration::from_millis(50)).await;
     let response = Client::new()
         .send(Method::POST, &s.gateway.url("/v1/chat/completions"), stream_request("m-pause400", 2), &[])
         .await;

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use sluice::config::{Config, ModelConfig, UpstreamConfig, UpstreamKind};
+use sluice::config::Config;
+use sluice::models::ModelConfig;
+use sluice::upstream::{UpstreamConfig, UpstreamKind};
 use sluice_testkit::{MockUpstream, TestGateway};
 
 /// A mock upstream and a gateway in front of it: the mock is reachable as an
@@ -20,8 +22,8 @@ pub fn config_for(mock: &MockUpstream, tweak: impl FnOnce(&mut Config)) -> Confi
     oa.passthrough = true;
     oa.list_models = true;
     let an = UpstreamConfig::new("an", UpstreamKind::Anthropic, &mock.base_url());
-    config.upstreams = vec![oa, an];
-    config.models = vec![
+    config.gateway.upstreams = vec![oa, an];
+    config.gateway.models = vec![
         ModelConfig {
             name: "priced".into(),
             upstream: "oa".into(),

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-use sluice::config::{Config, TlsConfig, UpstreamConfig, UpstreamKind};
+use sluice::config::Config;
+use sluice::gateway::{GatewayConfig, TlsConfig};
+use sluice::upstream::{UpstreamConfig, UpstreamKind};
 use sluice_testkit::{Client, MockUpstream, TestGateway};
 
 struct Cert {
@@ -30,7 +32,7 @@ fn generate() -> Cert {
 
 async fn tls_gateway(mock: &MockUpstream, cert: &Cert) -> TestGateway {
     let mut config = Config::default().with_upstream(&mock.base_url(), UpstreamKind::OpenAi, None);
-    config.server.tls = Some(TlsConfig { cert: cert.cert_path.clone(), key: cert.key_path.clone() });
+    config.gateway.server.tls = Some(TlsConfig { cert: cert.cert_path.clone(), key: cert.key_path.clone() });
     TestGateway::start(config).await
 }
 
@@ -79,7 +81,10 @@ async fn https_upstream_with_an_extra_ca() {
         UpstreamConfig::new("secure", UpstreamKind::OpenAi, &format!("https://localhost:{}/v1", secure.addr.port()));
     upstream.passthrough = true;
     upstream.ca_cert = Some(cert.cert_path.clone());
-    let config = Config { upstreams: vec![upstream], ..Config::default() };
+    let config = Config {
+        gateway: GatewayConfig { upstreams: vec![upstream], ..GatewayConfig::default() },
+        ..Config::default()
+    };
     let front = TestGateway::start(config).await;
     let reply = Client::new()
         .post_json(
@@ -95,7 +100,10 @@ async fn https_upstream_with_an_extra_ca() {
     let mut upstream =
         UpstreamConfig::new("untrusted", UpstreamKind::OpenAi, &format!("https://localhost:{}/v1", secure.addr.port()));
     upstream.passthrough = true;
-    let config = Config { upstreams: vec![upstream], ..Config::default() };
+    let config = Config {
+        gateway: GatewayConfig { upstreams: vec![upstream], ..GatewayConfig::default() },
+        ..Config::default()
+    };
     let front = TestGateway::start(config).await;
     let reply = Client::new()
         .post_json(

@@ -20,8 +20,10 @@ use http::Method;
 use serde_json::{Value, json};
 use sluice::cache::CacheConfig;
 use sluice::cache::guard::Fingerprint;
-use sluice::config::{Config, ModelConfig, UpstreamConfig, UpstreamKind};
-use sluice::shared::RedisConfig;
+use sluice::config::Config;
+use sluice::models::ModelConfig;
+use sluice::redis_client::RedisConfig;
+use sluice::upstream::{UpstreamConfig, UpstreamKind};
 use sluice_testkit::{Client, MockUpstream, RedisServer, TestGateway};
 
 fn root() -> PathBuf {
@@ -124,8 +126,8 @@ fn config(mock: &MockUpstream, cache: CacheConfig, redis: Option<RedisConfig>) -
     let mut config = Config::default();
     let mut upstream = UpstreamConfig::new("mock", UpstreamKind::OpenAi, &mock.base_url());
     upstream.passthrough = true;
-    config.upstreams = vec![upstream];
-    config.models = vec![ModelConfig {
+    config.gateway.upstreams = vec![upstream];
+    config.gateway.models = vec![ModelConfig {
         name: "bench".into(),
         upstream: "mock".into(),
         upstream_model: "bench".into(),
@@ -134,8 +136,8 @@ fn config(mock: &MockUpstream, cache: CacheConfig, redis: Option<RedisConfig>) -
         context_window: Some(128_000),
         ..Default::default()
     }];
-    config.cache = Some(cache);
-    config.redis = redis;
+    config.gateway.cache = Some(cache);
+    config.gateway.redis = redis;
     config
 }
 

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
-use sluice::config::{Config, ModelConfig, UpstreamKind};
+use sluice::config::Config;
+use sluice::models::ModelConfig;
 use sluice::plugin::PluginConfig;
+use sluice::upstream::UpstreamKind;
 use sluice_testkit::{Client, MockUpstream, TestGateway};
 
 struct Run {
@@ -93,7 +95,7 @@ async fn staged_gateway(mock: &MockUpstream, warm: bool) -> Option<(TestGateway,
         std::fs::write(folder.join(format!("{name}.toml")), manifest).ok()?;
     }
     let mut config = Config::default().with_upstream(&mock.base_url(), UpstreamKind::OpenAi, None);
-    config.models = vec![ModelConfig {
+    config.gateway.models = vec![ModelConfig {
         name: "bench".into(),
         upstream: "default".into(),
         upstream_model: "bench".into(),
@@ -108,7 +110,7 @@ async fn staged_gateway(mock: &MockUpstream, warm: bool) -> Option<(TestGateway,
     if let Some(n) = std::env::var("BENCH_SPARES").ok().and_then(|v| v.parse().ok()) {
         plugins.defaults.spares = n;
     }
-    config.plugins = Some(plugins);
+    config.gateway.plugins = Some(plugins);
     Some((TestGateway::start(config).await, folder))
 }
 

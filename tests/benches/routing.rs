@@ -22,8 +22,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::Method;
 use serde_json::{Value, json};
-use sluice::config::{Config, ModelConfig, UpstreamConfig, UpstreamKind};
+use sluice::config::Config;
+use sluice::models::ModelConfig;
 use sluice::plugin::PluginConfig;
+use sluice::upstream::{UpstreamConfig, UpstreamKind};
 use sluice_testkit::{Client, MockUpstream, TestGateway};
 
 /// Strong tier: a frontier model's list price and a typical whole-answer latency.
@@ -71,7 +73,7 @@ struct Row {
 }
 
 async fn cascade() {
-    let model_path = root().join(sluice::config::EngineSettings::default().model_path);
+    let model_path = root().join(sluice_engine::EngineConfig::default().model_path);
     let dist = root().join("plugins/dist");
     if !model_path.exists() || !dist.join("router.wasm").exists() {
         println!("cascade: skipped (run engine/fetch-models.sh and plugins/build.sh first)");
@@ -94,16 +96,16 @@ async fn cascade() {
     engine.engine.model_path = model_path;
     engine.engine.embedding_model_dir = None;
     engine.engine.max_batch = 16;
-    config.upstreams.push(engine);
-    config.upstreams.push(UpstreamConfig::new("frontier", UpstreamKind::OpenAi, &strong_mock.base_url()));
-    config.models = vec![
+    config.gateway.upstreams.push(engine);
+    config.gateway.upstreams.push(UpstreamConfig::new("frontier", UpstreamKind::OpenAi, &strong_mock.base_url()));
+    config.gateway.models = vec![
         model("small", "engine", "small", SMALL_PRICE, "small"),
         model("large", "frontier", &format!("mock-strong-slow{STRONG_LATENCY_MS}"), STRONG_PRICE, "frontier"),
     ];
     let mut plugins = PluginConfig::new(folder.path());
     plugins.cache_dir = Some(dist.join(".cache"));
     plugins.watch = false;
-    config.plugins = Some(plugins);
+    config.gateway.plugins = Some(plugins);
     let gateway = TestGateway::start(config).await;
     let client = Client::new();
     let url = gateway.url("/v1/chat/completions");
@@ -180,11 +182,11 @@ async fn outage() {
     let primary = MockUpstream::start_unrecorded().await;
     let backup = MockUpstream::start_unrecorded().await;
     let mut config = Config::default();
-    config.upstreams.push(UpstreamConfig::new("primary", UpstreamKind::OpenAi, &primary.base_url()));
-    config.upstreams.push(UpstreamConfig::new("backup", UpstreamKind::OpenAi, &backup.base_url()));
+    config.gateway.upstreams.push(UpstreamConfig::new("primary", UpstreamKind::OpenAi, &primary.base_url()));
+    config.gateway.upstreams.push(UpstreamConfig::new("backup", UpstreamKind::OpenAi, &backup.base_url()));
     let mut main = model("main", "primary", "mock-slow50", (1.0, 2.0), "main");
     main.fallbacks = vec!["spare".into()];
-    config.models = vec![main, model("spare", "backup", "mock-slow80", (1.0, 2.0), "main")];
+    config.gateway.models = vec![main, model("spare", "backup", "mock-slow80", (1.0, 2.0), "main")];
     let gateway = TestGateway::start(config).await;
     let client = Client::new();
     let url = gateway.url("/v1/chat/completions");

@@ -18,8 +18,8 @@ impl TestGateway {
     /// Starts a gateway for `config`, listening on a free port whatever the
     /// config says.
     pub async fn start(mut config: Config) -> TestGateway {
-        config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        let gateway = Gateway::new(config).expect("gateway builds");
+        config.gateway.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let gateway = Gateway::new(config.gateway).expect("gateway builds");
         let server = Server::bind(gateway).await.expect("gateway binds");
         let addr = server.local_addr();
         let tls = server.is_tls();
@@ -33,7 +33,7 @@ impl TestGateway {
     /// A gateway forwarding every model to `upstream_base_url` (OpenAI kind),
     /// as `sluice serve --upstream URL` does.
     pub async fn passthrough(upstream_base_url: &str) -> TestGateway {
-        Self::start(Config::default().with_upstream(upstream_base_url, sluice::config::UpstreamKind::OpenAi, None))
+        Self::start(Config::default().with_upstream(upstream_base_url, sluice::upstream::UpstreamKind::OpenAi, None))
             .await
     }
 

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::api::chat::{ChatRequest, ChatResponse};
-use crate::shared::SharedRedis;
+use crate::redis_client::SharedRedis;
 use crate::stage::CacheDecision;
 use crate::telemetry;
 use guard::Fingerprint;

@@ -22,7 +22,7 @@ use super::guard::Fingerprint;
 use super::key::namespace_tag;
 use super::semantic::{SemanticIndex, Vector, decode_embedding, encode_embedding};
 use super::{Entry, now_ms};
-use crate::shared::SharedRedis;
+use crate::redis_client::SharedRedis;
 
 /// Events kept in the stream; a replica that falls further behind rebuilds.
 const STREAM_MAX_LEN: usize = 100_000;

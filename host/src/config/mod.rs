@@ -1,191 +1,49 @@
-//! Configuration: the raw TOML ([`raw`]) checked into a [`Config`] that the
-//! rest of the gateway can trust. Every error names the key and, when it came
-//! from a file, the file and line.
+//! Configuration: reads the TOML file ([`raw`]), checks each section into
+//! the validated type of the module that uses it, and assembles them into a
+//! [`Config`]. Every error names the key and, when it came from a file, the
+//! file and line.
 //!
-//! This module does not read command-line flags; `crate::cli` applies them on
-//! top of a loaded (or empty) config with [`Config::with_upstream`].
+//! This module owns no setting: `ServerConfig` and `GatewayConfig` belong
+//! to `crate::gateway`, `UpstreamConfig` to `crate::upstream`,
+//! `UpstreamPolicy` and `RoutingConfig` to `crate::routing`, `ModelConfig`
+//! to `crate::models`, `LoggingConfig` to `crate::telemetry`, and so on. It
+//! parses, checks and assembles; one file per section (`server.rs`,
+//! `upstreams.rs`, `models.rs`, `keys.rs`, `redis.rs`, `cache.rs`,
+//! `plugins.rs`), sharing the [`checker`]. It does not read command-line
+//! flags: `crate::cli` applies them on top with [`Config::with_upstream`]
+//! and friends.
 
-mod check;
+mod cache;
+mod checker;
+mod error;
+mod flags;
+mod keys;
+mod models;
+mod plugins;
 mod raw;
+mod redis;
+mod server;
+mod upstreams;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+pub use error::ConfigError;
 pub use raw::RawConfig;
 
-/// A configuration error: what is wrong, with which key, where.
-#[derive(Debug, thiserror::Error)]
-#[error("{origin}{location}: `{key}`: {message}")]
-pub struct ConfigError {
-    pub origin: String,
-    pub location: String,
-    pub key: String,
-    pub message: String,
-}
+use crate::gateway::GatewayConfig;
+use crate::plugin::PluginConfig;
+use crate::redis_client::RedisConfig;
+use crate::routing::RoutingConfig;
+use crate::telemetry::LoggingConfig;
+use crate::upstream::{UpstreamConfig, UpstreamKind};
+use checker::Checker;
 
-/// The checked configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub server: ServerConfig,
-    pub logging: LoggingConfig,
-    pub upstreams: Vec<UpstreamConfig>,
-    pub models: Vec<ModelConfig>,
-    /// The plugin runtime; `None` runs no plugins.
-    pub plugins: Option<crate::plugin::PluginConfig>,
-    /// The Redis server shared by replicas; `None` keeps all state local.
-    pub redis: Option<crate::shared::RedisConfig>,
-    /// The response cache; `None` caches nothing.
-    pub cache: Option<crate::cache::CacheConfig>,
-    /// A/B arms.
-    pub routing: crate::routing::RoutingConfig,
-    /// Client API keys; empty: no key needed.
-    pub keys: Vec<crate::limits::KeyConfig>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub listen: SocketAddr,
-    pub max_body_bytes: usize,
-    pub sse_keepalive: Duration,
-    pub tls: Option<TlsConfig>,
-}
-
-#[derive(Debug, Clone)]
-pub struct TlsConfig {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-#[derive(Debug, Clone)]
-pub struct LoggingConfig {
-    pub level: String,
-    pub json: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamKind {
-    OpenAi,
-    Anthropic,
-    Engine,
-}
-
-impl UpstreamKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamKind::OpenAi => "openai",
-            UpstreamKind::Anthropic => "anthropic",
-            UpstreamKind::Engine => "engine",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    pub name: String,
-    pub kind: UpstreamKind,
-    /// Base URL without a trailing slash; empty for `engine`.
-    pub base_url: String,
-    pub api_key: Option<String>,
-    pub ca_cert: Option<PathBuf>,
-    pub connect_timeout: Duration,
-    pub first_byte_timeout: Duration,
-    pub total_timeout: Duration,
-    pub max_in_flight: usize,
-    pub queue_timeout: Duration,
-    pub passthrough: bool,
-    pub list_models: bool,
-    pub default_max_tokens: u32,
-    pub anthropic_version: String,
-    pub retry: crate::routing::RetryPolicy,
-    pub breaker: crate::routing::BreakerConfig,
-    /// Requests and tokens per minute; `None`: unlimited.
-    pub rpm: Option<u64>,
-    pub tpm: Option<u64>,
-    /// Settings of the bundled engine (kind `engine` only).
-    pub engine: EngineSettings,
-}
-
-/// The bundled engine's settings.
-#[derive(Debug, Clone)]
-pub struct EngineSettings {
-    pub model_path: PathBuf,
-    pub embedding_model_dir: Option<PathBuf>,
-    pub kv_blocks: usize,
-    pub max_batch: usize,
-}
-
-impl Default for EngineSettings {
-    fn default() -> Self {
-        EngineSettings {
-            model_path: PathBuf::from("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-            embedding_model_dir: Some(PathBuf::from("models/all-minilm-l6-v2")),
-            kv_blocks: 1024,
-            max_batch: 32,
-        }
-    }
-}
-
-impl UpstreamConfig {
-    /// An upstream with every optional setting at its default.
-    pub fn new(name: &str, kind: UpstreamKind, base_url: &str) -> Self {
-        UpstreamConfig {
-            name: name.to_owned(),
-            kind,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            api_key: None,
-            ca_cert: None,
-            connect_timeout: Duration::from_millis(5_000),
-            first_byte_timeout: Duration::from_millis(60_000),
-            total_timeout: Duration::from_millis(600_000),
-            max_in_flight: 512,
-            queue_timeout: Duration::from_millis(1_000),
-            passthrough: false,
-            list_models: false,
-            default_max_tokens: 4096,
-            anthropic_version: "2023-06-01".to_owned(),
-            retry: crate::routing::RetryPolicy::default(),
-            breaker: crate::routing::BreakerConfig::default(),
-            rpm: None,
-            tpm: None,
-            engine: EngineSettings::default(),
-        }
-    }
-}
-
+/// The checked configuration: logging, and everything the gateway is built
+/// from.
 #[derive(Debug, Clone, Default)]
-pub struct ModelConfig {
-    pub name: String,
-    pub upstream: String,
-    pub upstream_model: String,
-    pub input_price_per_mtok: Option<f64>,
-    pub output_price_per_mtok: Option<f64>,
-    pub context_window: Option<u32>,
-    /// Tier or quality label for routers.
-    pub tier: Option<String>,
-    /// Models tried when this one fails and no router planned otherwise.
-    pub fallbacks: Vec<String>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig {
-                listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-                max_body_bytes: 4 * 1024 * 1024,
-                sse_keepalive: Duration::from_millis(15_000),
-                tls: None,
-            },
-            logging: LoggingConfig { level: "info".to_owned(), json: false },
-            upstreams: Vec::new(),
-            models: Vec::new(),
-            plugins: None,
-            redis: None,
-            cache: None,
-            routing: crate::routing::RoutingConfig::default(),
-            keys: Vec::new(),
-        }
-    }
+pub struct Config {
+    pub logging: LoggingConfig,
+    pub gateway: GatewayConfig,
 }
 
 impl Config {
@@ -201,64 +59,239 @@ impl Config {
         Self::parse(&text, &origin, &|var| std::env::var(var).ok())
     }
 
+    /// The configuration of an empty file: every default, the default
+    /// plugin folder included.
+    pub fn defaults() -> Result<Config, ConfigError> {
+        Self::parse("", "defaults", &|_| None)
+    }
+
     /// Parses and checks config text; `origin` names it in errors and `env`
     /// resolves `${VAR}` references.
     pub fn parse(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let location = e.span().map(|s| line_of(text, s.start)).unwrap_or_default();
+            let location = e.span().map(|s| error::line_of(text, s.start)).unwrap_or_default();
             ConfigError {
                 origin: origin.to_owned(),
                 location,
-                key: key_at(text, e.span().map(|s| s.start)),
+                key: error::key_at(text, e.span().map(|s| s.start)),
                 message: e.message().to_owned(),
             }
         })?;
-        check::Checker { text, origin, env }.check(raw)
+        Checker { text, origin, env }.assemble(&raw)
     }
 
     /// Adds the bundled engine as the pass-through upstream `engine`, serving
     /// `model_path` (or the default model): what `sluice serve` runs with no
     /// upstream configured.
-    pub fn with_engine(mut self, model_path: Option<PathBuf>) -> Self {
+    pub fn with_engine(self, model_path: Option<PathBuf>) -> Self {
         let mut upstream = UpstreamConfig::new("engine", UpstreamKind::Engine, "");
         if let Some(path) = model_path {
             upstream.engine.model_path = path;
         }
-        upstream.passthrough = true;
-        upstream.list_models = true;
-        self.upstreams.retain(|u| u.name != "engine");
-        self.upstreams.insert(0, upstream);
-        self
+        self.put_first(upstream)
     }
 
     /// Adds the upstream given on the command line (`--upstream URL`): it
     /// forwards every model name no `[[models]]` entry claims.
-    pub fn with_upstream(mut self, url: &str, kind: UpstreamKind, key: Option<String>) -> Self {
+    pub fn with_upstream(self, url: &str, kind: UpstreamKind, key: Option<String>) -> Self {
         let mut upstream = UpstreamConfig::new("default", kind, url);
         upstream.api_key = key;
+        self.put_first(upstream)
+    }
+
+    /// The Redis server given on the command line (`--redis URL`), keeping
+    /// the file's other `[redis]` settings.
+    pub fn with_redis(mut self, url: &str) -> Result<Self, ConfigError> {
+        if !redis::is_redis_url(url) {
+            return Err(ConfigError::flag("--redis", format!("`{url}` is not a redis:// URL")));
+        }
+        let mut redis = self.gateway.redis.take().unwrap_or_else(|| RedisConfig::new(url));
+        redis.url = url.to_owned();
+        self.gateway.redis = Some(redis);
+        Ok(self)
+    }
+
+    /// The plugin folder given on the command line (`--plugins DIR`),
+    /// keeping the file's other `[plugins]` settings.
+    pub fn with_plugins(mut self, dir: &Path) -> Self {
+        let mut plugins = self.gateway.plugins.take().unwrap_or_else(|| PluginConfig::new(dir));
+        plugins.dir = dir.to_path_buf();
+        self.gateway.plugins = Some(plugins);
+        self
+    }
+
+    /// A pass-through upstream that lists its models, first among the
+    /// upstreams, replacing one of the same name.
+    fn put_first(mut self, mut upstream: UpstreamConfig) -> Self {
         upstream.passthrough = true;
         upstream.list_models = true;
-        self.upstreams.retain(|u| u.name != "default");
-        self.upstreams.insert(0, upstream);
+        let upstreams = &mut self.gateway.upstreams;
+        upstreams.retain(|u| u.name != upstream.name);
+        upstreams.insert(0, upstream);
         self
     }
 }
 
-/// "line N" for a byte offset.
-pub(super) fn line_of(text: &str, offset: usize) -> String {
-    let line = text[..offset.min(text.len())].matches('\n').count() + 1;
-    format!(":{line}")
+impl Checker<'_> {
+    /// Checks every section, in file order of dependence: upstreams before
+    /// the models that name them, models before the arms that name them.
+    fn assemble(&self, raw: &RawConfig) -> Result<Config, ConfigError> {
+        let server = self.server(&raw.server)?;
+        let logging = self.logging(&raw.logging)?;
+        let mut upstreams = Vec::new();
+        let mut routing = RoutingConfig::default();
+        for (name, spanned) in &raw.upstreams {
+            let (upstream, policy) = self.upstream(name, spanned)?;
+            upstreams.push(upstream);
+            routing.upstreams.insert(name.clone(), policy);
+        }
+        let models = self.models(&raw.models, &upstreams)?;
+        routing.arms = self.arms(raw.routing.as_ref(), &models)?;
+        let keys = self.keys(&raw.keys)?;
+        let plugins = self.plugins(&raw.plugins)?;
+        let redis = raw.redis.as_ref().map(|r| self.redis(r)).transpose()?;
+        let cache = raw.cache.as_ref().map(|c| self.cache(c)).transpose()?.flatten();
+        let gateway = GatewayConfig { server, upstreams, models, plugins, redis, cache, routing, keys };
+        Ok(Config { logging, gateway })
+    }
 }
 
-/// The key written on the line holding `offset`, for parse errors.
-fn key_at(text: &str, offset: Option<usize>) -> String {
-    let Some(offset) = offset else {
-        return "-".to_owned();
-    };
-    let start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[start..].lines().next().unwrap_or("");
-    match line.split_once('=') {
-        Some((key, _)) => key.trim().to_owned(),
-        None => line.trim().to_owned(),
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "t.toml", &|v| (v == "KEY").then(|| "secret".to_owned()))
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let cfg = parse(
+            r#"
+[server]
+listen = "0.0.0.0:9000"
+[upstreams.oa]
+kind = "openai"
+base_url = "http://127.0.0.1:1/v1/"
+api_key = "Bearer-${KEY}"
+[[models]]
+name = "small"
+upstream = "oa"
+upstream_model = "gpt-small"
+input_price_per_mtok = 0.5
+"#,
+        )
+        .expect("valid config")
+        .gateway;
+        assert_eq!(cfg.server.listen.port(), 9000);
+        assert_eq!(cfg.upstreams[0].base_url, "http://127.0.0.1:1/v1");
+        assert_eq!(cfg.upstreams[0].api_key.as_deref(), Some("Bearer-secret"));
+        assert_eq!(cfg.models[0].upstream_model, "gpt-small");
+    }
+
+    #[test]
+    fn routing_keys_and_resilience_parse() {
+        let cfg = parse(
+            r#"
+[upstreams.oa]
+kind = "openai"
+base_url = "http://127.0.0.1:1/v1"
+max_retries = 4
+retry_max_wait_ms = 500
+breaker_failures = 3
+rpm = 60
+[[models]]
+name = "small"
+upstream = "oa"
+tier = "small"
+fallbacks = ["large"]
+[[models]]
+name = "large"
+upstream = "oa"
+[[routing.arms]]
+name = "control"
+weight = 9
+model = "large"
+[[routing.arms]]
+name = "routed"
+[[keys]]
+name = "team"
+key = "sk-${KEY}"
+rpm = 10
+budget_usd = 5.0
+budget_period = "day"
+"#,
+        )
+        .expect("valid config")
+        .gateway;
+        let oa = cfg.routing.policy("oa");
+        assert_eq!(
+            (oa.retry.max_retries, oa.retry.max_wait, oa.breaker.failures, oa.rpm),
+            (4, Duration::from_millis(500), 3, Some(60))
+        );
+        assert_eq!(cfg.models[0].fallbacks, ["large"]);
+        assert_eq!(cfg.routing.arms[1].weight, 1);
+        assert_eq!(cfg.keys[0].key, "sk-secret");
+        assert_eq!(cfg.keys[0].budget_period, Some(Duration::from_secs(86_400)));
+
+        let e = parse("[upstreams.a]\nkind = \"openai\"\nbase_url = \"http://x/v1\"\n[[models]]\nname = \"m\"\nupstream = \"a\"\nfallbacks = [\"nope\"]\n")
+            .expect_err("unknown fallback");
+        assert_eq!(e.key, "models[m].fallbacks");
+        let e = parse("[[keys]]\nname = \"k\"\nkey = \"sk-12345678\"\nbudget_period = \"fortnight\"\n")
+            .expect_err("period");
+        assert_eq!(e.key, "keys[k].budget_period");
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let e = parse("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").expect_err("unknown key");
+        assert_eq!(e.location, ":3");
+        assert!(e.to_string().contains("bogus"), "{e}");
+
+        let e = parse("[upstreams.a]\nkind = \"openai\"\nbase_url = \"http://x/v1\"\n[[models]]\nname = \"m\"\nupstream = \"b\"\n").expect_err("bad ref");
+        assert_eq!(e.key, "models[m].upstream");
+        assert_eq!(e.location, ":6");
+
+        let e = parse("[upstreams.a]\nkind = \"openai\"\nbase_url = \"http://x\"\napi_key = \"${NOPE}\"\n")
+            .expect_err("env");
+        assert_eq!(e.key, "upstreams.a.api_key");
+        assert!(e.message.contains("NOPE"));
+
+        let e = parse("[upstreams.a]\nkind = \"grpc\"\n").expect_err("kind");
+        assert_eq!(e.key, "upstreams.a.kind");
+        assert_eq!(e.location, ":2");
+    }
+
+    fn plugins_of(toml_text: &str) -> Result<PluginConfig, ConfigError> {
+        let cfg = parse(&format!("[plugins]\ndir = \"x\"\n{toml_text}"))?;
+        Ok(cfg.gateway.plugins.expect("a plugin folder is set"))
+    }
+
+    #[test]
+    fn baseline_builds_take_a_size_or_a_switch() {
+        let baseline_of = |text: &str| plugins_of(text).expect("valid").baseline_min_bytes;
+        assert_eq!(baseline_of(""), Some(4 << 20));
+        assert_eq!(baseline_of("baseline_min_mib = 0"), Some(0));
+        assert_eq!(baseline_of("baseline_min_mib = 16"), Some(16 << 20));
+        assert_eq!(baseline_of("baseline_min_mib = false"), None);
+        assert_eq!(baseline_of("baseline_min_mib = true"), Some(4 << 20));
+        let e = plugins_of("baseline_min_mib = \"big\"").expect_err("not a size");
+        assert_eq!((e.key.as_str(), e.location.as_str()), ("baseline_min_mib", ":3"));
+    }
+
+    #[test]
+    fn plugin_errors_name_key_and_line() {
+        let e = plugins_of("warm_pool = 2\ndeadline_ms = 0\n").expect_err("zero deadline");
+        assert_eq!((e.key.as_str(), e.location.as_str()), ("plugins.deadline_ms", ":4"));
+        let e = plugins_of("memory_mib = 0\n").expect_err("zero memory");
+        assert_eq!((e.key.as_str(), e.location.as_str()), ("plugins.memory_mib", ":3"));
+        let e = plugins_of("spare = 1\n").expect_err("unknown key");
+        assert_eq!(e.location, ":3");
+        let ok = plugins_of("deadline_ms = 20\nmemory_mib = 8\nmax_consecutive_faults = 0\n").expect("valid");
+        assert_eq!(ok.defaults.deadline, Duration::from_millis(20));
+        assert_eq!(ok.defaults.memory_bytes, 8 << 20);
+        assert_eq!(ok.defaults.max_consecutive_faults, 1);
     }
 }

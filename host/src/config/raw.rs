@@ -1,6 +1,7 @@
 //! The configuration file as written: serde structs that mirror the TOML
-//! one-to-one. Nothing here is validated beyond types; `super::load` turns a
-//! [`RawConfig`] into a checked [`super::Config`].
+//! one-to-one, each field documented with its default. Nothing here is
+//! validated beyond types; the section checkers beside this file turn a
+//! [`RawConfig`] into the checked types of the modules that use them.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +24,7 @@ pub struct RawConfig {
     pub models: Vec<Spanned<RawModel>>,
     /// The plugin folder and runtime limits: `[plugins]`.
     #[serde(default)]
-    pub plugins: crate::plugin::PluginSettings,
+    pub plugins: RawPlugins,
     /// The Redis server shared by replicas: `[redis]`.
     pub redis: Option<RawRedis>,
     /// The response cache: `[cache]`.
@@ -248,4 +249,58 @@ pub struct RawModel {
     /// otherwise. Default none.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+}
+
+/// `[plugins]`; every key optional.
+///
+/// ```toml
+/// [plugins]
+/// dir = "plugins/dist"
+/// cache_dir = "/var/cache/sluice/plugins"
+/// watch = true
+/// debounce_ms = 100
+/// baseline_min_mib = 4    # 0: every new component; false: never
+/// deadline_ms = 50
+/// memory_mib = 64
+/// max_consecutive_faults = 5
+/// warm_pool = 4
+/// spares = 2
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlugins {
+    /// The plugin folder, hot-reloaded. Default `plugins/dist` when it
+    /// exists (else no plugins run).
+    pub dir: Option<String>,
+    /// Where compiled components are cached. Default `DIR/.cache`.
+    pub cache_dir: Option<String>,
+    /// Watch the folder and reload on changes. Default true.
+    pub watch: Option<bool>,
+    /// Quiet time after a change before reloading, in ms. Default 100.
+    pub debounce_ms: Option<u64>,
+    /// Components at least this many MiB, with no optimised build cached,
+    /// first go live on a quick baseline build; `false`: never, `true`: the
+    /// default. Default 4.
+    pub baseline_min_mib: Option<Baseline>,
+    /// Longest a plugin call may run, in ms, unless its manifest says
+    /// otherwise. Default 50.
+    pub deadline_ms: Option<Spanned<u64>>,
+    /// Most linear memory an instance may grow to, in MiB. Default 64.
+    pub memory_mib: Option<Spanned<u64>>,
+    /// Faults in a row after which a plugin is disabled (at least 1). Default 5.
+    pub max_consecutive_faults: Option<u32>,
+    /// Most idle warm instances kept per warm plugin. Default 4.
+    pub warm_pool: Option<usize>,
+    /// Fresh instances made ahead of their calls per fresh-instance plugin;
+    /// 0 instantiates in the call. Default 2.
+    pub spares: Option<usize>,
+}
+
+/// `baseline_min_mib`: a size in MiB, `false` for no baseline builds, or
+/// `true` for the default size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Baseline {
+    MiB(u64),
+    Flag(bool),
 }

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
-use super::{Limiter, Mode, Rate};
+use super::gcra::{Mode, Rate};
+use super::limiter::{Limiter, spawn};
 use crate::error::GatewayError;
-use crate::shared::SharedRedis;
+use crate::redis_client::SharedRedis;
 
 /// `[[keys]]`: one client's key and allowances.
 #[derive(Debug, Clone, Default)]
@@ -89,7 +90,7 @@ impl Budget {
         if let Some(redis) = self.redis.clone() {
             let key = redis.key(&format!("spend:{name}:{window}"));
             let ttl = self.period.map_or(0, |p| p.as_secs() + 60);
-            super::spawn(async move {
+            spawn(async move {
                 let _: Option<()> = redis
                     .run("budget", |mut c| async move {
                         let mut pipe = redis::pipe();

@@ -39,7 +39,7 @@ use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
 
-pub use config::{Baseline, PluginConfig, PluginDefaults, PluginSettings};
+pub use config::{PluginConfig, PluginDefaults};
 pub use engine::Compiler;
 pub use manifest::{DirGrant, FailureMode, Grants, InstanceMode};
 

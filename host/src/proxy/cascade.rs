@@ -20,18 +20,19 @@
 use bytes::Bytes;
 use http::Response;
 
-use super::{RequestContext, answer, complete, relay, stages};
-use crate::accounting::{count_prompt_tokens, count_tokens};
-use crate::api::chat::{ChatChunk, ChatRequest, ChatResponse, Usage};
+use super::answer::{answer, answer_whole};
+use super::call::call;
+use super::context::{RequestContext, Step};
+use super::stages;
+use crate::accounting::usage_of;
+use crate::api::chat::{ChatRequest, ChatResponse};
 use crate::body::Body;
-use crate::cache::replay::chunks_of;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::routing::Step;
-use crate::routing::execute::{self, falls_back};
+use crate::routing::retry::falls_back;
 use crate::stage::Cascade;
 use crate::telemetry;
-use crate::upstream::{ChatReply, ChunkEvent, ChunkStream};
+use crate::upstream::ChatReply;
 
 /// The plan's cascade, when it has tiers to escalate through.
 pub fn planned(ctx: &RequestContext) -> Option<Cascade> {
@@ -56,14 +57,14 @@ pub async fn run(
         let mut tier_req = req.clone();
         tier_req.stream = false;
         tier_req.stream_options = None;
-        let reply = execute::call(gw, ctx, &mut tier_req, std::slice::from_ref(tier)).await;
+        let reply = call(&gw.routing, &gw.models, ctx, &mut tier_req, std::slice::from_ref(tier)).await;
         let (response, raw) = match reply {
             Ok(ChatReply::Complete { response, raw }) => (response, raw),
             Ok(ChatReply::Stream(_)) => {
                 return Err(GatewayError::Internal("a whole answer was asked for, a stream came".to_owned()));
             }
             Err(e) if falls_back(&e) => {
-                ctx.trace.steps.push(Step { model: tier.clone(), score: None, failed: true });
+                ctx.steps.push(Step { model: tier.clone(), score: None, failed: true });
                 metrics::counter!(telemetry::CASCADE_ESCALATIONS, "from" => tier.clone(), "reason" => "error")
                     .increment(1);
                 continue;
@@ -74,14 +75,9 @@ pub async fn run(
         let score = verdict.as_ref().map(|v| v.score);
         // No judge loaded: nothing can reject the answer.
         if verdict.as_ref().is_none_or(|v| v.score >= cascade.judge_threshold) {
-            ctx.trace.steps.push(Step { model: tier.clone(), score, failed: false });
+            ctx.steps.push(Step { model: tier.clone(), score, failed: false });
             ctx.verdict = verdict;
-            if req.stream {
-                ctx.streaming = true;
-                let stream = replay(response, &tier_req);
-                return Ok(relay::respond(gw, ctx, stream, tier_req, client_wants_usage));
-            }
-            return complete(gw, ctx, &tier_req, response, raw).await;
+            return answer_whole(gw, ctx, tier_req, response, raw, req.stream, client_wants_usage).await;
         }
         let cost = escalate(gw, ctx, tier, &tier_req, &response, score);
         if rejected.as_ref().is_none_or(|r| score.unwrap_or(0.0) > r.score.unwrap_or(0.0)) {
@@ -89,7 +85,7 @@ pub async fn run(
         }
     }
 
-    ctx.trace.steps.push(Step { model: last.clone(), score: None, failed: false });
+    ctx.steps.push(Step { model: last.clone(), score: None, failed: false });
     let mut order = vec![last.clone()];
     for model in models {
         if !cascade.tiers.contains(model) && !order.contains(model) {
@@ -97,7 +93,7 @@ pub async fn run(
         }
     }
     let mut req = req;
-    match execute::call(gw, ctx, &mut req, &order).await {
+    match call(&gw.routing, &gw.models, ctx, &mut req, &order).await {
         Ok(reply) => answer(gw, ctx, req, reply, client_wants_usage).await,
         // A weak answer beats none: the last tier and its fallbacks failed.
         Err(e) if falls_back(&e) && rejected.is_some() => {
@@ -105,19 +101,14 @@ pub async fn run(
             tracing::warn!(tier = %r.tier, error = %e, "cascade: every later tier failed; serving the rejected answer");
             metrics::counter!(telemetry::CASCADE_ESCALATIONS, "from" => last.clone(), "reason" => "degraded")
                 .increment(1);
-            if let Some(step) = ctx.trace.steps.last_mut() {
+            if let Some(step) = ctx.steps.last_mut() {
                 step.failed = true;
             }
-            ctx.trace.discarded_cost -= r.cost;
-            ctx.route = gw.models.resolve(&r.tier).ok();
+            ctx.discarded_cost -= r.cost;
+            ctx.set_route(gw.models.resolve(&r.tier).ok(), &gw.routing);
             // Served, not accepted: never cached.
             ctx.cache_plan = None;
-            if req.stream {
-                ctx.streaming = true;
-                let stream = replay(r.response, &r.req);
-                return Ok(relay::respond(gw, ctx, stream, r.req, client_wants_usage));
-            }
-            complete(gw, ctx, &r.req, r.response, r.raw).await
+            answer_whole(gw, ctx, r.req, r.response, r.raw, req.stream, client_wants_usage).await
         }
         Err(e) => Err(e),
     }
@@ -143,34 +134,16 @@ fn escalate(
     response: &ChatResponse,
     score: Option<f32>,
 ) -> f64 {
-    let usage = response.usage.unwrap_or_else(|| {
-        let completion: u64 = response.choices.iter().map(|c| count_tokens(&c.message.text_content())).sum();
-        Usage::new(count_prompt_tokens(req), completion)
-    });
+    let usage = usage_of(req, response);
     let cost = ctx.route.as_ref().and_then(|r| r.pricing).map_or(0.0, |p| p.cost(usage));
-    ctx.trace.discarded_cost += cost;
-    ctx.trace.discarded_tokens += usage.prompt_tokens + usage.completion_tokens;
+    ctx.discarded_cost += cost;
+    ctx.discarded_tokens += usage.prompt_tokens + usage.completion_tokens;
     if let Some(route) = &ctx.route {
         gw.routing.upstream(route.upstream.name()).limits.charge_tokens(usage.prompt_tokens + usage.completion_tokens);
     }
     gw.routing.model(tier).discard(cost, score);
-    ctx.trace.steps.push(Step { model: tier.to_owned(), score, failed: false });
+    ctx.steps.push(Step { model: tier.to_owned(), score, failed: false });
     metrics::counter!(telemetry::CASCADE_ESCALATIONS, "from" => tier.to_owned(), "reason" => "score").increment(1);
     tracing::debug!(tier, ?score, "cascade escalates");
     cost
-}
-
-/// A whole answer as a stream of chunks (see `cache::replay::chunks_of`),
-/// then usage.
-fn replay(response: ChatResponse, req: &ChatRequest) -> ChunkStream {
-    let usage = response.usage.unwrap_or_else(|| {
-        let completion: u64 = response.choices.iter().map(|c| count_tokens(&c.message.text_content())).sum();
-        Usage::new(count_prompt_tokens(req), completion)
-    });
-    let mut chunks = chunks_of(&response);
-    let tail = chunks.first().map(|first| ChatChunk { choices: Vec::new(), usage: Some(usage), ..first.clone() });
-    chunks.extend(tail);
-    let events: Vec<Result<ChunkEvent, GatewayError>> =
-        chunks.into_iter().map(|chunk| Ok(ChunkEvent { chunk, raw: None::<Bytes> })).collect();
-    Box::pin(futures_util::stream::iter(events))
 }

@@ -1,25 +1,44 @@
 //! Per-request state: one [`RequestContext`] follows a request from ingress
-//! to the last byte of its response and records what happened (route, time
-//! spent upstream, usage, cost) into the response headers and metrics.
+//! to the last byte of its response. Every phase writes what it decided here
+//! (client key, A/B arm, stage decisions, route, cascade tiers, time spent
+//! upstream, usage, cost); `finish.rs` turns it into the response headers,
+//! metrics and the settlement of statistics and budgets.
+//!
+//! The context holds the routing state it settles into (a model's and an
+//! upstream's statistics, the arm's) as the handles themselves, taken when
+//! the route is known, so a stream that outlives its handler settles
+//! without reaching back into the gateway.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderName, HeaderValue, Response};
-
-use crate::accounting::format_cost;
 use crate::api::chat::Usage;
-use crate::body::Body;
 use crate::cache::{CacheControls, Outcome, Plan};
 use crate::error::{ApiFlavor, GatewayError};
+use crate::limits::ClientKey;
 use crate::models::ModelRoute;
+use crate::routing::{Routing, Stats, UpstreamHealth};
 use crate::stage::{CacheDecision, JudgeVerdict, RoutePlan};
 use crate::telemetry;
 
-pub const X_UPSTREAM: HeaderName = HeaderName::from_static("x-sluice-upstream");
-pub const X_MODEL: HeaderName = HeaderName::from_static("x-sluice-model");
-pub const X_OVERHEAD: HeaderName = HeaderName::from_static("x-sluice-overhead-us");
-pub const X_COST: HeaderName = HeaderName::from_static("x-sluice-cost-usd");
+/// One cascade tier tried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub model: String,
+    /// The judges' score of its answer (`None`: failed, or not judged).
+    pub score: Option<f32>,
+    /// The tier failed instead of answering.
+    pub failed: bool,
+}
+
+/// The routing state a routed request settles into when it ends.
+#[derive(Clone)]
+pub struct RouteState {
+    /// The public model's statistics.
+    pub model: Arc<Stats>,
+    /// The upstream's breaker and budgets.
+    pub upstream: Arc<UpstreamHealth>,
+}
 
 #[derive(Clone)]
 pub struct RequestContext {
@@ -50,9 +69,21 @@ pub struct RequestContext {
     pub cache_similarity: Option<f32>,
     /// Where a miss's answer will be stored.
     pub cache_plan: Option<Plan>,
-    /// What routing did: client key, A/B arm, cascade tiers, discarded spend.
-    pub trace: crate::routing::Trace,
-    error_kind: Option<&'static str>,
+    /// The virtual key the client authenticated with.
+    pub client: Option<Arc<ClientKey>>,
+    /// The `x-sluice-user` header.
+    pub user_header: Option<String>,
+    /// The A/B arm the request landed in, with its statistics.
+    pub arm: Option<(String, Arc<Stats>)>,
+    /// Where a routed chat request settles (`None`: not routed, e.g.
+    /// embeddings, or no model resolved).
+    pub route_state: Option<RouteState>,
+    /// Cascade tiers tried, in order; the last one answered.
+    pub steps: Vec<Step>,
+    /// Spend and tokens on answers tried and discarded (escalated tiers).
+    pub discarded_cost: f64,
+    pub discarded_tokens: u64,
+    pub(super) error_kind: Option<&'static str>,
 }
 
 impl RequestContext {
@@ -74,7 +105,13 @@ impl RequestContext {
             cache_outcome: None,
             cache_similarity: None,
             cache_plan: None,
-            trace: crate::routing::Trace::default(),
+            client: None,
+            user_header: None,
+            arm: None,
+            route_state: None,
+            steps: Vec::new(),
+            discarded_cost: 0.0,
+            discarded_tokens: 0,
             error_kind: None,
         }
     }
@@ -99,8 +136,48 @@ impl RequestContext {
         matches!(self.cache_outcome, Some(Outcome::Hit | Outcome::SemanticHit))
     }
 
+    /// The route a chat request is answered by (or `None`), with the
+    /// routing state it settles into.
+    pub fn set_route(&mut self, route: Option<Arc<ModelRoute>>, routing: &Routing) {
+        self.route_state = route.as_ref().map(|route| RouteState {
+            model: routing.model(&route.public),
+            upstream: routing.upstream(route.upstream.name()),
+        });
+        self.route = route;
+    }
+
+    /// The A/B arm's name.
+    pub fn arm_name(&self) -> Option<&str> {
+        self.arm.as_ref().map(|(name, _)| name.as_str())
+    }
+
+    /// Whether the request escalated through cascade tiers.
+    pub fn escalated(&self) -> bool {
+        self.steps.len() > 1
+    }
+
+    /// `x-sluice-cascade`: `small:0.42>large:0.91` (`small:error` for a
+    /// failed tier; a streamed last tier has no score).
+    pub fn cascade_header(&self, final_score: Option<f32>) -> Option<String> {
+        if self.steps.is_empty() {
+            return None;
+        }
+        let last = self.steps.len() - 1;
+        let parts: Vec<String> = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match (s.failed, s.score.or(if i == last { final_score } else { None })) {
+                (true, _) => format!("{}:error", s.model),
+                (false, Some(score)) => format!("{}:{score:.2}", s.model),
+                (false, None) => s.model.clone(),
+            })
+            .collect();
+        Some(parts.join(">"))
+    }
+
     /// The upstream label of headers and metrics: `cache` for cache hits.
-    fn upstream_label(&self) -> Option<&str> {
+    pub(super) fn upstream_label(&self) -> Option<&str> {
         if self.cache_hit() {
             return Some("cache");
         }
@@ -112,124 +189,29 @@ impl RequestContext {
         self.started.elapsed().saturating_sub(self.upstream_time)
     }
 
-    /// Adds the `x-sluice-*` headers and, unless the response streams,
-    /// records the request's metrics.
-    pub fn finish(self, mut response: Response<Body>) -> Response<Body> {
-        let overhead = self.overhead();
-        let headers = response.headers_mut();
-        if let Some(upstream) = self.upstream_label()
-            && let Ok(v) = HeaderValue::from_str(upstream)
-        {
-            headers.insert(X_UPSTREAM, v);
-        }
-        if let Some(route) = &self.route
-            && let Ok(v) = HeaderValue::from_str(&route.public)
-        {
-            headers.insert(X_MODEL, v);
-        }
-        if let Some(cost) = self.total_cost()
-            && let Ok(v) = HeaderValue::from_str(&format_cost(cost))
-        {
-            headers.insert(X_COST, v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&overhead.as_micros().to_string()) {
-            headers.insert(X_OVERHEAD, v);
-        }
-        self.stage_headers(headers);
-        metrics::histogram!(telemetry::GATEWAY_OVERHEAD).record(overhead.as_secs_f64());
-        if !self.streaming {
-            let status = response.status().as_u16();
-            self.record(status, self.started.elapsed(), None);
-        }
-        response
-    }
-
-    /// What the stage plugins decided, as `x-sluice-*` headers.
-    fn stage_headers(&self, headers: &mut http::HeaderMap) {
-        let mut put = |name: &'static str, value: String| {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(HeaderName::from_static(name), v);
-            }
-        };
-        if self.tokens_saved > 0 {
-            put("x-sluice-tokens-saved", self.tokens_saved.to_string());
-        }
-        if let Some(plan) = &self.plan {
-            put("x-sluice-router", plan.plugin.clone());
-        }
-        if let Some(bucket) = self.trace.arm.as_ref().or(self.plan.as_ref().and_then(|p| p.ab_bucket.as_ref())) {
-            put("x-sluice-ab-bucket", bucket.clone());
-        }
-        if let Some(cascade) = self.trace.cascade_header(self.verdict.as_ref().map(|v| v.score)) {
-            put("x-sluice-cascade", cascade);
-        }
-        if let Some(decision) = &self.cache_decision {
-            let verdict = if decision.cacheable { "cacheable" } else { "no-store" };
-            put(
-                "x-sluice-cache-policy",
-                format!("{verdict}; ttl={}; namespace={}", decision.ttl.as_secs(), decision.namespace),
-            );
-        }
-        if let Some(outcome) = self.cache_outcome {
-            put("x-sluice-cache", outcome.as_str().to_owned());
-        }
-        if let Some(similarity) = self.cache_similarity {
-            put("x-sluice-cache-similarity", format!("{similarity:.3}"));
-        }
-        if let Some(verdict) = &self.verdict {
-            put("x-sluice-judge-score", format!("{:.3}", verdict.score));
-            put("x-sluice-judge-pass", verdict.pass.to_string());
-        }
-    }
-
     /// The request's whole spend: the answer, plus answers tried and
     /// discarded (escalated cascade tiers).
     pub fn total_cost(&self) -> Option<f64> {
-        match (self.cost, self.trace.discarded_cost) {
+        match (self.cost, self.discarded_cost) {
             (cost, 0.0) => cost,
             (cost, discarded) => Some(cost.unwrap_or(0.0) + discarded),
         }
     }
+}
 
-    /// Records the request's counters and histograms.
-    pub fn record(&self, status: u16, latency: Duration, ttft: Option<Duration>) {
-        self.trace.settle(crate::routing::trace::Outcome {
-            route: self.route.as_deref(),
-            status,
-            latency,
-            ttft,
-            usage: self.usage,
-            cost: self.cost,
-            score: self.verdict.as_ref().map(|v| v.score),
-        });
-        let (model, upstream) = match &self.route {
-            Some(r) => (r.public.clone(), self.upstream_label().unwrap_or_default().to_owned()),
-            None => (String::new(), String::new()),
-        };
-        let status = status.to_string();
-        let api = self.api_label();
-        metrics::counter!(telemetry::REQUESTS, "api" => api, "model" => model.clone(), "upstream" => upstream.clone(), "status" => status)
-            .increment(1);
-        if self.route.is_none() {
-            return;
-        }
-        metrics::histogram!(telemetry::REQUEST_DURATION, "model" => model.clone(), "upstream" => upstream.clone())
-            .record(latency.as_secs_f64());
-        if let Some(ttft) = ttft {
-            metrics::histogram!(telemetry::TIME_TO_FIRST_TOKEN, "model" => model.clone(), "upstream" => upstream.clone())
-                .record(ttft.as_secs_f64());
-        }
-        if let Some(verdict) = &self.verdict {
-            metrics::histogram!(telemetry::JUDGE_SCORE, "model" => model.clone()).record(f64::from(verdict.score));
-        }
-        if let Some(usage) = self.usage {
-            metrics::counter!(telemetry::TOKENS, "model" => model.clone(), "upstream" => upstream.clone(), "direction" => "input")
-                .increment(usage.prompt_tokens);
-            metrics::counter!(telemetry::TOKENS, "model" => model.clone(), "upstream" => upstream.clone(), "direction" => "output")
-                .increment(usage.completion_tokens);
-        }
-        if let Some(cost) = self.total_cost() {
-            metrics::gauge!(telemetry::COST, "model" => model, "upstream" => upstream).increment(cost);
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cascade_header_lists_tiers_and_scores() {
+        let mut ctx = RequestContext::new(ApiFlavor::OpenAi, Instant::now());
+        assert_eq!(ctx.cascade_header(None), None);
+        ctx.steps.push(Step { model: "small".into(), score: Some(0.42), failed: false });
+        ctx.steps.push(Step { model: "large".into(), score: None, failed: false });
+        assert_eq!(ctx.cascade_header(Some(0.91)).as_deref(), Some("small:0.42>large:0.91"));
+        assert_eq!(ctx.cascade_header(None).as_deref(), Some("small:0.42>large"));
+        ctx.steps[0].failed = true;
+        assert_eq!(ctx.cascade_header(None).as_deref(), Some("small:error>large"));
     }
 }

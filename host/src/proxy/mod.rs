@@ -1,40 +1,46 @@
-//! The request pipeline: what happens between a parsed request and the
-//! response, stage by stage. See `docs/pipeline.md` for the phase chart.
+//! The request pipeline: what happens between a parsed, admitted request
+//! and the response, phase by phase, read top to bottom in [`chat`]. See
+//! `docs/pipeline.md` for the phase chart. One file per phase:
 //!
-//! 1. stage plugins: compress the messages, decide the cache policy, plan
-//!    the route (primary model, fallbacks);
-//! 2. resolve each planned model to a route (upstream + upstream model id);
-//! 3. prepare the upstream request (model id, usage reporting for streams);
-//! 4. call the upstream (`routing::execute`: breaker, budget, retries with
-//!    back-off, then the plan's next model); with cascade tiers, the cheaper
-//!    tiers first, judged, escalating while the score is low (`cascade`);
-//! 5. judge a complete answer (stage plugins);
-//! 6. account usage (reported, or counted) and cost;
-//! 7. answer in the client's API: a whole body, or a relayed stream.
+//! 1. `stages.rs`: the stages before the upstream — compress the messages,
+//!    decide the cache policy, plan the route (primary model, fallbacks);
+//! 2. cache lookup (here): a hit is answered at once (`answer.rs`);
+//! 3. `call.rs`: resolve each planned model to a route, prepare the
+//!    upstream request, and call it (breaker, budget, retries with
+//!    back-off, then the plan's next model); with cascade tiers,
+//!    `cascade.rs` asks the cheaper tiers first, judged, escalating while
+//!    the score is low;
+//! 4. `answer.rs`: judge a whole answer, account usage (reported, or
+//!    counted) and cost, store it in the cache, and answer in the client's
+//!    API: a whole body, or a stream relayed by `relay.rs`;
+//! 5. `finish.rs`: response headers, metrics, settlement of statistics and
+//!    budgets, from the one per-request state in `context.rs`.
 //!
-//! The pipeline does not parse HTTP or shape errors (that is `ingress`).
+//! The pipeline does not parse HTTP or shape errors (that is `ingress`),
+//! and decides no policy itself: routing policies come from
+//! `crate::routing`, stage decisions from the stages.
 
+mod answer;
+mod call;
 mod cascade;
 mod context;
+mod finish;
 mod relay;
 mod stages;
 
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::{HeaderValue, Response, header};
 use serde_json::{Map, Value};
 
-pub use context::{RequestContext, X_COST, X_MODEL, X_OVERHEAD, X_UPSTREAM};
+pub use context::{RequestContext, RouteState, Step};
+pub use finish::{X_COST, X_MODEL, X_OVERHEAD, X_UPSTREAM};
 
-use crate::accounting::{count_prompt_tokens, count_tokens};
-use crate::api::anthropic::response_from_chat;
-use crate::api::chat::{ChatRequest, ChatResponse, Usage};
+use crate::api::chat::{ChatRequest, Usage};
 use crate::body::{Body, full};
-use crate::cache::{Outcome, Provenance};
-use crate::error::{ApiFlavor, GatewayError};
+use crate::cache::Outcome;
+use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::upstream::ChatReply;
 
 /// Checks what serde cannot: constraints between and within fields.
 fn validate(req: &ChatRequest) -> Result<(), GatewayError> {
@@ -69,30 +75,13 @@ pub async fn chat(
     let client_wants_usage = req.wants_stream_usage();
     let models = stages::before_upstream(gw, ctx, &mut req).await?;
     if let Some(hit) = cache_lookup(gw, ctx, &req, &models).await {
-        return relay::cached(gw, ctx, &req, hit, client_wants_usage);
+        return answer::cached(gw, ctx, req, hit, client_wants_usage);
     }
     if let Some(cascade) = cascade::planned(ctx) {
         return cascade::run(gw, ctx, req, cascade, &models, client_wants_usage).await;
     }
-    let reply = crate::routing::execute::call(gw, ctx, &mut req, &models).await?;
-    answer(gw, ctx, req, reply, client_wants_usage).await
-}
-
-/// Answers with an upstream's reply: a whole body, or the relayed stream.
-async fn answer(
-    gw: &Gateway,
-    ctx: &mut RequestContext,
-    req: ChatRequest,
-    reply: ChatReply,
-    client_wants_usage: bool,
-) -> Result<Response<Body>, GatewayError> {
-    match reply {
-        ChatReply::Complete { response, raw } => complete(gw, ctx, &req, response, raw).await,
-        ChatReply::Stream(stream) => {
-            ctx.streaming = true;
-            Ok(relay::respond(gw, ctx, stream, req, client_wants_usage))
-        }
-    }
+    let reply = call::call(&gw.routing, &gw.models, ctx, &mut req, &models).await?;
+    answer::answer(gw, ctx, req, reply, client_wants_usage).await
 }
 
 /// Looks the request up in the response cache (the first planned model is
@@ -118,42 +107,6 @@ async fn cache_lookup(
             None
         }
     }
-}
-
-async fn complete(
-    gw: &Gateway,
-    ctx: &mut RequestContext,
-    req: &ChatRequest,
-    response: ChatResponse,
-    raw: Option<Bytes>,
-) -> Result<Response<Body>, GatewayError> {
-    stages::judge(gw, ctx, req, &response).await?;
-    let usage = response.usage.unwrap_or_else(|| {
-        let completion: u64 = response.choices.iter().map(|c| count_tokens(&c.message.text_content())).sum();
-        Usage::new(count_prompt_tokens(req), completion)
-    });
-    ctx.usage = Some(usage);
-    ctx.cost = ctx.route.as_ref().and_then(|r| r.pricing).map(|p| p.cost(usage));
-    // An answer the judges failed is not kept.
-    if let (Some(cache), Some(plan), Some(route)) = (&gw.cache, ctx.cache_plan.take(), &ctx.route)
-        && ctx.verdict.as_ref().is_none_or(|v| v.pass)
-    {
-        let made = Provenance { model: route.public.clone(), usage, cost: ctx.cost, upstream: ctx.upstream_time };
-        cache.store(plan, &response, raw.as_deref(), made);
-    }
-    let body = match ctx.api {
-        ApiFlavor::OpenAi => match raw {
-            Some(raw) => raw,
-            None => Bytes::from(serde_json::to_vec(&response).map_err(|e| GatewayError::Internal(e.to_string()))?),
-        },
-        ApiFlavor::Anthropic => Bytes::from(
-            serde_json::to_vec(&response_from_chat(&response, usage))
-                .map_err(|e| GatewayError::Internal(e.to_string()))?,
-        ),
-    };
-    let mut out = Response::new(full(body));
-    out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(out)
 }
 
 /// `POST /v1/embeddings`: forwarded with the upstream's model id; the

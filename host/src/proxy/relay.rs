@@ -7,7 +7,12 @@
 //! A client that goes away drops this stream, which drops the upstream
 //! response and so closes the upstream request. Metrics for the request are
 //! recorded when the stream ends, whichever way it ends.
+//!
+//! Whole answers streamed to a client that asked for a stream (an accepted
+//! cascade tier, a cache hit) come through here too, as a [`whole`] stream:
+//! there is one way to write a stream.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -15,17 +20,16 @@ use futures_util::StreamExt;
 use http::{HeaderValue, Response, header};
 use serde_json::Map;
 
-use super::RequestContext;
-use crate::accounting::{count_prompt_tokens, count_tokens, format_cost};
-use crate::api::anthropic::response_from_chat;
+use super::context::RequestContext;
+use crate::accounting::{Pricing, format_cost, usage_or_count};
 use crate::api::anthropic_stream::AnthropicEncoder;
-use crate::api::chat::{ChatChunk, ChatRequest, Usage};
-use crate::body::{Body, full, streaming};
+use crate::api::chat::{ChatChunk, ChatRequest, ChatResponse, Usage};
+use crate::body::{Body, streaming};
 use crate::cache::replay::{Assembler, chunks_of};
-use crate::cache::{Hit, Provenance};
+use crate::cache::{Plan, Provenance, ResponseCache};
 use crate::error::{ApiFlavor, GatewayError};
 use crate::gateway::Gateway;
-use crate::upstream::ChunkStream;
+use crate::upstream::{ChunkEvent, ChunkStream};
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
@@ -37,22 +41,34 @@ fn sse_data(data: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// Where a relayed stream's chunks come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// An upstream, live.
+    Upstream,
+    /// A whole answer of this request's, replayed (an accepted cascade tier).
+    Replay,
+    /// A cache hit: free, its usage already paid for when it was stored, and
+    /// its prompt tokens known up front (`message_start` carries them).
+    Cache { prompt_tokens: u64 },
+}
+
+/// A whole answer as a stream of chunks (see `cache::replay::chunks_of`),
+/// then a usage chunk.
+pub fn whole(response: &ChatResponse, usage: Usage) -> ChunkStream {
+    let mut chunks = chunks_of(response);
+    let tail = chunks.first().map(|first| ChatChunk { choices: Vec::new(), usage: Some(usage), ..first.clone() });
+    chunks.extend(tail);
+    let events: Vec<Result<ChunkEvent, GatewayError>> =
+        chunks.into_iter().map(|chunk| Ok(ChunkEvent { chunk, raw: None::<Bytes> })).collect();
+    Box::pin(futures_util::stream::iter(events))
+}
+
 /// Records the request's metrics when the stream ends or is dropped.
 struct StreamRecord {
     ctx: RequestContext,
     ttft: Option<Duration>,
     status: Option<u16>,
-}
-
-impl StreamRecord {
-    fn end(&mut self, status: u16) {
-        self.status = Some(status);
-    }
-
-    fn account(&mut self, usage: Usage, cost: Option<f64>) {
-        self.ctx.usage = Some(usage);
-        self.ctx.cost = cost;
-    }
 }
 
 impl Drop for StreamRecord {
@@ -70,23 +86,11 @@ pub fn respond(
     mut upstream: ChunkStream,
     req: ChatRequest,
     client_wants_usage: bool,
+    origin: Origin,
 ) -> Response<Body> {
     let keepalive = gw.config.server.sse_keepalive;
-    let api = ctx.api;
-    let pricing = ctx.route.as_ref().and_then(|r| r.pricing);
-    let public_model = ctx.route.as_ref().map(|r| r.public.clone()).unwrap_or_default();
-    let mut record = StreamRecord { ctx: ctx.clone(), ttft: None, status: None };
-    // A miss's answer is stored once the stream has finished cleanly.
-    let mut store = match (&gw.cache, record.ctx.cache_plan.take()) {
-        (Some(cache), Some(plan)) => Some((cache.clone(), plan, Assembler::default())),
-        _ => None,
-    };
-
+    let mut relay = Relay::new(gw, ctx, req, client_wants_usage, origin);
     let body = async_stream::stream! {
-        let mut encoder = (api == ApiFlavor::Anthropic).then(|| AnthropicEncoder::new(&public_model));
-        let mut usage: Option<Usage> = None;
-        let mut text = String::new();
-        let mut template: Option<ChatChunk> = None;
         loop {
             let next = match tokio::time::timeout(keepalive, upstream.next()).await {
                 Err(_) => {
@@ -95,86 +99,20 @@ pub fn respond(
                 }
                 Ok(next) => next,
             };
-            let event = match next {
+            match next {
                 None => break,
-                Some(Ok(event)) => event,
+                Some(Ok(event)) => {
+                    if let Some(bytes) = relay.chunk(&event) {
+                        yield bytes;
+                    }
+                }
                 Some(Err(error)) => {
-                    record.ctx.note_error(&error);
-                    record.end(error.status().as_u16());
-                    yield error_event(api, &error);
+                    yield relay.fail(&error);
                     return;
                 }
-            };
-            let chunk = &event.chunk;
-            let mut has_output = false;
-            for choice in &chunk.choices {
-                if let Some(content) = choice.delta.content.as_deref().filter(|c| !c.is_empty()) {
-                    text.push_str(content);
-                    has_output = true;
-                }
-                has_output |= choice.delta.tool_calls.is_some();
-            }
-            if has_output && record.ttft.is_none() {
-                record.ttft = Some(record.ctx.started.elapsed());
-            }
-            if chunk.usage.is_some() {
-                usage = chunk.usage;
-            }
-            if let Some((_, _, assembler)) = store.as_mut() {
-                assembler.push(chunk);
-            }
-            if template.is_none() {
-                template = Some(ChatChunk { choices: Vec::new(), usage: None, extra: Map::new(), ..chunk.clone() });
-            }
-            let usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
-            match encoder.as_mut() {
-                None if usage_only && !client_wants_usage => {}
-                None => match &event.raw {
-                    Some(raw) => yield sse_data(raw),
-                    None => yield sse_data(&serde_json::to_vec(chunk).unwrap_or_default()),
-                },
-                Some(encoder) => {
-                    let events = encoder.chunk(chunk, 0);
-                    if !events.is_empty() {
-                        yield events.concat().into();
-                    }
-                }
             }
         }
-
-        let reported = usage.is_some();
-        let usage = usage.unwrap_or_else(|| Usage::new(count_prompt_tokens(&req), count_tokens(&text)));
-        let cost = pricing.map(|p| p.cost(usage));
-        record.account(usage, cost);
-        if let Some((cache, plan, assembler)) = store.take()
-            && let Some(response) = assembler.finish(usage)
-        {
-            let upstream = record.ctx.started.elapsed();
-            let made = Provenance { model: public_model.clone(), usage, cost, upstream };
-            cache.store(plan, &response, None, made);
-        }
-        let mut tail = BytesMut::new();
-        if let Some(cost) = cost {
-            tail.extend_from_slice(format!(": x-sluice-cost-usd={}\n\n", format_cost(cost)).as_bytes());
-        }
-        match encoder.as_mut() {
-            None => {
-                if client_wants_usage && !reported
-                    && let Some(mut chunk) = template.take() {
-                        chunk.usage = Some(usage);
-                        tail.extend_from_slice(&sse_data(&serde_json::to_vec(&chunk).unwrap_or_default()));
-                    }
-                tail.extend_from_slice(b"data: [DONE]\n\n");
-            }
-            Some(encoder) => {
-                let id = template.as_ref().map(|c| c.id.as_str()).unwrap_or("msg");
-                for event in encoder.finish(usage, id) {
-                    tail.extend_from_slice(&event);
-                }
-            }
-        }
-        record.end(200);
-        yield tail.freeze();
+        yield relay.finish();
     };
 
     let mut response = Response::new(streaming(body));
@@ -185,68 +123,146 @@ pub fn respond(
     response
 }
 
-/// A cache hit, answered in the client's API: whole, or replayed as a
-/// well-formed stream (role, content, finish reason, usage when asked, end).
-pub fn cached(
-    gw: &Gateway,
-    ctx: &mut RequestContext,
-    req: &ChatRequest,
-    hit: Hit,
+/// One stream being relayed: what has been seen so far, and how to write
+/// each chunk and the end in the client's API.
+struct Relay {
+    record: StreamRecord,
+    req: ChatRequest,
     client_wants_usage: bool,
-) -> Result<Response<Body>, GatewayError> {
-    let entry = hit.entry;
-    ctx.cache_outcome = Some(hit.outcome);
-    ctx.cache_similarity = hit.similarity;
-    ctx.route = gw.models.resolve(&entry.model).ok();
-    ctx.cost = Some(0.0);
-    let usage = entry.usage;
-    let unreadable = || GatewayError::Internal("a cached answer could not be read".to_owned());
-    let (body, content_type) = match (req.stream, ctx.api) {
-        (false, ApiFlavor::OpenAi) => (entry.body(), "application/json"),
-        (false, ApiFlavor::Anthropic) => {
-            let response = entry.chat_response().ok_or_else(unreadable)?;
-            let translated = response_from_chat(&response, usage);
-            (
-                Bytes::from(serde_json::to_vec(&translated).map_err(|e| GatewayError::Internal(e.to_string()))?),
-                "application/json",
-            )
+    origin: Origin,
+    api: ApiFlavor,
+    pricing: Option<Pricing>,
+    public_model: String,
+    /// Translates chunks for Anthropic clients; `None` for OpenAI clients.
+    encoder: Option<AnthropicEncoder>,
+    usage: Option<Usage>,
+    text: String,
+    /// The first chunk without its choices, for a usage chunk of our own.
+    template: Option<ChatChunk>,
+    /// A miss's answer, assembled to be stored once the stream has
+    /// finished cleanly.
+    store: Option<(Arc<ResponseCache>, Plan, Assembler)>,
+}
+
+impl Relay {
+    fn new(gw: &Gateway, ctx: &RequestContext, req: ChatRequest, client_wants_usage: bool, origin: Origin) -> Relay {
+        let mut record = StreamRecord { ctx: ctx.clone(), ttft: None, status: None };
+        let store = match (&gw.cache, record.ctx.cache_plan.take()) {
+            (Some(cache), Some(plan)) => Some((cache.clone(), plan, Assembler::default())),
+            _ => None,
+        };
+        let public_model = ctx.route.as_ref().map(|r| r.public.clone()).unwrap_or_default();
+        Relay {
+            record,
+            req,
+            client_wants_usage,
+            origin,
+            api: ctx.api,
+            pricing: ctx.route.as_ref().and_then(|r| r.pricing),
+            encoder: (ctx.api == ApiFlavor::Anthropic).then(|| AnthropicEncoder::new(&public_model)),
+            public_model,
+            usage: None,
+            text: String::new(),
+            template: None,
+            store,
         }
-        (true, api) => {
-            let response = entry.chat_response().ok_or_else(unreadable)?;
-            let mut out = BytesMut::new();
-            let chunks = chunks_of(&response);
-            match api {
-                ApiFlavor::OpenAi => {
-                    for chunk in &chunks {
-                        out.extend_from_slice(&sse_data(&serde_json::to_vec(chunk).unwrap_or_default()));
-                    }
-                    if client_wants_usage && let Some(first) = chunks.first() {
-                        let tail = ChatChunk { choices: Vec::new(), usage: Some(usage), ..first.clone() };
-                        out.extend_from_slice(&sse_data(&serde_json::to_vec(&tail).unwrap_or_default()));
-                    }
-                    out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+
+    /// Notes one upstream chunk; returns what the client gets for it.
+    fn chunk(&mut self, event: &ChunkEvent) -> Option<Bytes> {
+        let chunk = &event.chunk;
+        let mut has_output = false;
+        for choice in &chunk.choices {
+            if let Some(content) = choice.delta.content.as_deref().filter(|c| !c.is_empty()) {
+                self.text.push_str(content);
+                has_output = true;
+            }
+            has_output |= choice.delta.tool_calls.is_some();
+        }
+        if has_output && self.record.ttft.is_none() {
+            self.record.ttft = Some(self.record.ctx.started.elapsed());
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        if let Some((_, _, assembler)) = self.store.as_mut() {
+            assembler.push(chunk);
+        }
+        if self.template.is_none() {
+            self.template = Some(ChatChunk { choices: Vec::new(), usage: None, extra: Map::new(), ..chunk.clone() });
+        }
+        let usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
+        match self.encoder.as_mut() {
+            None if usage_only && !self.client_wants_usage => None,
+            None => match &event.raw {
+                Some(raw) => Some(sse_data(raw)),
+                None => Some(sse_data(&serde_json::to_vec(chunk).unwrap_or_default())),
+            },
+            Some(encoder) => {
+                let prompt_tokens = match self.origin {
+                    Origin::Cache { prompt_tokens } => prompt_tokens,
+                    Origin::Upstream | Origin::Replay => 0,
+                };
+                let events = encoder.chunk(chunk, prompt_tokens);
+                (!events.is_empty()).then(|| events.concat().into())
+            }
+        }
+    }
+
+    /// The stream failed after it started: the final error event.
+    fn fail(&mut self, error: &GatewayError) -> Bytes {
+        self.record.ctx.note_error(error);
+        self.record.status = Some(error.status().as_u16());
+        error_event(self.api, error)
+    }
+
+    /// The stream ended cleanly: usage and cost accounted, the answer
+    /// stored, and the end written (usage, `[DONE]` or `message_stop`).
+    fn finish(&mut self) -> Bytes {
+        let reported = self.usage.is_some();
+        let usage = usage_or_count(self.usage, &self.req, [self.text.as_str()]);
+        let cost = match self.origin {
+            // Paid for when it was stored: the context already says so.
+            Origin::Cache { .. } => None,
+            Origin::Upstream | Origin::Replay => {
+                let cost = self.pricing.map(|p| p.cost(usage));
+                self.record.ctx.usage = Some(usage);
+                self.record.ctx.cost = cost;
+                cost
+            }
+        };
+        if let Some((cache, plan, assembler)) = self.store.take()
+            && let Some(response) = assembler.finish(usage)
+        {
+            let upstream = self.record.ctx.started.elapsed();
+            let made = Provenance { model: self.public_model.clone(), usage, cost, upstream };
+            cache.store(plan, &response, None, made);
+        }
+        let mut tail = BytesMut::new();
+        if let Some(cost) = cost {
+            tail.extend_from_slice(format!(": x-sluice-cost-usd={}\n\n", format_cost(cost)).as_bytes());
+        }
+        match self.encoder.as_mut() {
+            None => {
+                if self.client_wants_usage
+                    && !reported
+                    && let Some(mut chunk) = self.template.take()
+                {
+                    chunk.usage = Some(usage);
+                    tail.extend_from_slice(&sse_data(&serde_json::to_vec(&chunk).unwrap_or_default()));
                 }
-                ApiFlavor::Anthropic => {
-                    let mut encoder = AnthropicEncoder::new(&entry.model);
-                    for chunk in &chunks {
-                        for event in encoder.chunk(chunk, usage.prompt_tokens) {
-                            out.extend_from_slice(&event);
-                        }
-                    }
-                    for event in encoder.finish(usage, &response.id) {
-                        out.extend_from_slice(&event);
-                    }
+                tail.extend_from_slice(b"data: [DONE]\n\n");
+            }
+            Some(encoder) => {
+                let id = self.template.as_ref().map(|c| c.id.as_str()).unwrap_or("msg");
+                for event in encoder.finish(usage, id) {
+                    tail.extend_from_slice(&event);
                 }
             }
-            (out.freeze(), "text/event-stream")
         }
-    };
-    let mut response = Response::new(full(body));
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if req.stream {
-        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        self.record.status = Some(200);
+        tail.freeze()
     }
-    Ok(response)
 }
 
 /// The event that ends a stream that failed after it started.

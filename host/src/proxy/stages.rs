@@ -12,7 +12,7 @@ use crate::routing::Arm;
 use crate::stage::{JudgeVerdict, StageContext};
 use crate::telemetry;
 
-use super::RequestContext;
+use super::context::RequestContext;
 
 /// Runs compress, cache policy and route; returns the models to try, in
 /// order: the router's plan (primary or first cascade tier, then
@@ -24,7 +24,6 @@ pub async fn before_upstream(
     ctx: &mut RequestContext,
     req: &mut ChatRequest,
 ) -> Result<Vec<String>, GatewayError> {
-    ctx.trace.routing = Some(gw.routing.clone());
     let arm = assign_arm(gw, ctx, req);
     let planned = match &gw.plugins {
         Some(_) => plan(gw, ctx, req, arm.as_ref()).await?,
@@ -35,13 +34,10 @@ pub async fn before_upstream(
 
 /// Puts the request in its A/B arm, by its user key.
 fn assign_arm(gw: &Gateway, ctx: &mut RequestContext, req: &ChatRequest) -> Option<Arm> {
-    let user = req
-        .user
-        .clone()
-        .or_else(|| ctx.trace.user_header.clone())
-        .or_else(|| ctx.trace.client.as_ref().map(|c| c.name.clone()));
+    let user =
+        req.user.clone().or_else(|| ctx.user_header.clone()).or_else(|| ctx.client.as_ref().map(|c| c.name.clone()));
     let arm = gw.routing.config.arm_for(user.as_deref())?.clone();
-    ctx.trace.arm = Some(arm.name.clone());
+    ctx.arm = Some((arm.name.clone(), gw.routing.arm(&arm.name).cloned().unwrap_or_default()));
     Some(arm)
 }
 
@@ -106,14 +102,14 @@ async fn plan(
 /// has no field for.
 fn route_metadata(gw: &Gateway, ctx: &RequestContext, req: &ChatRequest) -> Vec<(String, String)> {
     let mut metadata = Vec::new();
-    if let Some(user) = req.user.as_ref().or(ctx.trace.user_header.as_ref()) {
+    if let Some(user) = req.user.as_ref().or(ctx.user_header.as_ref()) {
         metadata.push(("user".to_owned(), user.clone()));
     }
-    if let Some(client) = &ctx.trace.client {
+    if let Some(client) = &ctx.client {
         metadata.push(("client".to_owned(), client.name.clone()));
     }
-    if let Some(arm) = &ctx.trace.arm {
-        metadata.push(("ab_arm".to_owned(), arm.clone()));
+    if let Some(arm) = ctx.arm_name() {
+        metadata.push(("ab_arm".to_owned(), arm.to_owned()));
     }
     metadata.extend(gw.routing.candidate_metadata(&gw.models));
     metadata

@@ -8,24 +8,7 @@
 //! `x-sluice-ab-bucket`, metrics and `/admin/routing/stats`, so arms can be
 //! compared on latency, cost and judge score.
 
-/// `[routing]`.
-#[derive(Debug, Clone, Default)]
-pub struct RoutingConfig {
-    /// `[[routing.arms]]`, in config order.
-    pub arms: Vec<Arm>,
-}
-
-/// `[[routing.arms]]`: one arm of the experiment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Arm {
-    pub name: String,
-    /// Relative share of users.
-    pub weight: u32,
-    /// Serve every request of this arm with this model (no router).
-    pub model: Option<String>,
-    /// Whether the router stage runs for this arm. Default true.
-    pub route: bool,
-}
+use super::config::{Arm, RoutingConfig};
 
 /// The point of `key` on [0, 1): the first 8 bytes of its BLAKE3 hash.
 pub fn point(key: &str) -> f64 {

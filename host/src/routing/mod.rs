@@ -1,47 +1,49 @@
-//! Routing and resilience: where a request goes and how it gets there when
-//! upstreams misbehave.
+//! Routing and resilience policy: where a request may go and what happens
+//! when upstreams misbehave.
 //!
 //! - [`Routing`] holds the host's live view of every model and upstream:
-//!   statistics ([`stats`]), a circuit breaker ([`breaker`]) and request and
-//!   token budgets ([`crate::limits`]) per upstream, and the A/B arms
-//!   ([`ab`]). Routers receive the statistics as candidate inputs.
-//! - [`execute`] calls a route plan's models in order: per upstream a
-//!   breaker check, a budget, retries with back-off ([`retry`]), then the
-//!   next fallback.
-//! - [`Trace`] follows one request: its arm, the cascade tiers tried, spend
-//!   on discarded answers; it settles the statistics when the request ends.
+//!   statistics ([`stats`]), a circuit breaker ([`breaker`]), request and
+//!   token budgets ([`crate::limits`]) and a retry policy ([`retry`]) per
+//!   upstream, and the A/B arms ([`ab`]). Routers receive the statistics as
+//!   candidate inputs.
+//! - [`RoutingConfig`] and [`UpstreamPolicy`] are the checked settings it
+//!   is built from.
 //!
-//! The cascade itself (cheap tier, judge, escalate) is a pipeline phase and
-//! lives in `proxy/cascade.rs`; choosing models is the router stage's job.
+//! This module decides policy and keeps state; it calls nothing. The loop
+//! that calls a route plan's models in order (breaker check, budget,
+//! retries, next fallback) and the cascade phase live in the pipeline
+//! (`proxy/call.rs`, `proxy/cascade.rs`), which use this module; choosing
+//! models is the router stage's job.
 
 pub mod ab;
 pub mod breaker;
-pub mod execute;
+mod config;
+mod policy;
 pub mod retry;
 pub mod stats;
-pub mod trace;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use serde_json::{Value, json};
 
-pub use ab::{Arm, RoutingConfig};
 pub use breaker::{Breaker, BreakerConfig, Circuit};
+pub use config::{Arm, RoutingConfig};
+pub use policy::UpstreamPolicy;
 pub use retry::RetryPolicy;
 pub use stats::Stats;
-pub use trace::{Step, Trace};
 
 use crate::limits::UpstreamLimits;
 use crate::models::ModelRegistry;
-use crate::shared::SharedRedis;
+use crate::redis_client::SharedRedis;
 use crate::stage::{Health, RouteCandidate};
 use crate::upstream::Upstreams;
 
-/// An upstream's breaker and budgets.
+/// An upstream's breaker, budgets and retry policy.
 pub struct UpstreamHealth {
     pub breaker: Breaker,
     pub limits: UpstreamLimits,
+    pub retry: RetryPolicy,
 }
 
 /// The host's live routing state, shared by every request.
@@ -64,12 +66,13 @@ impl Routing {
         let upstreams = upstreams
             .iter()
             .map(|u| {
-                let c = &u.config;
+                let policy = config.policy(u.name());
                 let health = UpstreamHealth {
-                    breaker: Breaker::new(&c.name, c.breaker),
-                    limits: UpstreamLimits::new(&c.name, c.rpm, c.tpm, redis.clone()),
+                    breaker: Breaker::new(u.name(), policy.breaker),
+                    limits: UpstreamLimits::new(u.name(), policy.rpm, policy.tpm, redis.clone()),
+                    retry: policy.retry,
                 };
-                (c.name.clone(), Arc::new(health))
+                (u.name().to_owned(), Arc::new(health))
             })
             .collect();
         let model_stats = models.routes().map(|r| (r.public.clone(), Arc::new(Stats::default()))).collect();
@@ -85,6 +88,7 @@ impl Routing {
             Arc::new(UpstreamHealth {
                 breaker: Breaker::new(name, BreakerConfig::default()),
                 limits: UpstreamLimits::default(),
+                retry: RetryPolicy::default(),
             })
         })
     }

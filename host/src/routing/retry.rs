@@ -24,28 +24,48 @@ impl Default for RetryPolicy {
     }
 }
 
+/// How an upstream's failure counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// The upstream is down or broken: a connection error, a timeout, an
+    /// unreadable answer, a 5xx. Counts against its circuit breaker.
+    Fault,
+    /// A 429: the upstream is alive, only busy.
+    Throttled,
+}
+
+impl UpstreamFailure {
+    /// How `error` counts against the upstream (`None`: it does not — a
+    /// 4xx answer, or a local refusal such as busy, rate-limited or an open
+    /// circuit). Exactly these failures are worth another try of the same
+    /// upstream.
+    pub fn of(error: &GatewayError) -> Option<UpstreamFailure> {
+        match error {
+            GatewayError::UpstreamUnreachable { .. }
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::UpstreamProtocol { .. } => Some(UpstreamFailure::Fault),
+            GatewayError::UpstreamStatus { status, .. } if status.is_server_error() => Some(UpstreamFailure::Fault),
+            GatewayError::UpstreamStatus { status, .. } if status.as_u16() == 429 => Some(UpstreamFailure::Throttled),
+            _ => None,
+        }
+    }
+}
+
 /// Whether the same upstream is worth another try after `error`: 429, 5xx,
 /// connection errors, timeouts and unreadable answers. Local refusals (busy,
 /// rate-limited, circuit open) are not: they go to the next fallback.
 pub fn worth_retrying(error: &GatewayError) -> bool {
-    match error {
-        GatewayError::UpstreamUnreachable { .. }
-        | GatewayError::UpstreamTimeout { .. }
-        | GatewayError::UpstreamProtocol { .. } => true,
-        GatewayError::UpstreamStatus { status, .. } => status.is_server_error() || status.as_u16() == 429,
-        _ => false,
-    }
+    UpstreamFailure::of(error).is_some()
 }
 
-/// Whether a failure counts against the upstream's circuit breaker.
-pub fn is_upstream_fault(error: &GatewayError) -> bool {
-    match error {
-        GatewayError::UpstreamUnreachable { .. }
-        | GatewayError::UpstreamTimeout { .. }
-        | GatewayError::UpstreamProtocol { .. } => true,
-        GatewayError::UpstreamStatus { status, .. } => status.is_server_error(),
-        _ => false,
-    }
+/// Whether a failed model should give way to the plan's next model: what
+/// is worth retrying, and the local refusals.
+pub fn falls_back(error: &GatewayError) -> bool {
+    worth_retrying(error)
+        || matches!(
+            error,
+            GatewayError::UpstreamBusy { .. } | GatewayError::RateLimited { .. } | GatewayError::CircuitOpen { .. }
+        )
 }
 
 impl RetryPolicy {
@@ -61,26 +81,16 @@ impl RetryPolicy {
     }
 }
 
-/// Parses a `Retry-After` value: seconds, or an HTTP date.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn retry_after_and_backoff() {
-        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(crate::upstream::http::parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(crate::upstream::http::parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(crate::upstream::http::parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(crate::upstream::http::parse_retry_after("soon"), None);
         let p = RetryPolicy { max_retries: 5, base: Duration::from_millis(100), max_wait: Duration::from_millis(300) };
         let e = GatewayError::UpstreamUnreachable { upstream: "u".into(), detail: "refused".into() };
         for retry in 1..=5 {

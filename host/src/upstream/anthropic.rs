@@ -8,12 +8,12 @@ use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Map, Value};
 
+use super::config::UpstreamConfig;
 use super::http::{HttpClient, MAX_RESPONSE, model_list, next_event, protocol, read_body, send};
-use super::{ChatReply, ChunkEvent, Slot, unix_now};
+use super::reply::{ChatReply, ChunkEvent, Slot, unix_now};
 use crate::api::anthropic::{MessagesRequest, MessagesResponse, response_to_chat};
 use crate::api::anthropic_stream::{AnthropicDecoder, Decoded};
 use crate::api::chat::{ChatChunk, ChatRequest};
-use crate::config::UpstreamConfig;
 use crate::error::{ApiFlavor, GatewayError};
 
 fn request(

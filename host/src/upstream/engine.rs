@@ -9,29 +9,20 @@
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use sluice_engine::{
-    ChatMessage, Engine, EngineConfig, EngineError, FinishReason, GenerateRequest, GenerationEvent, Prompt,
-    SamplingParams,
+    ChatMessage, Engine, EngineError, FinishReason, GenerateRequest, GenerationEvent, Prompt, SamplingParams,
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::{ChatReply, ChunkEvent, Slot, unix_now};
+use super::config::UpstreamConfig;
+use super::reply::{ChatReply, ChunkEvent, Slot, unix_now};
 use crate::api::chat::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, Message, PromptTokensDetails, Role, Usage,
 };
-use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 
 /// Loads the engine's models and starts its actor.
 pub fn start(cfg: &UpstreamConfig) -> Result<Engine, String> {
-    let engine = &cfg.engine;
-    let config = EngineConfig {
-        model_path: engine.model_path.clone(),
-        embedding_model_dir: engine.embedding_model_dir.clone(),
-        kv_blocks: engine.kv_blocks,
-        max_batch: engine.max_batch,
-        ..EngineConfig::default()
-    };
-    Engine::start(config).map_err(|e| format!("loading {}: {e}", engine.model_path.display()))
+    Engine::start(cfg.engine.clone()).map_err(|e| format!("loading {}: {e}", cfg.engine.model_path.display()))
 }
 
 /// The id clients see for the engine's model: the GGUF file's name without

@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls::RootCertStore;
 
-use crate::config::UpstreamConfig;
+use super::config::UpstreamConfig;
 use crate::error::{ApiFlavor, GatewayError};
 
 /// Largest complete response accepted from an upstream.
@@ -96,11 +96,8 @@ pub async fn send(
     if status.is_success() {
         return Ok(response);
     }
-    let retry_after = response
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::routing::retry::parse_retry_after);
+    let retry_after =
+        response.headers().get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
     let body = read_body(upstream, response.into_body(), MAX_ERROR_BODY, first_byte).await.unwrap_or_default();
     Err(GatewayError::UpstreamStatus { upstream: upstream.to_owned(), upstream_api: api, status, body, retry_after })
 }
@@ -180,4 +177,14 @@ where
         Ok(Some(Err(e))) => Err(protocol(cfg, format!("reading the stream: {e}"))),
         Ok(Some(Ok(event))) => Ok(Some(event)),
     }
+}
+
+/// Parses a `Retry-After` value: seconds, or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
 }

@@ -7,57 +7,26 @@
 //! retry, fall back or cache: those are stages above it.
 
 mod anthropic;
+mod config;
 mod engine;
 pub mod http;
 mod openai;
+mod reply;
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::Stream;
 use serde_json::{Map, Value};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
-use crate::api::chat::{ChatChunk, ChatRequest, ChatResponse};
-use crate::config::{UpstreamConfig, UpstreamKind};
+pub use config::{UpstreamConfig, UpstreamKind};
+pub use reply::{ChatReply, ChunkEvent, ChunkStream, Slot, unix_now};
+
+use crate::api::chat::ChatRequest;
 use crate::error::GatewayError;
 use crate::telemetry;
-
-/// One streamed chunk, with the upstream's own bytes when it spoke OpenAI so
-/// they can be forwarded without re-encoding.
-#[derive(Debug)]
-pub struct ChunkEvent {
-    pub chunk: ChatChunk,
-    pub raw: Option<Bytes>,
-}
-
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChunkEvent, GatewayError>> + Send>>;
-
-/// What a chat call returns.
-pub enum ChatReply {
-    /// A whole response; `raw` holds the upstream's body when it can be
-    /// forwarded verbatim to an OpenAI client.
-    Complete { response: ChatResponse, raw: Option<Bytes> },
-    /// Chunks as they arrive. The usage chunk (no choices, `usage` set) comes
-    /// last when the upstream reports usage.
-    Stream(ChunkStream),
-}
-
-/// One of an upstream's in-flight places, held until the request (or its
-/// stream) ends.
-pub struct Slot {
-    _permit: OwnedSemaphorePermit,
-    gauge: metrics::Gauge,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.gauge.decrement(1.0);
-    }
-}
 
 enum Backend {
     OpenAi(http::HttpClient),
@@ -95,11 +64,6 @@ impl Upstream {
 
     pub fn name(&self) -> &str {
         &self.config.name
-    }
-
-    /// Requests in flight now.
-    pub fn in_flight(&self) -> usize {
-        self.config.max_in_flight - self.slots.available_permits()
     }
 
     /// Waits (up to the queue timeout) for an in-flight slot.
@@ -214,9 +178,4 @@ impl Upstreams {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Upstream>> {
         self.ordered.iter()
     }
-}
-
-/// Seconds since the Unix epoch, for `created` fields.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -7,10 +7,10 @@ use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
+use super::config::UpstreamConfig;
 use super::http::{HttpClient, MAX_RESPONSE, model_list, next_event, protocol, read_body, send};
-use super::{ChatReply, ChunkEvent, Slot};
+use super::reply::{ChatReply, ChunkEvent, Slot};
 use crate::api::chat::{ChatChunk, ChatRequest, ChatResponse};
-use crate::config::UpstreamConfig;
 use crate::error::{ApiFlavor, GatewayError};
 
 fn post(cfg: &UpstreamConfig, path: &str, body: Bytes) -> Result<Request<Full<Bytes>>, GatewayError> {

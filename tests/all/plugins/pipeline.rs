@@ -17,7 +17,7 @@ fn with_plugins(folder: &Folder) -> impl FnOnce(&mut Config) + '_ {
         let mut plugins = PluginConfig::new(&folder.path);
         plugins.cache_dir = Some(cache_dir());
         plugins.defaults.deadline = TEST_DEADLINE;
-        config.plugins = Some(plugins);
+        config.gateway.plugins = Some(plugins);
     }
 }
 
@@ -87,7 +87,7 @@ async fn a_failing_primary_falls_back_to_the_plan_s_next_model() {
     let mock = MockUpstream::start().await;
     let gateway = TestGateway::start(config_for(&mock, |c| {
         // The cheap model's upstream answers 503: the router's fallback serves.
-        c.models[0].upstream_model = "mock-fail503".into();
+        c.gateway.models[0].upstream_model = "mock-fail503".into();
         with_plugins(&folder)(c);
     }))
     .await;

@@ -12,7 +12,7 @@ use crate::support::config_for;
 fn arms() -> RoutingConfig {
     let arm =
         |name: &str, weight, model: &str| Arm { name: name.into(), weight, model: Some(model.into()), route: true };
-    RoutingConfig { arms: vec![arm("control", 80, "claude"), arm("cheap", 20, "priced")] }
+    RoutingConfig { arms: vec![arm("control", 80, "claude"), arm("cheap", 20, "priced")], ..RoutingConfig::default() }
 }
 
 #[test]
@@ -34,8 +34,8 @@ fn the_split_is_stable_and_close_to_the_weights_over_10k_keys() {
 #[tokio::test]
 async fn a_user_stays_in_one_arm_on_every_replica_and_arms_are_reported() {
     let mock = MockUpstream::start().await;
-    let a = TestGateway::start(config_for(&mock, |c| c.routing = arms())).await;
-    let b = TestGateway::start(config_for(&mock, |c| c.routing = arms())).await;
+    let a = TestGateway::start(config_for(&mock, |c| c.gateway.routing = arms())).await;
+    let b = TestGateway::start(config_for(&mock, |c| c.gateway.routing = arms())).await;
     let client = Client::new();
     let mut seen = std::collections::HashMap::new();
     for i in 0..20 {

@@ -37,17 +37,17 @@ async fn cascading_to(small_model: &str, large_model: &str) -> (Folder, MockUpst
     folder.put_toml("router", ROUTER);
     let mock = MockUpstream::start().await;
     let config = config_for(&mock, |c: &mut Config| {
-        c.models.push(model("small", small_model, 0.1, &[]));
-        c.models.push(model("large", large_model, 5.0, &[]));
+        c.gateway.models.push(model("small", small_model, 0.1, &[]));
+        c.gateway.models.push(model("large", large_model, 5.0, &[]));
         if large_model.contains("fail") {
             // Nothing else for the router to fall back on.
-            c.models.retain(|m| m.name == "small" || m.name == "large");
+            c.gateway.models.retain(|m| m.name == "small" || m.name == "large");
         }
         let mut plugins = PluginConfig::new(&folder.path);
         plugins.cache_dir = Some(cache_dir());
         plugins.defaults.deadline = TEST_DEADLINE;
         plugins.watch = false;
-        c.plugins = Some(plugins);
+        c.gateway.plugins = Some(plugins);
     });
     let gateway = TestGateway::start(config).await;
     (folder, mock, gateway)

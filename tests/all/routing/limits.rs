@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::json;
 use sluice::limits::KeyConfig;
-use sluice::shared::RedisConfig;
+use sluice::redis_client::RedisConfig;
 use sluice_testkit::{Client, MockUpstream, RedisServer, TestGateway, require_redis};
 
 use super::ask;
@@ -22,7 +22,7 @@ async fn admin_endpoints_need_an_admin_key_once_keys_are_configured() {
     let s = Setup::with(|c| {
         let mut ops = key("ops", "sk-ops-admin-secret");
         ops.admin = true;
-        c.keys = vec![ops, key("team-a", "sk-team-a-secret")];
+        c.gateway.keys = vec![ops, key("team-a", "sk-team-a-secret")];
     })
     .await;
     let client = Client::new();
@@ -45,7 +45,7 @@ async fn unknown_keys_get_401_and_a_key_s_rpm_gets_429() {
     let s = Setup::with(|c| {
         let mut team = key("team-a", "sk-team-a-secret");
         team.rpm = Some(2);
-        c.keys = vec![team, key("team-b", "sk-team-b-secret")];
+        c.gateway.keys = vec![team, key("team-b", "sk-team-b-secret")];
     })
     .await;
     let client = Client::new();
@@ -89,7 +89,7 @@ async fn a_spent_budget_gets_429() {
     let s = Setup::with(|c| {
         let mut team = key("team-a", "sk-team-a-secret");
         team.budget_usd = Some(0.000_01);
-        c.keys = vec![team];
+        c.gateway.keys = vec![team];
     })
     .await;
     let client = Client::new();
@@ -115,9 +115,9 @@ async fn two_replicas_sharing_redis_enforce_one_rpm_limit() {
         shared.timeout = Duration::from_millis(500);
         shared.key_prefix = prefix.to_owned();
         config_for(&mock, move |c| {
-            c.upstreams[0].rpm = Some(5);
-            c.upstreams[0].queue_timeout = Duration::ZERO;
-            c.redis = Some(shared);
+            c.gateway.routing.policy_mut("oa").rpm = Some(5);
+            c.gateway.upstreams[0].queue_timeout = Duration::ZERO;
+            c.gateway.redis = Some(shared);
         })
     };
     let a = TestGateway::start(replica("rpm-test")).await;

@@ -12,7 +12,8 @@ mod resilience;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice::config::{Config, ModelConfig};
+use sluice::config::Config;
+use sluice::models::ModelConfig;
 
 /// A `[[models]]` entry on upstream `oa` (the mock) with prices.
 pub fn model(name: &str, upstream_model: &str, price: f64, fallbacks: &[&str]) -> ModelConfig {
@@ -30,8 +31,9 @@ pub fn model(name: &str, upstream_model: &str, price: f64, fallbacks: &[&str]) -
 
 /// Quick retries for tests: 10 ms back-off.
 pub fn quick_retries(config: &mut Config) {
-    for u in &mut config.upstreams {
-        u.retry.base = Duration::from_millis(10);
+    let gateway = &mut config.gateway;
+    for u in &gateway.upstreams {
+        gateway.routing.policy_mut(&u.name).retry.base = Duration::from_millis(10);
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
-use sluice::config::{UpstreamConfig, UpstreamKind};
+use sluice::upstream::{UpstreamConfig, UpstreamKind};
 use sluice_testkit::Client;
 
 use super::{ask, ask_stream, model, quick_retries};
@@ -15,7 +15,7 @@ use crate::support::Setup;
 #[tokio::test]
 async fn a_5xx_is_retried_with_backoff_until_it_answers() {
     let s = Setup::with(|c| {
-        c.models.push(model("flaky", "mock-flaky2", 1.0, &[]));
+        c.gateway.models.push(model("flaky", "mock-flaky2", 1.0, &[]));
         quick_retries(c);
     })
     .await;
@@ -31,7 +31,7 @@ async fn a_5xx_is_retried_with_backoff_until_it_answers() {
 #[tokio::test]
 async fn a_429_is_retried_after_the_upstream_s_retry_after() {
     let s = Setup::with(|c| {
-        c.models.push(model("throttled", "mock-throttled1-retryafter1", 1.0, &[]));
+        c.gateway.models.push(model("throttled", "mock-throttled1-retryafter1", 1.0, &[]));
         quick_retries(c);
     })
     .await;
@@ -45,7 +45,7 @@ async fn a_429_is_retried_after_the_upstream_s_retry_after() {
 #[tokio::test]
 async fn a_long_retry_after_moves_on_to_the_fallback_at_once() {
     let s = Setup::with(|c| {
-        c.models.push(model("throttled", "mock-throttled9-retryafter30", 1.0, &["priced"]));
+        c.gateway.models.push(model("throttled", "mock-throttled9-retryafter30", 1.0, &["priced"]));
         quick_retries(c);
     })
     .await;
@@ -58,8 +58,8 @@ async fn a_long_retry_after_moves_on_to_the_fallback_at_once() {
 #[tokio::test]
 async fn a_429_that_outlasts_the_retries_reaches_the_client_with_retry_after() {
     let s = Setup::with(|c| {
-        c.models.push(model("throttled", "mock-throttled9-retryafter1", 1.0, &[]));
-        c.upstreams[0].retry.max_retries = 1;
+        c.gateway.models.push(model("throttled", "mock-throttled9-retryafter1", 1.0, &[]));
+        c.gateway.routing.policy_mut("oa").retry.max_retries = 1;
     })
     .await;
     let reply = Client::new().post_json(&s.gateway.url("/v1/chat/completions"), &ask("throttled", "hi")).await;
@@ -72,10 +72,10 @@ async fn a_429_that_outlasts_the_retries_reaches_the_client_with_retry_after() {
 #[tokio::test]
 async fn a_stalled_upstream_times_out_and_falls_back_whole_and_streamed() {
     let s = Setup::with(|c| {
-        c.models.push(model("stalls", "mock-slow5000", 1.0, &["priced"]));
-        c.models.push(model("stalls-streaming", "mock-stall5000", 1.0, &["priced"]));
-        c.upstreams[0].first_byte_timeout = Duration::from_millis(200);
-        c.upstreams[0].retry.max_retries = 0;
+        c.gateway.models.push(model("stalls", "mock-slow5000", 1.0, &["priced"]));
+        c.gateway.models.push(model("stalls-streaming", "mock-stall5000", 1.0, &["priced"]));
+        c.gateway.upstreams[0].first_byte_timeout = Duration::from_millis(200);
+        c.gateway.routing.policy_mut("oa").retry.max_retries = 0;
     })
     .await;
     let client = Client::new();
@@ -96,8 +96,8 @@ async fn a_stalled_upstream_times_out_and_falls_back_whole_and_streamed() {
 #[tokio::test]
 async fn a_stream_that_dies_before_its_first_chunk_falls_back() {
     let s = Setup::with(|c| {
-        c.models.push(model("dies", "mock-die0", 1.0, &["priced"]));
-        c.upstreams[0].retry.max_retries = 0;
+        c.gateway.models.push(model("dies", "mock-die0", 1.0, &["priced"]));
+        c.gateway.routing.policy_mut("oa").retry.max_retries = 0;
     })
     .await;
     let response = Client::new()
@@ -122,7 +122,7 @@ async fn a_stream_that_dies_before_its_first_chunk_falls_back() {
 
 #[tokio::test]
 async fn a_stream_that_dies_after_its_first_chunk_ends_with_an_error_event() {
-    let s = Setup::with(|c| c.models.push(model("dies", "mock-die", 1.0, &["priced"]))).await;
+    let s = Setup::with(|c| c.gateway.models.push(model("dies", "mock-die", 1.0, &["priced"]))).await;
     let response = Client::new()
         .send(
             Method::POST,
@@ -143,17 +143,18 @@ async fn a_stream_that_dies_after_its_first_chunk_ends_with_an_error_event() {
 async fn an_open_circuit_skips_a_dead_upstream_then_probes_it() {
     let s = Setup::with(|c| {
         // Nothing listens on port 1.
-        let mut dead = UpstreamConfig::new("dead", UpstreamKind::OpenAi, "http://127.0.0.1:1/v1");
-        dead.retry.max_retries = 0;
-        dead.breaker.failures = 2;
-        dead.breaker.open_for = Duration::from_millis(1000);
-        c.upstreams.push(dead);
+        let dead = UpstreamConfig::new("dead", UpstreamKind::OpenAi, "http://127.0.0.1:1/v1");
+        let policy = c.gateway.routing.policy_mut("dead");
+        policy.retry.max_retries = 0;
+        policy.breaker.failures = 2;
+        policy.breaker.open_for = Duration::from_millis(1000);
+        c.gateway.upstreams.push(dead);
         let mut gone = model("gone", "gone", 1.0, &["priced"]);
         gone.upstream = "dead".into();
-        c.models.push(gone);
+        c.gateway.models.push(gone);
         let mut alone = model("alone", "alone", 1.0, &[]);
         alone.upstream = "dead".into();
-        c.models.push(alone);
+        c.gateway.models.push(alone);
     })
     .await;
     let client = Client::new();

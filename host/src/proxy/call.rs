@@ -14,61 +14,54 @@
 //! is the relay's to report (an error event, then the end of the stream).
 //!
 //! Every attempt is timed into the model's statistics and reported to the
-//! upstream's breaker.
+//! upstream's breaker. The policies come from `crate::routing` (breakers,
+//! budgets, retry policy, statistics); this file is the loop that applies
+//! them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use super::breaker::Admission;
-use super::retry::{is_upstream_fault, worth_retrying};
-use super::{Stats, UpstreamHealth};
+use super::context::RequestContext;
 use crate::api::chat::{ChatRequest, StreamOptions};
-use crate::config::{UpstreamConfig, UpstreamKind};
 use crate::error::GatewayError;
-use crate::gateway::Gateway;
-use crate::models::ModelRoute;
-use crate::proxy::RequestContext;
+use crate::models::{ModelRegistry, ModelRoute};
+use crate::routing::breaker::Admission;
+use crate::routing::retry::{UpstreamFailure, falls_back, worth_retrying};
+use crate::routing::{Routing, Stats, UpstreamHealth};
 use crate::telemetry;
-use crate::upstream::{ChatReply, ChunkStream};
-
-/// Whether a failed model should give way to the plan's next model.
-pub fn falls_back(error: &GatewayError) -> bool {
-    worth_retrying(error)
-        || matches!(
-            error,
-            GatewayError::UpstreamBusy { .. } | GatewayError::RateLimited { .. } | GatewayError::CircuitOpen { .. }
-        )
-}
+use crate::upstream::{ChatReply, ChunkStream, UpstreamConfig, UpstreamKind};
 
 /// Calls `models` in order; the first answer wins. `ctx.route` is the model
 /// that answered (or failed last) and `req.model` its upstream id.
 pub async fn call(
-    gw: &Gateway,
+    routing: &Routing,
+    registry: &ModelRegistry,
     ctx: &mut RequestContext,
     req: &mut ChatRequest,
     models: &[String],
 ) -> Result<ChatReply, GatewayError> {
     let mut failure = None;
     for model in models {
-        let route = match gw.models.resolve(model) {
+        let route = match registry.resolve(model) {
             Ok(route) => route,
             Err(e) => {
                 failure.get_or_insert(e);
                 continue;
             }
         };
-        if let Some(previous) = ctx.route.replace(route.clone()) {
+        if let Some(previous) = &ctx.route {
             metrics::counter!(telemetry::FALLBACKS, "model" => previous.public.clone()).increment(1);
         }
+        ctx.set_route(Some(route.clone()), routing);
         req.model.clone_from(&route.upstream_model);
         if req.stream && route.upstream.config.kind == UpstreamKind::OpenAi {
             // Always ask for usage so tokens and cost are known; the usage
             // chunk is dropped again for clients that did not ask for it.
             req.stream_options.get_or_insert_with(StreamOptions::default).include_usage = true;
         }
-        match call_model(gw, ctx, &route, req).await {
+        match call_model(routing, ctx, &route, req).await {
             Ok(reply) => return Ok(reply),
             Err(e) if falls_back(&e) => {
                 tracing::warn!(model = %route.public, upstream = %route.upstream.name(), error = %e, "model failed; next in plan");
@@ -83,15 +76,15 @@ pub async fn call(
 
 /// One model: breaker, budget, call, retries.
 async fn call_model(
-    gw: &Gateway,
+    routing: &Routing,
     ctx: &mut RequestContext,
     route: &Arc<ModelRoute>,
     req: &ChatRequest,
 ) -> Result<ChatReply, GatewayError> {
     let upstream = &route.upstream;
     let cfg = &upstream.config;
-    let health = gw.routing.upstream(upstream.name());
-    let stats = gw.routing.model(&route.public);
+    let health = routing.upstream(upstream.name());
+    let stats = routing.model(&route.public);
     let mut retries = 0;
     loop {
         if let Admission::Open(retry_after) = health.breaker.admit() {
@@ -101,7 +94,7 @@ async fn call_model(
             return Err(GatewayError::RateLimited { scope: format!("upstream `{}`", upstream.name()), retry_after });
         }
         let started = Instant::now();
-        let mut attempt = Attempt::start(stats.clone(), health.clone(), started);
+        let mut attempt = UpstreamCall::start(stats.clone(), health.clone(), started);
         let result = match upstream.chat(req).await {
             Ok(reply) => first_chunk(reply, cfg).await,
             Err(e) => Err(e),
@@ -118,12 +111,13 @@ async fn call_model(
                 e
             }
         };
-        if !worth_retrying(&error) || retries >= cfg.retry.max_retries || health.breaker.circuit().is_open() {
+        let retry = &health.retry;
+        if !worth_retrying(&error) || retries >= retry.max_retries || health.breaker.circuit().is_open() {
             return Err(error);
         }
         retries += 1;
-        let wait = cfg.retry.wait(retries, &error);
-        if wait > cfg.retry.max_wait {
+        let wait = retry.wait(retries, &error);
+        if wait > retry.max_wait {
             // The upstream asked for a longer pause than a request should
             // wait: the next model serves instead.
             return Err(error);
@@ -159,7 +153,7 @@ async fn first_chunk(reply: ChatReply, cfg: &UpstreamConfig) -> Result<ChatReply
 /// One call to an upstream, from send to the end of its answer: counted in
 /// flight while it lasts, then timed into the model's statistics and
 /// reported to the breaker. A call abandoned by its client reports nothing.
-struct Attempt {
+struct UpstreamCall {
     stats: Arc<Stats>,
     health: Arc<UpstreamHealth>,
     started: Instant,
@@ -167,10 +161,10 @@ struct Attempt {
     done: bool,
 }
 
-impl Attempt {
-    fn start(stats: Arc<Stats>, health: Arc<UpstreamHealth>, started: Instant) -> Attempt {
+impl UpstreamCall {
+    fn start(stats: Arc<Stats>, health: Arc<UpstreamHealth>, started: Instant) -> UpstreamCall {
         stats.enter();
-        Attempt { stats, health, started, ttft: None, done: false }
+        UpstreamCall { stats, health, started, ttft: None, done: false }
     }
 
     fn succeed(&mut self) {
@@ -181,14 +175,13 @@ impl Attempt {
 
     fn fail(&mut self, error: &GatewayError) {
         self.done = true;
-        let fault = is_upstream_fault(error);
-        let throttled = matches!(error, GatewayError::UpstreamStatus { status, .. } if status.as_u16() == 429);
-        self.stats.observe(self.started.elapsed(), None, fault || throttled);
-        if fault {
-            self.health.breaker.failure();
-        } else if !throttled {
+        let failure = UpstreamFailure::of(error);
+        self.stats.observe(self.started.elapsed(), None, failure.is_some());
+        match failure {
+            Some(UpstreamFailure::Fault) => self.health.breaker.failure(),
+            Some(UpstreamFailure::Throttled) => {}
             // Any other answer (a 4xx) shows the upstream is up.
-            self.health.breaker.success();
+            None => self.health.breaker.success(),
         }
     }
 
@@ -209,7 +202,7 @@ impl Attempt {
     }
 }
 
-impl Drop for Attempt {
+impl Drop for UpstreamCall {
     fn drop(&mut self) {
         self.stats.leave();
     }

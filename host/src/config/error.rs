@@ -1,0 +1,44 @@
+//! [`ConfigError`]: what is wrong, with which key, in which file and on
+//! which line; and the two helpers that find a line and a key from a byte
+//! offset in the file's text.
+
+/// A configuration error: what is wrong, with which key, where.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}{location}: `{key}`: {message}")]
+pub struct ConfigError {
+    pub origin: String,
+    pub location: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error of a command-line flag (no file, no line).
+    pub fn flag(flag: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            origin: "command line".to_owned(),
+            location: String::new(),
+            key: flag.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// ":N" for the line holding byte `offset`.
+pub(super) fn line_of(text: &str, offset: usize) -> String {
+    let line = text[..offset.min(text.len())].matches('\n').count() + 1;
+    format!(":{line}")
+}
+
+/// The key written on the line holding `offset`, for parse errors.
+pub(super) fn key_at(text: &str, offset: Option<usize>) -> String {
+    let Some(offset) = offset else {
+        return "-".to_owned();
+    };
+    let start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    match line.split_once('=') {
+        Some((key, _)) => key.trim().to_owned(),
+        None => line.trim().to_owned(),
+    }
+}
