@@ -16,6 +16,7 @@
 
 pub mod ab;
 pub mod breaker;
+pub mod default_router;
 pub mod execute;
 pub mod retry;
 pub mod stats;
