@@ -161,3 +161,25 @@ pub fn init_logging(cfg: &LoggingConfig) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if cfg.json { builder.json().try_init() } else { builder.try_init() };
 }
+
+// The plugin runtime's metrics (host/src/plugin), labelled by `plugin` (and
+// `stage` where shown).
+
+/// Counter `{plugin,stage}`: stage calls made.
+pub const PLUGIN_CALLS: &str = "sluice_plugin_calls_total";
+/// Histogram `{plugin,stage}`: call durations, instantiation included.
+pub const PLUGIN_CALL_SECONDS: &str = "sluice_plugin_call_seconds";
+/// Counter `{plugin,stage,kind}`: traps, deadline overruns, out of memory.
+pub const PLUGIN_FAULTS: &str = "sluice_plugin_faults_total";
+/// Counter `{plugin}`: plugins disabled after consecutive faults.
+pub const PLUGIN_DISABLED: &str = "sluice_plugin_disabled_total";
+/// Counter `{plugin}`: fresh-instance calls that found no spare ready.
+pub const PLUGIN_SPARE_MISSES: &str = "sluice_plugin_spare_misses_total";
+/// Counter `{plugin}`: versions loaded.
+pub const PLUGIN_LOADS: &str = "sluice_plugin_loads_total";
+/// Counter `{plugin}`: files (or optimised builds) that failed to load.
+pub const PLUGIN_LOAD_ERRORS: &str = "sluice_plugin_load_errors_total";
+/// Counter `{plugin}`: baseline builds replaced by their optimised build.
+pub const PLUGIN_OPTIMISED: &str = "sluice_plugin_optimised_total";
+/// Counter: scans of the plugin folder.
+pub const PLUGIN_RESCANS: &str = "sluice_plugin_rescans_total";

@@ -1,5 +1,5 @@
 //! Per-stage plugin call overhead: p50 and p99 of one stage call through
-//! `PluginHost`'s async stage methods (the gateway's) for each example
+//! `PluginHost`'s stage traits (as the gateway calls them) for each example
 //! plugin, from a request already in memory to the answer (conversion,
 //! instantiation or warm reuse, the guest's work).
 //!
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use sluice::api::chat::{ChatRequest, ChatResponse, Choice, Message, Role};
 use sluice::plugin::{Compiler, PluginConfig, PluginHost};
-use sluice::stage::{Health, RouteCandidate, StageContext};
+use sluice::stage::{CachePolicy, Compressor, Health, Judge, RouteCandidate, Router, StageContext};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
@@ -75,8 +75,8 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6
 }
 
-/// One call of the plugin's stage, through the async stage methods the
-/// gateway uses, on a single-threaded runtime (as one worker runs them).
+/// One call of the plugin's stage, through the stage trait the gateway
+/// uses, on a single-threaded runtime (as one worker runs them).
 fn call_stage(
     rt: &tokio::runtime::Runtime,
     host: &PluginHost,
@@ -86,10 +86,10 @@ fn call_stage(
     let ctx = StageContext::default();
     rt.block_on(async {
         match name {
-            "compressor" => drop(host.compress_async(req, &ctx).await.expect("ok")),
-            "cache-policy" => drop(host.cache_policy_async(req, &ctx).await.expect("ok")),
-            "router" | "router-js" => drop(host.route_async(req, &ctx, cands).await.expect("ok")),
-            _ => drop(host.judge_async(req, &ctx, resp).await.expect("ok")),
+            "compressor" => drop(host.compress(req, &ctx).await.expect("ok")),
+            "cache-policy" => drop(host.cache_policy(req, &ctx).await.expect("ok")),
+            "router" | "router-js" => drop(host.route(req, &ctx, cands).await.expect("ok")),
+            _ => drop(host.judge(req, &ctx, resp).await.expect("ok")),
         }
     });
 }

@@ -10,9 +10,14 @@
 //! still serving. This module does not serve HTTP: the gateway exposes
 //! [`PluginHost::list`] at `GET /admin/plugins`.
 //!
-//! Metrics (`metrics` crate; install the recorder before [`PluginHost::start`],
-//! as per-plugin handles are registered at load): counters
-//! `sluice_plugin_calls_total{plugin,stage}`,
+//! [`PluginHost`] is called only through the stage traits ([`Compressor`],
+//! [`CachePolicy`], [`Router`], [`Judge`]): each call runs the plugins on the
+//! calling task, each guest on a fiber that yields at every epoch tick, so a
+//! long call never holds a worker thread.
+//!
+//! Metrics (named in `crate::telemetry`, `PLUGIN_*`; install the recorder
+//! before [`PluginHost::start`], as per-plugin handles are registered at
+//! load): counters `sluice_plugin_calls_total{plugin,stage}`,
 //! `sluice_plugin_faults_total{plugin,stage,kind}`,
 //! `sluice_plugin_disabled_total{plugin}`, `sluice_plugin_loads_total{plugin}`,
 //! `sluice_plugin_load_errors_total{plugin}`,
@@ -21,49 +26,44 @@
 //! spare instance ready), `sluice_plugin_rescans_total` (scans of the
 //! folder); histogram
 //! `sluice_plugin_call_seconds{plugin,stage}`.
+//!
+//! Files: `registry.rs` (the folder, loading, hot reload), `loaded.rs` (one
+//! loaded version and its calls), `pool.rs` (its instances), `fault.rs`,
+//! `call_stats.rs`, `stages.rs` (the four stages over the loaded plugins),
+//! `convert.rs` and `bindings.rs` (the WIT boundary), `engine.rs` (wasmtime
+//! engines and the artifact cache), `manifest.rs` and `config.rs`.
 
 mod bindings;
+mod call_stats;
 mod config;
 mod convert;
 mod engine;
-mod instance;
-mod instances;
+mod error;
+mod fault;
+mod loaded;
 mod manifest;
+mod pool;
 mod registry;
 mod stages;
 
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
+use async_trait::async_trait;
 use serde::Serialize;
 
 pub use config::{PluginConfig, PluginDefaults};
 pub use engine::Compiler;
+pub use error::PluginError;
 pub use manifest::{DirGrant, FailureMode, Grants, InstanceMode};
 
 use crate::api::chat::{ChatRequest, ChatResponse};
 use crate::stage::{
-    CacheDecision, CachePolicyStage, CompressOutcome, Compressor, Judge, JudgeVerdict, RouteCandidate, RoutePlan,
-    Router, StageContext, StageError, StageKind,
+    CacheDecision, CachePolicy, CompressOutcome, Compressor, Judge, JudgeVerdict, RouteCandidate, RoutePlan, Router,
+    StageContext, StageError, StageKind,
 };
-use registry::Shared;
-
-/// Why the plugin host could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum PluginError {
-    #[error("plugin folder {0}: {1}")]
-    Dir(PathBuf, #[source] std::io::Error),
-    #[error("cannot watch the plugin folder: {0}")]
-    Watch(#[source] notify::Error),
-    #[error("cannot create the WebAssembly engine: {0}")]
-    Engine(String),
-    #[error("cannot compile {0}: {1}")]
-    Compile(PathBuf, String),
-    #[error("plugin registry lock poisoned")]
-    Poisoned,
-}
+use registry::{Shared, off_async};
 
 /// One plugin, for `GET /admin/plugins`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -106,13 +106,14 @@ pub struct PluginInfo {
     pub load_error: Option<String>,
 }
 
-/// The running plugin system. Cheap to share (`Arc`). The `_async` stage
-/// methods run the plugins on the polling task, each guest on a fiber that
-/// yields at every epoch tick (the gateway uses these); the others block,
-/// and are safe to call from async tasks too (they hand the worker off).
+/// The running plugin system. Cheap to share (`Arc`). Its stages are called
+/// through the stage traits it implements ([`Compressor`], [`CachePolicy`],
+/// [`Router`], [`Judge`]): the plugins run on the polling task, each guest
+/// on a fiber that yields at every epoch tick.
 pub struct PluginHost {
     shared: Arc<Shared>,
-    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    /// Watches the folder while it is kept (dropped with the host).
+    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl PluginHost {
@@ -125,14 +126,14 @@ impl PluginHost {
         let watch = config.watch;
         let shared = Arc::new(Shared::new(config));
         // Loading instantiates each plugin once: keep WASI off the async context.
-        instance::off_async(|| shared.rescan())?;
+        off_async(|| shared.rescan())?;
         let watcher = if watch { Some(registry::watch(shared.clone())?) } else { None };
-        Ok(Arc::new(PluginHost { shared, watcher: Mutex::new(watcher) }))
+        Ok(Arc::new(PluginHost { shared, _watcher: watcher }))
     }
 
     /// Rescan the folder now (the watcher does this by itself).
     pub fn reload(&self) -> Result<(), PluginError> {
-        instance::off_async(|| self.shared.rescan())
+        off_async(|| self.shared.rescan())
     }
 
     /// How many times the folder has been scanned (at start, on `reload`,
@@ -141,111 +142,8 @@ impl PluginHost {
         self.shared.rescans()
     }
 
-    /// Stop watching the folder; loaded plugins keep serving.
-    pub fn stop_watching(&self) {
-        if let Ok(mut w) = self.watcher.lock() {
-            w.take();
-        }
-    }
-
     pub fn config(&self) -> &PluginConfig {
         &self.shared.config
-    }
-
-    /// Run the compressors in order, each on the previous one's output.
-    /// Blocking, as are the other stage methods without `_async`: for
-    /// callers outside async code (an async caller's worker is handed off
-    /// while it blocks).
-    pub fn compress(&self, request: &ChatRequest) -> Result<CompressOutcome, StageError> {
-        self.compress_with(request, &StageContext::default())
-    }
-
-    /// [`PluginHost::compress`] with the request's metadata and headers.
-    pub fn compress_with(&self, request: &ChatRequest, ctx: &StageContext) -> Result<CompressOutcome, StageError> {
-        block_on(self.compress_async(request, ctx))
-    }
-
-    /// [`PluginHost::compress_with`] as a future: the plugins run on the
-    /// polling task (each guest on a fiber, yielding at every epoch tick).
-    pub async fn compress_async(
-        &self,
-        request: &ChatRequest,
-        ctx: &StageContext,
-    ) -> Result<CompressOutcome, StageError> {
-        stages::compress(&self.shared.registry.load_full(), request, ctx).await
-    }
-
-    /// The first cache policy's decision; `None` when none is loaded.
-    pub fn cache_policy(&self, request: &ChatRequest) -> Result<Option<CacheDecision>, StageError> {
-        self.cache_policy_with(request, &StageContext::default())
-    }
-
-    /// [`PluginHost::cache_policy`] with the request's metadata and headers.
-    pub fn cache_policy_with(
-        &self,
-        request: &ChatRequest,
-        ctx: &StageContext,
-    ) -> Result<Option<CacheDecision>, StageError> {
-        block_on(self.cache_policy_async(request, ctx))
-    }
-
-    /// [`PluginHost::cache_policy_with`] as a future.
-    pub async fn cache_policy_async(
-        &self,
-        request: &ChatRequest,
-        ctx: &StageContext,
-    ) -> Result<Option<CacheDecision>, StageError> {
-        stages::cache_policy(&self.shared.registry.load_full(), request, ctx).await
-    }
-
-    /// The first router's plan; `None` when no router decided.
-    pub fn route(&self, request: &ChatRequest, candidates: &[RouteCandidate]) -> Result<Option<RoutePlan>, StageError> {
-        self.route_with(request, &StageContext::default(), candidates)
-    }
-
-    /// [`PluginHost::route`] with the request's metadata and headers.
-    pub fn route_with(
-        &self,
-        request: &ChatRequest,
-        ctx: &StageContext,
-        candidates: &[RouteCandidate],
-    ) -> Result<Option<RoutePlan>, StageError> {
-        block_on(self.route_async(request, ctx, candidates))
-    }
-
-    /// [`PluginHost::route_with`] as a future.
-    pub async fn route_async(
-        &self,
-        request: &ChatRequest,
-        ctx: &StageContext,
-        candidates: &[RouteCandidate],
-    ) -> Result<Option<RoutePlan>, StageError> {
-        stages::route(&self.shared.registry.load_full(), request, ctx, candidates).await
-    }
-
-    /// The judges' combined verdict; `None` when no judge voted.
-    pub fn judge(&self, request: &ChatRequest, response: &ChatResponse) -> Result<Option<JudgeVerdict>, StageError> {
-        self.judge_with(request, &StageContext::default(), response)
-    }
-
-    /// [`PluginHost::judge`] with the request's metadata and headers.
-    pub fn judge_with(
-        &self,
-        request: &ChatRequest,
-        ctx: &StageContext,
-        response: &ChatResponse,
-    ) -> Result<Option<JudgeVerdict>, StageError> {
-        block_on(self.judge_async(request, ctx, response))
-    }
-
-    /// [`PluginHost::judge_with`] as a future.
-    pub async fn judge_async(
-        &self,
-        request: &ChatRequest,
-        ctx: &StageContext,
-        response: &ChatResponse,
-    ) -> Result<Option<JudgeVerdict>, StageError> {
-        stages::judge(&self.shared.registry.load_full(), request, ctx, response).await
     }
 
     /// Every loaded plugin, then every name whose file never loaded.
@@ -313,37 +211,50 @@ impl PluginHost {
     }
 }
 
+/// Runs the compressors in order, each on the previous one's output.
+#[async_trait]
 impl Compressor for PluginHost {
-    fn compress(&self, request: &ChatRequest) -> Result<CompressOutcome, StageError> {
-        PluginHost::compress(self, request)
+    async fn compress(&self, request: &ChatRequest, ctx: &StageContext) -> Result<CompressOutcome, StageError> {
+        stages::compress(&self.shared.registry.load_full(), request, ctx).await
     }
 }
 
-impl CachePolicyStage for PluginHost {
-    fn cache_policy(&self, request: &ChatRequest) -> Result<Option<CacheDecision>, StageError> {
-        PluginHost::cache_policy(self, request)
+/// The first cache policy's decision; `None` when none is loaded.
+#[async_trait]
+impl CachePolicy for PluginHost {
+    async fn cache_policy(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+    ) -> Result<Option<CacheDecision>, StageError> {
+        stages::cache_policy(&self.shared.registry.load_full(), request, ctx).await
     }
 }
 
+/// The first router's plan; `None` when no router decided.
+#[async_trait]
 impl Router for PluginHost {
-    fn route(&self, request: &ChatRequest, candidates: &[RouteCandidate]) -> Result<Option<RoutePlan>, StageError> {
-        PluginHost::route(self, request, candidates)
+    async fn route(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+        candidates: &[RouteCandidate],
+    ) -> Result<Option<RoutePlan>, StageError> {
+        stages::route(&self.shared.registry.load_full(), request, ctx, candidates).await
     }
 }
 
+/// The judges' combined verdict; `None` when no judge voted.
+#[async_trait]
 impl Judge for PluginHost {
-    fn judge(&self, request: &ChatRequest, response: &ChatResponse) -> Result<Option<JudgeVerdict>, StageError> {
-        PluginHost::judge(self, request, response)
+    async fn judge(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+        response: &ChatResponse,
+    ) -> Result<Option<JudgeVerdict>, StageError> {
+        stages::judge(&self.shared.registry.load_full(), request, ctx, response).await
     }
-}
-
-/// Run a stage future to completion from blocking code: on this thread,
-/// with the worker handed off first when called inside a Tokio runtime.
-fn block_on<F: std::future::Future + Send>(f: F) -> F::Output
-where
-    F::Output: Send,
-{
-    instance::off_async(|| wasmtime_wasi::runtime::in_tokio(f))
 }
 
 /// Compile `wasm` into `cache_dir` (the artifact cache a [`PluginHost`]

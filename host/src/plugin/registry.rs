@@ -25,11 +25,13 @@ use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
 use super::bindings::PluginMeta;
+use super::config::PluginConfig;
 use super::engine::{Compiler, artifact_path, baseline, compile_cached, runtime};
-use super::instance::LoadedPlugin;
+use super::error::PluginError;
+use super::loaded::LoadedPlugin;
 use super::manifest::{InstanceMode, Manifest};
-use super::{PluginConfig, PluginError};
 use crate::stage::StageKind;
+use crate::telemetry;
 
 /// Components at least this big (language runtimes) get warm instances
 /// unless their manifest says otherwise.
@@ -126,7 +128,7 @@ impl Shared {
             return Err(PluginError::Poisoned);
         };
         self.rescans.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("sluice_plugin_rescans_total").increment(1);
+        metrics::counter!(telemetry::PLUGIN_RESCANS).increment(1);
         let dir = &self.config.dir;
         let entries = std::fs::read_dir(dir).map_err(|e| PluginError::Dir(dir.clone(), e))?;
         let mut names: Vec<String> = entries
@@ -168,14 +170,14 @@ impl Shared {
                     if p.compiler == Compiler::Winch {
                         upgrades.push((name.clone(), p.hash.clone(), bytes));
                     }
-                    metrics::counter!("sluice_plugin_loads_total", "plugin" => name.clone()).increment(1);
+                    metrics::counter!(telemetry::PLUGIN_LOADS, "plugin" => name.clone()).increment(1);
                     plugins.insert(name.clone(), Arc::new(p));
                     attempts.insert(name.clone(), attempt);
                 }
                 Err(error) => {
                     tracing::error!(plugin = %name, file = %wasm.display(), %error,
                         keeps_previous = previous.is_some(), "plugin rejected");
-                    metrics::counter!("sluice_plugin_load_errors_total", "plugin" => name.clone()).increment(1);
+                    metrics::counter!(telemetry::PLUGIN_LOAD_ERRORS, "plugin" => name.clone()).increment(1);
                     if let Some(p) = previous {
                         plugins.insert(name.clone(), p.clone());
                     }
@@ -238,7 +240,7 @@ impl Shared {
                 let mut plugins = reg.plugins.clone();
                 plugins.insert(name.to_owned(), Arc::new(plugin));
                 self.registry.store(Arc::new(Registry::new(plugins)));
-                metrics::counter!("sluice_plugin_optimised_total", "plugin" => name.to_owned()).increment(1);
+                metrics::counter!(telemetry::PLUGIN_OPTIMISED, "plugin" => name.to_owned()).increment(1);
                 tracing::info!(
                     plugin = name,
                     hash = &hash[..12],
@@ -247,7 +249,7 @@ impl Shared {
                 );
             }
             Err(error) => {
-                metrics::counter!("sluice_plugin_load_errors_total", "plugin" => name.to_owned()).increment(1);
+                metrics::counter!(telemetry::PLUGIN_LOAD_ERRORS, "plugin" => name.to_owned()).increment(1);
                 tracing::error!(plugin = name, %error, "optimised plugin build failed; the baseline build keeps serving");
             }
         }
@@ -373,4 +375,19 @@ pub fn watch(shared: Arc<Shared>) -> Result<RecommendedWatcher, PluginError> {
         })
         .map_err(|e| PluginError::Dir(PathBuf::from("<watch thread>"), e))?;
     Ok(watcher)
+}
+
+/// Run blocking plugin work (a rescan: loading, instantiating) where it may
+/// enter a Tokio runtime of its own, which panics inside an async task unless
+/// the worker is first handed off with `block_in_place`.
+pub fn off_async<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Err(_) => f(),
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
+    }
 }

@@ -4,14 +4,15 @@
 //! plugin's failure mode (open: skip it; closed: fail with its name).
 //!
 //! It does not load plugins or classify faults: see `registry.rs` and
-//! `instance.rs`.
+//! `fault.rs`. `PluginHost` (`mod.rs`) implements the stage traits with these.
 
 use std::sync::atomic::Ordering;
 
 use super::convert::{
     apply_messages, candidate_to_wit, decision_from_wit, plan_from_wit, request_to_wit, response_to_wit, vote_from_wit,
 };
-use super::instance::{CallFault, LoadedPlugin, StageIndices};
+use super::fault::CallFault;
+use super::loaded::{LoadedPlugin, StageIndices};
 use super::manifest::FailureMode;
 use super::registry::Registry;
 use crate::api::chat::{ChatRequest, ChatResponse};

@@ -30,7 +30,7 @@ use crate::body::Body;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::routing::retry::falls_back;
-use crate::stage::Cascade;
+use crate::stage::{Cascade, model_order};
 use crate::telemetry;
 use crate::upstream::ChatReply;
 
@@ -86,12 +86,7 @@ pub async fn run(
     }
 
     ctx.steps.push(Step { model: last.clone(), score: None, failed: false });
-    let mut order = vec![last.clone()];
-    for model in models {
-        if !cascade.tiers.contains(model) && !order.contains(model) {
-            order.push(model.clone());
-        }
-    }
+    let order = model_order(last, models.iter().filter(|m| !cascade.tiers.contains(*m)));
     let mut req = req;
     match call(&gw.routing, &gw.models, ctx, &mut req, &order).await {
         Ok(reply) => answer(gw, ctx, req, reply, client_wants_usage).await,

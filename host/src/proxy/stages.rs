@@ -1,6 +1,10 @@
-//! The stage plugins' part of the pipeline: compress, cache policy and route
-//! before the upstream call, judge after it. With no plugin host, or no
-//! plugin for a stage, each step leaves the request as it is.
+//! The stages' part of the pipeline: compress, cache policy and route before
+//! the upstream call, judge after it. Every stage is called through its
+//! trait (`crate::stage`): the plugin host's implementations when a plugin
+//! folder is configured, and the built-in default router
+//! (`routing/default_router.rs`) when no router plugin plans the route. With
+//! no plugin host, or no plugin for a stage, each step leaves the request as
+//! it is.
 //!
 //! A stage's refusal or closed-mode fault becomes a [`GatewayError::Plugin`]
 //! (400 or 500 naming the plugin); open-mode faults never reach here.
@@ -9,14 +13,15 @@ use crate::api::chat::{ChatRequest, ChatResponse};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::routing::Arm;
-use crate::stage::{JudgeVerdict, StageContext};
+use crate::routing::default_router::DefaultRouter;
+use crate::stage::{CachePolicy, Compressor, Judge, JudgeVerdict, Router, StageContext};
 use crate::telemetry;
 
 use super::context::RequestContext;
 
 /// Runs compress, cache policy and route; returns the models to try, in
-/// order: the router's plan (primary or first cascade tier, then
-/// fallbacks), or the built-in default (the requested model, or the A/B
+/// order: the router plugin's plan (primary or first cascade tier, then
+/// fallbacks), or the default router's (the requested model, or the A/B
 /// arm's, then its configured fallbacks). A pinned request gets exactly the
 /// model it asked for.
 pub async fn before_upstream(
@@ -25,11 +30,19 @@ pub async fn before_upstream(
     req: &mut ChatRequest,
 ) -> Result<Vec<String>, GatewayError> {
     let arm = assign_arm(gw, ctx, req);
-    let planned = match &gw.plugins {
-        Some(_) => plan(gw, ctx, req, arm.as_ref()).await?,
-        None => None,
-    };
-    Ok(planned.unwrap_or_else(|| default_order(gw, ctx, req, arm.as_ref())))
+    if let Some(host) = gw.plugins.as_deref() {
+        compress(host, ctx, req).await?;
+        let policy: &dyn CachePolicy = host;
+        ctx.cache_decision = policy.cache_policy(req, &StageContext::default()).await?;
+        if let Some(models) = plugin_route(host, gw, ctx, req, arm.as_ref()).await? {
+            return Ok(models);
+        }
+    }
+    let default = DefaultRouter::new(&gw.models, ctx.pinned, arm.as_ref().and_then(|a| a.model.as_deref()));
+    let router: &dyn Router = &default;
+    let plan = router.route(req, &StageContext::default(), &[]).await?;
+    // The default router always has a plan; without one, the requested model.
+    Ok(plan.map_or_else(|| vec![req.model.clone()], |p| p.models()))
 }
 
 /// Puts the request in its A/B arm, by its user key.
@@ -41,54 +54,39 @@ fn assign_arm(gw: &Gateway, ctx: &mut RequestContext, req: &ChatRequest) -> Opti
     Some(arm)
 }
 
-/// The built-in route when no router decides.
-fn default_order(gw: &Gateway, ctx: &RequestContext, req: &ChatRequest, arm: Option<&Arm>) -> Vec<String> {
-    if ctx.pinned {
-        return vec![req.model.clone()];
-    }
-    let first = arm.and_then(|a| a.model.clone()).unwrap_or_else(|| req.model.clone());
-    let mut order = vec![first];
-    if let Ok(route) = gw.models.resolve(&order[0]) {
-        for model in &route.fallbacks {
-            if !order.contains(model) {
-                order.push(model.clone());
-            }
-        }
-    }
-    order
-}
-
-async fn plan(
-    gw: &Gateway,
+/// Runs the compressors; keeps their output when they saved tokens.
+async fn compress(
+    compressor: &dyn Compressor,
     ctx: &mut RequestContext,
     req: &mut ChatRequest,
-    arm: Option<&Arm>,
-) -> Result<Option<Vec<String>>, GatewayError> {
-    let Some(plugins) = &gw.plugins else { return Ok(None) };
-
-    let none = StageContext::default();
-    let outcome = plugins.compress_async(req, &none).await?;
+) -> Result<(), GatewayError> {
+    let outcome = compressor.compress(req, &StageContext::default()).await?;
     if outcome.tokens_saved > 0 {
         metrics::counter!(telemetry::TOKENS_SAVED).increment(u64::from(outcome.tokens_saved));
         ctx.tokens_saved = outcome.tokens_saved;
         *req = outcome.request;
     }
+    Ok(())
+}
 
-    ctx.cache_decision = plugins.cache_policy_async(req, &none).await?;
-
+/// Asks the router plugins for a plan, unless the request is pinned or its
+/// A/B arm fixes the model or skips routing. A plan is kept in `ctx.plan`
+/// (its router named in `x-sluice-router`, its cascade run by
+/// `proxy/cascade.rs`); `None`: the default router decides.
+async fn plugin_route(
+    router: &dyn Router,
+    gw: &Gateway,
+    ctx: &mut RequestContext,
+    req: &ChatRequest,
+    arm: Option<&Arm>,
+) -> Result<Option<Vec<String>>, GatewayError> {
     if ctx.pinned || arm.is_some_and(|a| a.model.is_some() || !a.route) {
         return Ok(None);
     }
     let candidates = gw.routing.candidates(&gw.models);
     let stage_ctx = StageContext { metadata: route_metadata(gw, ctx, req), headers: Vec::new() };
-    let Some(plan) = plugins.route_async(req, &stage_ctx, &candidates).await? else { return Ok(None) };
-    let first = plan.cascade.as_ref().and_then(|c| c.tiers.first()).unwrap_or(&plan.primary).clone();
-    let mut order = vec![first];
-    for model in &plan.fallbacks {
-        if !order.contains(model) {
-            order.push(model.clone());
-        }
-    }
+    let Some(plan) = router.route(req, &stage_ctx, &candidates).await? else { return Ok(None) };
+    let order = plan.models();
     tracing::debug!(plugin = %plan.plugin, reason = %plan.reason, models = ?order, "route plan");
     if let Some(bucket) = &plan.ab_bucket {
         metrics::counter!(telemetry::AB_REQUESTS, "bucket" => bucket.clone()).increment(1);
@@ -136,6 +134,7 @@ pub async fn verdict(
     req: &ChatRequest,
     response: &ChatResponse,
 ) -> Result<Option<JudgeVerdict>, GatewayError> {
-    let Some(plugins) = &gw.plugins else { return Ok(None) };
-    Ok(plugins.judge_async(req, &StageContext::default(), response).await?)
+    let Some(host) = gw.plugins.as_deref() else { return Ok(None) };
+    let judges: &dyn Judge = host;
+    Ok(judges.judge(req, &StageContext::default(), response).await?)
 }

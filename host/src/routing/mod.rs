@@ -18,6 +18,7 @@
 pub mod ab;
 pub mod breaker;
 mod config;
+pub mod default_router;
 mod policy;
 pub mod retry;
 pub mod stats;

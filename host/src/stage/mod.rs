@@ -1,17 +1,26 @@
 //! The optimisation stages' contracts: what a compressor, a cache policy, a
 //! router and a judge take and return, as plain Rust traits and types.
 //!
-//! This module has no WebAssembly in it: the gateway's request pipeline is
-//! written against these traits, and [`crate::plugin::PluginHost`] implements
-//! them by calling WebAssembly plugins. A native (Rust) implementation or a
-//! test double can implement them just as well.
+//! This module has no WebAssembly in it: the gateway's request pipeline
+//! (`proxy/stages.rs`) calls every stage through these traits, and only
+//! through them. [`crate::plugin::PluginHost`] implements all four by calling
+//! WebAssembly plugins; the built-in default router
+//! (`routing/default_router.rs`) implements [`Router`] natively. A test
+//! double can implement them just as well.
+//!
+//! The traits are async and dyn-compatible (`&dyn Router`): their methods
+//! return boxed futures, written with `#[async_trait]`, so that the pipeline
+//! can hold any implementation behind one pointer type. The boxed future is
+//! `Send`, as the gateway's request tasks need.
 
 mod types;
 
 pub use types::{
     CacheDecision, Cascade, CompressOutcome, FaultKind, Health, JudgeVerdict, JudgeVote, RouteCandidate, RoutePlan,
-    StageContext, StageKind,
+    StageContext, StageKind, model_order,
 };
+
+use async_trait::async_trait;
 
 use crate::api::chat::{ChatRequest, ChatResponse};
 
@@ -22,6 +31,7 @@ use crate::api::chat::{ChatRequest, ChatResponse};
 /// plugin that broke (trap, deadline overrun, out of memory, disabled) in a
 /// stage whose failure mode is `closed` (the gateway answers with a 5xx naming
 /// the plugin). Faults in `open` stages never surface: the plugin is skipped.
+/// The status itself is decided in one place, `GatewayError::status`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StageError {
     /// A plugin refused the request (a WIT `result::err`).
@@ -51,34 +61,47 @@ impl StageError {
     pub fn is_fault(&self) -> bool {
         matches!(self, StageError::Fault { .. })
     }
-
-    /// The HTTP status the gateway should answer with: 400 for a refusal,
-    /// 500 for a fault.
-    pub fn http_status(&self) -> u16 {
-        if self.is_fault() { 500 } else { 400 }
-    }
 }
 
 /// Rewrites a request's messages to save tokens. Several compressors chain.
+#[async_trait]
 pub trait Compressor: Send + Sync {
     /// The request to send upstream (unchanged when no compressor is loaded).
-    fn compress(&self, request: &ChatRequest) -> Result<CompressOutcome, StageError>;
+    async fn compress(&self, request: &ChatRequest, ctx: &StageContext) -> Result<CompressOutcome, StageError>;
 }
 
 /// Decides whether and how an answer is cached.
-pub trait CachePolicyStage: Send + Sync {
+#[async_trait]
+pub trait CachePolicy: Send + Sync {
     /// `Ok(None)`: no policy loaded (the gateway's default applies).
-    fn cache_policy(&self, request: &ChatRequest) -> Result<Option<CacheDecision>, StageError>;
+    async fn cache_policy(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+    ) -> Result<Option<CacheDecision>, StageError>;
 }
 
 /// Chooses the model(s) that serve a request.
+#[async_trait]
 pub trait Router: Send + Sync {
-    /// `Ok(None)`: no router decided (the gateway's default applies).
-    fn route(&self, request: &ChatRequest, candidates: &[RouteCandidate]) -> Result<Option<RoutePlan>, StageError>;
+    /// `Ok(None)`: this router has no plan (the next router, or the
+    /// gateway's default, decides).
+    async fn route(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+        candidates: &[RouteCandidate],
+    ) -> Result<Option<RoutePlan>, StageError>;
 }
 
 /// Scores an answer.
+#[async_trait]
 pub trait Judge: Send + Sync {
     /// `Ok(None)`: no judge loaded (or every judge skipped in `open` mode).
-    fn judge(&self, request: &ChatRequest, response: &ChatResponse) -> Result<Option<JudgeVerdict>, StageError>;
+    async fn judge(
+        &self,
+        request: &ChatRequest,
+        ctx: &StageContext,
+        response: &ChatResponse,
+    ) -> Result<Option<JudgeVerdict>, StageError>;
 }

@@ -158,8 +158,31 @@ pub struct RoutePlan {
     pub ab_bucket: Option<String>,
     /// Why (for logs).
     pub reason: String,
-    /// The router plugin that decided.
+    /// The router that decided: the plugin's name (the built-in default
+    /// router's plans say `default`).
     pub plugin: String,
+}
+
+impl RoutePlan {
+    /// The models to try, in order: the first cascade tier (or the primary),
+    /// then the fallbacks, each once.
+    pub fn models(&self) -> Vec<String> {
+        let first = self.cascade.as_ref().and_then(|c| c.tiers.first()).unwrap_or(&self.primary);
+        model_order(first, &self.fallbacks)
+    }
+}
+
+/// `first`, then each of `rest` not already listed, in order: the one way a
+/// list of models to try is built.
+pub fn model_order<S: AsRef<str>>(first: &str, rest: impl IntoIterator<Item = S>) -> Vec<String> {
+    let mut order = vec![first.to_owned()];
+    for model in rest {
+        let model = model.as_ref();
+        if !order.iter().any(|m| m == model) {
+            order.push(model.to_owned());
+        }
+    }
+    order
 }
 
 /// One judge's vote.
@@ -210,4 +233,34 @@ pub struct StageContext {
     /// (`authorization`, `proxy-authorization`, `cookie`, `x-api-key`,
     /// `api-key`) removed before a plugin sees them.
     pub headers: Vec<(String, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(primary: &str, fallbacks: &[&str], tiers: Option<&[&str]>) -> RoutePlan {
+        RoutePlan {
+            primary: primary.to_owned(),
+            fallbacks: fallbacks.iter().map(|m| (*m).to_owned()).collect(),
+            cascade: tiers
+                .map(|t| Cascade { tiers: t.iter().map(|m| (*m).to_owned()).collect(), judge_threshold: 0.5 }),
+            ab_bucket: None,
+            reason: String::new(),
+            plugin: "test".to_owned(),
+        }
+    }
+
+    #[test]
+    fn model_order_lists_first_then_the_rest_once_each() {
+        assert_eq!(model_order("a", ["b", "a", "c", "b"]), ["a", "b", "c"]);
+        assert_eq!(model_order("a", Vec::<String>::new()), ["a"]);
+    }
+
+    #[test]
+    fn a_plan_s_models_start_with_its_first_cascade_tier_or_its_primary() {
+        assert_eq!(plan("tiny", &["small", "tiny", "large"], None).models(), ["tiny", "small", "large"]);
+        assert_eq!(plan("tiny", &["small", "large"], Some(&["cheap", "large"])).models(), ["cheap", "small", "large"]);
+        assert_eq!(plan("tiny", &[], Some(&[])).models(), ["tiny"]);
+    }
 }

@@ -3,9 +3,9 @@
 
 use sluice::api::chat::{ChatRequest, Role};
 use sluice::plugin::PluginHost;
-use sluice::stage::{Health, RouteCandidate};
+use sluice::stage::{Health, Judge, RouteCandidate, Router};
 
-use super::support::{candidate, request, response, user};
+use super::support::{NO_CONTEXT, candidate, request, response, user};
 
 fn json_request(text: &str) -> ChatRequest {
     let mut r = user(text);
@@ -35,10 +35,11 @@ fn judge_table() -> Vec<(ChatRequest, String, &'static str, bool, &'static str)>
 }
 
 /// Run the judge table against the only judge loaded in `host`.
-pub fn check_judge(host: &PluginHost, plugin: &str) {
+pub async fn check_judge(host: &PluginHost, plugin: &str) {
     for (req, answer, finish, pass, reason) in judge_table() {
         let v = host
-            .judge(&req, &response(&answer, finish))
+            .judge(&req, &NO_CONTEXT, &response(&answer, finish))
+            .await
             .unwrap_or_else(|e| panic!("{plugin}: judge failed on {answer:?}: {e}"))
             .unwrap_or_else(|| panic!("{plugin}: no verdict"));
         assert_eq!(v.votes.len(), 1, "{plugin}: one judge");
@@ -68,14 +69,14 @@ const HARD: &str = "Please prove this theorem step by step and analyze its compl
 
 /// Run the routing table against the only router loaded in `host` (default
 /// config: no cascade, no A/B split).
-pub fn check_router(host: &PluginHost, plugin: &str) {
+pub async fn check_router(host: &PluginHost, plugin: &str) {
     let cands = candidates();
-    let plan = |req: &ChatRequest, cands: &[RouteCandidate]| {
-        host.route(req, cands).unwrap_or_else(|e| panic!("{plugin}: route failed: {e}"))
+    let plan = async |req: &ChatRequest, cands: &[RouteCandidate]| {
+        host.route(req, &NO_CONTEXT, cands).await.unwrap_or_else(|e| panic!("{plugin}: route failed: {e}"))
     };
 
     // Simple: the cheapest usable candidate; the down one is never used.
-    let p = plan(&user("What is the capital of France?"), &cands).expect("a plan");
+    let p = plan(&user("What is the capital of France?"), &cands).await.expect("a plan");
     assert_eq!(p.plugin, plugin);
     assert_eq!(p.primary, "tiny", "{plugin}");
     assert_eq!(p.fallbacks, ["small", "large"], "{plugin}");
@@ -85,11 +86,11 @@ pub fn check_router(host: &PluginHost, plugin: &str) {
     // The output budget no longer fits the tiny context window.
     let mut req = user("What is the capital of France?");
     req.max_tokens = Some(100);
-    let p = plan(&req, &cands).expect("a plan");
+    let p = plan(&req, &cands).await.expect("a plan");
     assert_eq!((p.primary.as_str(), p.fallbacks.as_slice()), ("small", &["large".to_owned()][..]));
 
     // Complex: the strongest model first, then the rest strongest first.
-    let p = plan(&user(HARD), &cands).expect("a plan");
+    let p = plan(&user(HARD), &cands).await.expect("a plan");
     assert_eq!(p.primary, "large", "{plugin}");
     assert_eq!(p.fallbacks, ["small"], "{plugin}");
     assert_eq!(p.reason, "complexity 5: complex", "{plugin}");
@@ -106,12 +107,12 @@ pub fn check_router(host: &PluginHost, plugin: &str) {
         (Role::User, "please refactor it"),
     ]);
     req.response_format = Some(serde_json::json!({ "type": "json_object" }));
-    let p = plan(&req, &cands).expect("a plan");
+    let p = plan(&req, &cands).await.expect("a plan");
     assert_eq!(p.reason, "complexity 3: complex", "{plugin}");
 
     // Nothing usable: no plan, the gateway decides.
     let down = vec![candidate("broken", 0.01, 128_000, Health::Down)];
-    assert_eq!(plan(&user("hi"), &down), None, "{plugin}");
+    assert_eq!(plan(&user("hi"), &down).await, None, "{plugin}");
 }
 
 /// Manifest of a router with a cascade and a 50% A/B split.
@@ -125,14 +126,14 @@ pub fn fnv1a32(s: &str) -> u32 {
 
 /// With [`AB_MANIFEST`]: buckets follow the hash; bucket b gets the A/B
 /// model; simple requests in bucket a get a cheap-then-strong cascade.
-pub fn check_router_ab(host: &PluginHost, plugin: &str) -> Vec<String> {
+pub async fn check_router_ab(host: &PluginHost, plugin: &str) -> Vec<String> {
     let cands = candidates();
     let mut buckets = Vec::new();
     for i in 0..20 {
         let name = format!("user-{i}");
         let mut req = user("What is the capital of France?");
         req.user = Some(name.clone());
-        let p = host.route(&req, &cands).expect("routes").expect("a plan");
+        let p = host.route(&req, &NO_CONTEXT, &cands).await.expect("routes").expect("a plan");
         let b = if fnv1a32(&name) % 100 < 50 { "b" } else { "a" };
         assert_eq!(p.ab_bucket.as_deref(), Some(b), "{plugin}: bucket of {name}");
         if b == "b" {

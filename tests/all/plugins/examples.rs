@@ -3,22 +3,22 @@
 //! (the last two with the same cases as their Rust twins).
 
 use sluice::api::chat::{Message, Role, ToolCall};
-use sluice::stage::StageKind;
+use sluice::stage::{CachePolicy, Compressor, Judge, Router, StageKind};
 
 use super::cases::{AB_MANIFEST, check_judge, check_router, check_router_ab};
-use super::support::{Folder, built, host_with, request, response, user};
+use super::support::{Folder, NO_CONTEXT, built, host_with, request, response, user};
 
-#[test]
-fn no_plugins_means_no_stage_answers() {
+#[tokio::test]
+async fn no_plugins_means_no_stage_answers() {
     built();
     let folder = Folder::new();
     let host = folder.host(false);
     let req = user("hi");
-    let out = host.compress(&req).expect("no compressor is fine");
+    let out = host.compress(&req, &NO_CONTEXT).await.expect("no compressor is fine");
     assert_eq!((out.request, out.tokens_saved), (req.clone(), 0));
-    assert_eq!(host.cache_policy(&req), Ok(None));
-    assert_eq!(host.route(&req, &super::cases::candidates()), Ok(None));
-    assert_eq!(host.judge(&req, &response("x", "stop")), Ok(None));
+    assert_eq!(host.cache_policy(&req, &NO_CONTEXT).await, Ok(None));
+    assert_eq!(host.route(&req, &NO_CONTEXT, &super::cases::candidates()).await, Ok(None));
+    assert_eq!(host.judge(&req, &NO_CONTEXT, &response("x", "stop")).await, Ok(None));
     assert!(host.list().is_empty());
 }
 
@@ -37,34 +37,34 @@ fn stages_are_detected_from_exports() {
     );
 }
 
-#[test]
-fn rust_judge_flags_bad_answers() {
+#[tokio::test]
+async fn rust_judge_flags_bad_answers() {
     let (_f, host) = host_with(&["judge"]);
-    check_judge(&host, "judge");
+    check_judge(&host, "judge").await;
 }
 
-#[test]
-fn python_judge_flags_bad_answers() {
+#[tokio::test]
+async fn python_judge_flags_bad_answers() {
     let (_f, host) = host_with(&["judge-py"]);
     assert_eq!(host.list()[0].warm, Some(true), "a CPython component reuses warm instances");
-    check_judge(&host, "judge-py");
+    check_judge(&host, "judge-py").await;
 }
 
-#[test]
-fn rust_router_routes_by_complexity() {
+#[tokio::test]
+async fn rust_router_routes_by_complexity() {
     let (_f, host) = host_with(&["router"]);
-    check_router(&host, "router");
+    check_router(&host, "router").await;
 }
 
-#[test]
-fn js_router_routes_by_complexity() {
+#[tokio::test]
+async fn js_router_routes_by_complexity() {
     let (_f, host) = host_with(&["router-js"]);
     assert_eq!(host.list()[0].warm, Some(true), "a JS component reuses warm instances");
-    check_router(&host, "router-js");
+    check_router(&host, "router-js").await;
 }
 
-#[test]
-fn routers_split_ab_buckets_consistently_across_languages() {
+#[tokio::test]
+async fn routers_split_ab_buckets_consistently_across_languages() {
     built();
     let rust = Folder::new();
     rust.add_example("router", "router");
@@ -72,30 +72,30 @@ fn routers_split_ab_buckets_consistently_across_languages() {
     let js = Folder::new();
     js.add_example("router-js", "router-js");
     js.put_toml("router-js", &format!("instances = \"warm\"\n{AB_MANIFEST}"));
-    let a = check_router_ab(&rust.host(false), "router");
-    let b = check_router_ab(&js.host(false), "router-js");
+    let a = check_router_ab(&rust.host(false), "router").await;
+    let b = check_router_ab(&js.host(false), "router-js").await;
     assert_eq!(a, b);
 }
 
-#[test]
-fn judges_combine_mean_score_and_fail_if_any_fails() {
+#[tokio::test]
+async fn judges_combine_mean_score_and_fail_if_any_fails() {
     built();
     let folder = Folder::new();
     folder.add_example("judge", "judge");
     folder.add_fixture("lenient", "order = 1\n[config]\nmode = \"ok\"\ntag = \"lenient\"\n");
     let host = folder.host(false);
     let req = user("What is the capital of France?");
-    let v = host.judge(&req, &response("Paris.", "stop")).expect("judged").expect("verdict");
+    let v = host.judge(&req, &NO_CONTEXT, &response("Paris.", "stop")).await.expect("judged").expect("verdict");
     assert_eq!(v.votes.iter().map(|v| v.plugin.as_str()).collect::<Vec<_>>(), ["lenient", "judge"]);
     assert!((v.score - 0.625).abs() < 1e-6, "mean of 0.25 and 1.0, got {}", v.score);
     assert!(v.pass);
-    let v = host.judge(&req, &response("", "stop")).expect("judged").expect("verdict");
+    let v = host.judge(&req, &NO_CONTEXT, &response("", "stop")).await.expect("judged").expect("verdict");
     assert!(!v.pass);
     assert_eq!(v.reason, "judge: empty");
 }
 
-#[test]
-fn rust_compressor_squeezes_whitespace_and_drops_duplicate_paragraphs() {
+#[tokio::test]
+async fn rust_compressor_squeezes_whitespace_and_drops_duplicate_paragraphs() {
     let (_f, host) = host_with(&["compressor"]);
     let para = "The quarterly report shows revenue grew by twelve percent year over year.";
     let req = request(&[
@@ -105,7 +105,7 @@ fn rust_compressor_squeezes_whitespace_and_drops_duplicate_paragraphs() {
         (Role::User, para),
         (Role::User, &format!("Again:   {para}\n\nAnd what about costs?")),
     ]);
-    let out = host.compress(&req).expect("compressed");
+    let out = host.compress(&req, &NO_CONTEXT).await.expect("compressed");
     let texts: Vec<(Role, String)> = out.request.messages.iter().map(|m| (m.role, m.text_content())).collect();
     assert_eq!(
         texts,
@@ -122,8 +122,8 @@ fn rust_compressor_squeezes_whitespace_and_drops_duplicate_paragraphs() {
     assert_eq!(out.request.model, req.model);
 }
 
-#[test]
-fn rust_compressor_trims_old_turns_to_budget_and_keeps_tool_calls() {
+#[tokio::test]
+async fn rust_compressor_trims_old_turns_to_budget_and_keeps_tool_calls() {
     built();
     let folder = Folder::new();
     folder.add_example("compressor", "compressor");
@@ -148,7 +148,7 @@ fn rust_compressor_trims_old_turns_to_budget_and_keeps_tool_calls() {
     result.tool_call_id = Some("call_1".into());
     req.messages.push(call.clone());
     req.messages.push(result.clone());
-    let out = host.compress(&req).expect("compressed");
+    let out = host.compress(&req, &NO_CONTEXT).await.expect("compressed");
     let roles: Vec<Role> = out.request.messages.iter().map(|m| m.role).collect();
     assert_eq!(roles, [Role::System, Role::User, Role::Assistant, Role::Tool]);
     assert_eq!(out.request.messages[1].text_content(), "What is the weather in Paris?");
@@ -157,14 +157,16 @@ fn rust_compressor_trims_old_turns_to_budget_and_keeps_tool_calls() {
     assert!(out.notes[0].ends_with("2 old turns dropped"), "{:?}", out.notes);
 }
 
-#[test]
-fn rust_cache_policy_decides_keys_ttls_and_semantics() {
+#[tokio::test]
+async fn rust_cache_policy_decides_keys_ttls_and_semantics() {
     let (_f, host) = host_with(&["cache-policy"]);
-    let decide = |req: &sluice::api::chat::ChatRequest| host.cache_policy(req).expect("decided").expect("a decision");
+    let decide = async |req: &sluice::api::chat::ChatRequest| {
+        host.cache_policy(req, &NO_CONTEXT).await.expect("decided").expect("a decision")
+    };
 
     let mut greedy = user("What is  the capital of France?");
     greedy.temperature = Some(0.0);
-    let d = decide(&greedy);
+    let d = decide(&greedy).await;
     assert!(d.cacheable && d.semantic, "{d:?}");
     assert_eq!((d.namespace.as_str(), d.ttl.as_secs()), ("default", 3600));
     assert_eq!(d.plugin, "cache-policy");
@@ -172,30 +174,30 @@ fn rust_cache_policy_decides_keys_ttls_and_semantics() {
     assert!(d.key_text.starts_with("user: what is the capital of france\n"), "{}", d.key_text);
     let mut same = user("what is the capital of france");
     same.temperature = Some(0.0);
-    assert_eq!(decide(&same).key_text, d.key_text, "normalised text, same key");
+    assert_eq!(decide(&same).await.key_text, d.key_text, "normalised text, same key");
 
-    let d = decide(&user("What is the capital of France?"));
+    let d = decide(&user("What is the capital of France?")).await;
     assert!(!d.cacheable);
     assert_eq!(d.reason, "sampled output without seed");
 
     let mut seeded = user("Write a haiku.");
     seeded.temperature = Some(0.8);
     seeded.seed = Some(42);
-    let d = decide(&seeded);
+    let d = decide(&seeded).await;
     assert!(d.cacheable && !d.semantic, "a seed makes it reproducible, not similar: {d:?}");
 
     let mut tenant = greedy.clone();
     tenant.extra.insert("metadata".into(), serde_json::json!({ "tenant": "support" }));
-    let d = decide(&tenant);
+    let d = decide(&tenant).await;
     assert_eq!((d.namespace.as_str(), d.ttl.as_secs()), ("support", 600));
 
     let mut several = greedy.clone();
     several.n = Some(2);
-    assert!(!decide(&several).cacheable);
+    assert!(!decide(&several).await.cacheable);
 }
 
-#[test]
-fn first_router_with_a_plan_wins_and_compressors_chain() {
+#[tokio::test]
+async fn first_router_with_a_plan_wins_and_compressors_chain() {
     built();
     let folder = Folder::new();
     folder.add_example("router", "router");
@@ -207,7 +209,7 @@ fn first_router_with_a_plan_wins_and_compressors_chain() {
     folder.put_toml("squeeze", "order = 1\n");
     folder.put_toml("budget", "order = 2\n[config]\nmax_prompt_tokens = 20\n");
     let host = folder.host(false);
-    let plan = host.route(&user("hi"), &super::cases::candidates()).expect("ok").expect("plan");
+    let plan = host.route(&user("hi"), &NO_CONTEXT, &super::cases::candidates()).await.expect("ok").expect("plan");
     assert_eq!(plan.plugin, "router-js", "lower order runs first");
 
     let req = request(&[
@@ -216,7 +218,7 @@ fn first_router_with_a_plan_wins_and_compressors_chain() {
         (Role::Assistant, "An old answer that nobody needs any more either, also quite long."),
         (Role::User, "What is   2+2?"),
     ]);
-    let out = host.compress(&req).expect("compressed");
+    let out = host.compress(&req, &NO_CONTEXT).await.expect("compressed");
     assert_eq!(out.notes.len(), 2, "{:?}", out.notes);
     assert!(out.notes[0].starts_with("squeeze:") && out.notes[1].starts_with("budget:"));
     let texts: Vec<String> = out.request.messages.iter().map(|m| m.text_content()).collect();

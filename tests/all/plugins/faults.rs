@@ -4,23 +4,24 @@
 
 use std::time::{Duration, Instant};
 
-use sluice::stage::{FaultKind, StageError, StageKind};
+use sluice::error::GatewayError;
+use sluice::stage::{FaultKind, Judge, StageError, StageKind};
 
-use super::support::{Folder, built, fixtures, response, user};
+use super::support::{Folder, NO_CONTEXT, built, fixtures, response, user};
 
 fn info(host: &sluice::plugin::PluginHost, name: &str) -> sluice::plugin::PluginInfo {
     host.list().into_iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name} listed"))
 }
 
-#[test]
-fn spinning_plugin_hits_its_deadline_and_open_mode_skips_it() {
+#[tokio::test]
+async fn spinning_plugin_hits_its_deadline_and_open_mode_skips_it() {
     built();
     let folder = Folder::new();
     folder.add_fixture("spin", "deadline_ms = 20\n[config]\nmode = \"spin\"\n");
     folder.add_fixture("lenient", "order = 200\n[config]\nmode = \"ok\"\n");
     let host = folder.host(false);
     let start = Instant::now();
-    let v = host.judge(&user("q"), &response("a", "stop")).expect("open: skipped").expect("verdict");
+    let v = host.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await.expect("open: skipped").expect("verdict");
     assert!(start.elapsed() < Duration::from_millis(500), "took {:?}", start.elapsed());
     assert_eq!(v.votes.len(), 1);
     assert_eq!(v.votes[0].plugin, "lenient");
@@ -29,56 +30,57 @@ fn spinning_plugin_hits_its_deadline_and_open_mode_skips_it() {
     assert!(!spin.disabled);
 }
 
-#[test]
-fn memory_hog_is_stopped_at_its_limit() {
+#[tokio::test]
+async fn memory_hog_is_stopped_at_its_limit() {
     built();
     let folder = Folder::new();
     folder.add_fixture("hog", "failure = \"closed\"\nmemory_mib = 16\n[config]\nmode = \"hog\"\n");
     let host = folder.host(false);
-    let err = host.judge(&user("q"), &response("a", "stop")).expect_err("closed: fails");
+    let err = host.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await.expect_err("closed: fails");
     match &err {
         StageError::Fault { plugin, stage, kind, .. } => {
             assert_eq!((plugin.as_str(), *stage, *kind), ("hog", StageKind::Judge, FaultKind::OutOfMemory));
         }
         other => panic!("expected a fault, got {other:?}"),
     }
-    assert_eq!(err.http_status(), 500);
+    assert!(err.is_fault());
+    assert_eq!(GatewayError::from(err.clone()).status(), 500);
     assert!(err.to_string().contains("`hog`"), "{err}");
     assert_eq!(info(&host, "hog").out_of_memory, 1);
 }
 
-#[test]
-fn trapping_plugin_in_closed_mode_fails_the_request_naming_it() {
+#[tokio::test]
+async fn trapping_plugin_in_closed_mode_fails_the_request_naming_it() {
     built();
     let folder = Folder::new();
     folder.add_fixture("trapper", "failure = \"closed\"\n[config]\nmode = \"trap\"\n");
     let host = folder.host(false);
-    let err = host.judge(&user("q"), &response("a", "stop")).expect_err("closed: fails");
+    let err = host.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await.expect_err("closed: fails");
     assert!(matches!(&err, StageError::Fault { kind: FaultKind::Trap, plugin, .. } if plugin == "trapper"));
     assert!(err.is_fault());
 }
 
-#[test]
-fn policy_err_is_a_refusal_not_a_fault() {
+#[tokio::test]
+async fn policy_err_is_a_refusal_not_a_fault() {
     built();
     let folder = Folder::new();
     folder.add_fixture("strict", "failure = \"closed\"\n[config]\nmode = \"err\"\n");
     let host = folder.host(false);
-    let v = host.judge(&user("q"), &response("a", "stop")).expect("an answer").expect("verdict");
+    let v = host.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await.expect("an answer").expect("verdict");
     assert!(!v.pass);
     assert_eq!(v.reason, "strict: fixture policy error");
     let i = info(&host, "strict");
     assert_eq!((i.errors, i.traps, i.consecutive_faults), (1, 0, 0));
 }
 
-#[test]
-fn plugin_is_disabled_after_consecutive_faults_until_its_file_changes() {
+#[tokio::test]
+async fn plugin_is_disabled_after_consecutive_faults_until_its_file_changes() {
     built();
     let folder = Folder::new();
     folder.add_fixture("flaky", "max_consecutive_faults = 3\n[config]\nmode = \"trap\"\n");
     let host = folder.host(false);
     for _ in 0..5 {
-        assert_eq!(host.judge(&user("q"), &response("a", "stop")), Ok(None), "open: skipped");
+        assert_eq!(host.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await, Ok(None), "open: skipped");
     }
     let i = info(&host, "flaky");
     assert!(i.disabled);
@@ -93,22 +95,22 @@ fn plugin_is_disabled_after_consecutive_faults_until_its_file_changes() {
     folder.put_toml("flaky", "max_consecutive_faults = 3\n[config]\nmode = \"ok\"\n");
     host.reload().expect("rescan");
     assert!(!info(&host, "flaky").disabled);
-    let v = host.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict");
+    let v = host.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await.expect("ok").expect("verdict");
     assert!(v.pass);
 }
 
-#[test]
-fn warm_instances_are_replaced_after_a_fault() {
+#[tokio::test]
+async fn warm_instances_are_replaced_after_a_fault() {
     built();
     let folder = Folder::new();
     folder.add_fixture("warm", "instances = \"warm\"\n[config]\nmode = \"ok\"\n");
     let host = folder.host(false);
     assert_eq!(info(&host, "warm").warm, Some(true));
     let req = user("q");
-    assert!(host.judge(&req, &response("a", "stop")).expect("ok").is_some());
-    assert_eq!(host.judge(&req, &response("TRAP", "stop")), Ok(None), "trap skipped");
+    assert!(host.judge(&req, &NO_CONTEXT, &response("a", "stop")).await.expect("ok").is_some());
+    assert_eq!(host.judge(&req, &NO_CONTEXT, &response("TRAP", "stop")).await, Ok(None), "trap skipped");
     for _ in 0..3 {
-        let v = host.judge(&req, &response("a", "stop")).expect("ok").expect("verdict");
+        let v = host.judge(&req, &NO_CONTEXT, &response("a", "stop")).await.expect("ok").expect("verdict");
         assert!(v.pass);
     }
     let i = info(&host, "warm");
@@ -117,17 +119,17 @@ fn warm_instances_are_replaced_after_a_fault() {
 
 /// The answers `count` gives on `n` calls: how many calls the instance
 /// serving each had served.
-fn counts(host: &sluice::plugin::PluginHost, n: usize) -> Vec<String> {
-    (0..n)
-        .map(|_| {
-            let v = host.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict");
-            v.votes[0].reason.clone()
-        })
-        .collect()
+async fn counts(host: &sluice::plugin::PluginHost, n: usize) -> Vec<String> {
+    let mut reasons = Vec::with_capacity(n);
+    for _ in 0..n {
+        let v = host.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await.expect("ok").expect("verdict");
+        reasons.push(v.votes[0].reason.clone());
+    }
+    reasons
 }
 
-#[test]
-fn fresh_instances_never_see_an_earlier_call_made_ahead_or_not() {
+#[tokio::test]
+async fn fresh_instances_never_see_an_earlier_call_made_ahead_or_not() {
     built();
     for (manifest, spares) in [("", 2), ("spares = 0\n", 0), ("spares = 8\n", 8)] {
         let folder = Folder::new();
@@ -135,24 +137,24 @@ fn fresh_instances_never_see_an_earlier_call_made_ahead_or_not() {
         let host = folder.host(false);
         assert_eq!(info(&host, "fresh").warm, Some(false));
         // Calls back to back (spares not yet remade) and spaced out (made ahead).
-        let mut seen = counts(&host, 20);
+        let mut seen = counts(&host, 20).await;
         for _ in 0..5 {
-            std::thread::sleep(Duration::from_millis(20));
-            seen.extend(counts(&host, 1));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            seen.extend(counts(&host, 1).await);
         }
         assert!(seen.iter().all(|r| r == "call 1"), "spares {spares}: {seen:?}");
         assert_eq!(info(&host, "fresh").calls, 25);
         // The spares are remade in the background, off the calls.
         let deadline = Instant::now() + Duration::from_secs(10);
         while info(&host, "fresh").ready_instances != Some(spares) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(info(&host, "fresh").ready_instances, Some(spares));
         // A call with a spare ready takes it; with no spares configured,
         // inline instantiation is the plan, not a miss.
         let before = info(&host, "fresh").spare_misses;
         assert!(before <= 25, "spares {spares}: {before} misses in 25 calls");
-        assert_eq!(counts(&host, 1), ["call 1"]);
+        assert_eq!(counts(&host, 1).await, ["call 1"]);
         let after = info(&host, "fresh").spare_misses;
         assert_eq!(after, before, "spares {spares}: a call with a spare ready counted as a miss");
         if spares == 0 {
@@ -163,12 +165,12 @@ fn fresh_instances_never_see_an_earlier_call_made_ahead_or_not() {
     let folder = Folder::new();
     folder.add_fixture("warm", "instances = \"warm\"\nwarm_pool = 1\n[config]\nmode = \"count\"\n");
     let host = folder.host(false);
-    assert_eq!(counts(&host, 3), ["call 1", "call 2", "call 3"]);
+    assert_eq!(counts(&host, 3).await, ["call 1", "call 2", "call 3"]);
     assert_eq!(info(&host, "warm").ready_instances, Some(1));
 }
 
-#[test]
-fn bad_components_are_rejected_and_the_previous_version_keeps_serving() {
+#[tokio::test]
+async fn bad_components_are_rejected_and_the_previous_version_keeps_serving() {
     built();
     let folder = Folder::new();
     folder.add_example("judge", "judge");
@@ -192,7 +194,7 @@ fn bad_components_are_rejected_and_the_previous_version_keeps_serving() {
     let judge = info(&host, "judge");
     assert_eq!(judge.hash, hash);
     assert!(judge.load_error.is_some());
-    let v = host.judge(&user("q"), &response("Paris.", "stop")).expect("ok").expect("verdict");
+    let v = host.judge(&user("q"), &NO_CONTEXT, &response("Paris.", "stop")).await.expect("ok").expect("verdict");
     assert_eq!(v.votes[0].plugin, "judge");
 
     // A bad manifest is rejected the same way.
@@ -209,17 +211,18 @@ fn guest_output_is_logged_and_calls_work_inside_async_runtimes() {
     let folder = Folder::new();
     folder.add_fixture("chatty", "[config]\nmode = \"print\"\n");
     let host = folder.host(false);
-    let call = || host.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict");
-    assert!(call().pass);
+    let call =
+        async || host.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await.expect("ok").expect("verdict");
     let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("rt");
-    assert!(multi.block_on(async { call() }).pass);
+    assert!(multi.block_on(call()).pass);
     // On a worker thread, as in the gateway's request tasks.
     let h = host.clone();
-    let on_worker =
-        multi.spawn(async move { h.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict").pass });
+    let on_worker = multi.spawn(async move {
+        h.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await.expect("ok").expect("verdict").pass
+    });
     assert!(multi.block_on(on_worker).expect("task did not panic"));
     let single = tokio::runtime::Builder::new_current_thread().build().expect("rt");
-    assert!(single.block_on(async { call() }).pass);
+    assert!(single.block_on(call()).pass);
     assert_eq!(info(&host, "chatty").traps, 0);
 }
 
@@ -246,8 +249,7 @@ fn async_calls_run_on_the_worker_and_a_long_call_yields_to_other_tasks() {
             n
         });
         tokio::task::yield_now().await;
-        let ctx = sluice::stage::StageContext::default();
-        let verdict = host.judge_async(&user("q"), &ctx, &response("a", "stop")).await;
+        let verdict = host.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await;
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         (ticker.await.expect("ticker"), verdict)
     });
@@ -259,8 +261,8 @@ fn async_calls_run_on_the_worker_and_a_long_call_yields_to_other_tasks() {
     assert!(ticks >= 3, "the other task ran {ticks} times during a 60 ms call");
 }
 
-#[test]
-fn plugins_see_no_environment_or_files_unless_granted() {
+#[tokio::test]
+async fn plugins_see_no_environment_or_files_unless_granted() {
     built();
     let folder = Folder::new();
     folder.put_bytes("data.txt", b"secret");
@@ -276,7 +278,7 @@ fn plugins_see_no_environment_or_files_unless_granted() {
         ),
     );
     let host = folder.host(false);
-    let v = host.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict");
+    let v = host.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await.expect("ok").expect("verdict");
     let reasons: Vec<(&str, &str)> = v.votes.iter().map(|v| (v.plugin.as_str(), v.reason.as_str())).collect();
     assert_eq!(
         reasons,
@@ -284,8 +286,8 @@ fn plugins_see_no_environment_or_files_unless_granted() {
     );
 }
 
-#[test]
-fn plugins_see_request_metadata_and_headers_without_credentials() {
+#[tokio::test]
+async fn plugins_see_request_metadata_and_headers_without_credentials() {
     built();
     let folder = Folder::new();
     folder.add_fixture("ctx", "[config]\nmode = \"context\"\n");
@@ -300,6 +302,6 @@ fn plugins_see_request_metadata_and_headers_without_credentials() {
             ("cookie".into(), "s=1".into()),
         ],
     };
-    let v = host.judge_with(&req, &ctx, &response("a", "stop")).expect("ok").expect("verdict");
+    let v = host.judge(&req, &ctx, &response("a", "stop")).await.expect("ok").expect("verdict");
     assert_eq!(v.votes[0].reason, "metadata app=docs,tenant=acme; headers x-request-id=r1");
 }

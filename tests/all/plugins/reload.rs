@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice::plugin::Compiler;
+use sluice::stage::{Judge, Router};
 
-use super::support::{Folder, built, dist, eventually, fixtures, response, user};
+use super::support::{Folder, NO_CONTEXT, built, dist, eventually, eventually_async, fixtures, response, user};
 
-#[test]
-fn hot_reload_swaps_versions_under_load_without_failed_calls() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_swaps_versions_under_load_without_failed_calls() {
     built();
     let folder = Folder::new();
     folder.add_fixture("live", "[config]\nmode = \"ok\"\ntag = \"v1\"\n");
@@ -21,11 +22,11 @@ fn hot_reload_swaps_versions_under_load_without_failed_calls() {
     let workers: Vec<_> = (0..2)
         .map(|_| {
             let (host, stop, new_seen, calls) = (host.clone(), stop.clone(), new_seen.clone(), calls.clone());
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 let req = user("What is the capital of France?");
                 let resp = response("Paris.", "stop");
                 while !stop.load(Ordering::Relaxed) {
-                    let v = host.judge(&req, &resp);
+                    let v = host.judge(&req, &NO_CONTEXT, &resp).await;
                     let v = v.expect("no call fails during reload");
                     let v = v.unwrap_or_else(|| panic!("no verdict: {:?}", host.list()));
                     let reason = v.votes[0].reason.as_str();
@@ -34,21 +35,23 @@ fn hot_reload_swaps_versions_under_load_without_failed_calls() {
                         new_seen.store(true, Ordering::Relaxed);
                     }
                     calls.fetch_add(1, Ordering::Relaxed);
+                    // Back to the scheduler between calls, as request tasks do.
+                    tokio::task::yield_now().await;
                 }
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_millis(200)).await;
     // The example judge replaces the fixture, manifest first then component.
     folder.put_toml("live", "order = 1\n");
     folder.put_wasm("live", &dist().join("judge.wasm"));
     let landed = Instant::now();
     let swapped = eventually(Duration::from_secs(1), || new_seen.load(Ordering::Relaxed));
     let took = landed.elapsed();
-    std::thread::sleep(Duration::from_millis(100));
+    tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
-        w.join().expect("no worker panicked");
+        w.await.expect("no worker panicked");
     }
     assert!(swapped, "the new version was not live within 1 s");
     assert!(calls.load(Ordering::Relaxed) > 10);
@@ -65,30 +68,33 @@ fn blake3_hex(path: &std::path::Path) -> String {
     host.list()[0].hash.clone().expect("hash")
 }
 
-#[test]
-fn in_flight_calls_finish_on_the_version_they_started_with() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_calls_finish_on_the_version_they_started_with() {
     built();
     let folder = Folder::new();
     folder.add_fixture("slow", "deadline_ms = 2000\n[config]\nmode = \"slow\"\nslow_ms = 400\ntag = \"old\"\n");
     let host = folder.host(true);
     let h = host.clone();
-    let in_flight =
-        std::thread::spawn(move || h.judge(&user("q"), &response("a", "stop")).expect("ok").expect("verdict"));
-    std::thread::sleep(Duration::from_millis(100));
+    let in_flight = tokio::spawn(async move {
+        h.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await.expect("ok").expect("verdict")
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
     folder.put_toml("slow", "[config]\nmode = \"ok\"\ntag = \"new\"\n");
-    let new = eventually(Duration::from_secs(1), || {
-        host.judge(&user("q"), &response("a", "stop"))
+    let new = eventually_async(Duration::from_secs(1), async || {
+        host.judge(&user("q"), &NO_CONTEXT, &response("a", "stop"))
+            .await
             .ok()
             .flatten()
             .is_some_and(|v| v.votes[0].reason == "fixture new")
-    });
+    })
+    .await;
     assert!(new, "new version live while the old call still runs");
-    let old = in_flight.join().expect("no panic");
+    let old = in_flight.await.expect("no panic");
     assert_eq!(old.votes[0].reason, "fixture old");
 }
 
-#[test]
-fn removing_a_file_unloads_the_plugin() {
+#[tokio::test]
+async fn removing_a_file_unloads_the_plugin() {
     built();
     let folder = Folder::new();
     folder.add_example("judge", "judge");
@@ -96,7 +102,7 @@ fn removing_a_file_unloads_the_plugin() {
     assert_eq!(host.list().len(), 1);
     std::fs::remove_file(folder.path.join("judge.wasm")).expect("remove");
     assert!(eventually(Duration::from_secs(1), || host.list().is_empty()));
-    assert_eq!(host.judge(&user("q"), &response("a", "stop")), Ok(None));
+    assert_eq!(host.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await, Ok(None));
 }
 
 #[test]
@@ -117,8 +123,8 @@ fn the_watcher_rescans_once_per_change_and_not_on_its_own_reads() {
     assert_eq!(host.rescans(), settled, "the folder is rescanned with nothing changed");
 }
 
-#[test]
-fn a_file_written_in_pieces_is_loaded_once_complete() {
+#[tokio::test]
+async fn a_file_written_in_pieces_is_loaded_once_complete() {
     use std::io::Write;
     built();
     let folder = Folder::new();
@@ -131,16 +137,19 @@ fn a_file_written_in_pieces_is_loaded_once_complete() {
     let mut file = std::fs::File::create(folder.path.join("judge.wasm")).expect("create");
     file.write_all(head).expect("write");
     file.flush().expect("flush");
-    std::thread::sleep(Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_millis(50)).await;
     file.write_all(tail).expect("write");
     drop(file);
     assert!(eventually(Duration::from_secs(3), || host.list().len() == 1 && host.list()[0].hash.is_some()));
     assert_eq!(host.rescans(), before + 1, "one rescan, after the file was complete: {:?}", host.list());
-    assert_eq!(host.judge(&user("q"), &response("a", "stop")).expect("ok").map(|v| v.votes.len()), Some(1));
+    assert_eq!(
+        host.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await.expect("ok").map(|v| v.votes.len()),
+        Some(1)
+    );
 }
 
-#[test]
-fn compiled_components_are_cached_on_disk_by_content_hash() {
+#[tokio::test]
+async fn compiled_components_are_cached_on_disk_by_content_hash() {
     built();
     let folder = Folder::new();
     folder.add_example("router", "router");
@@ -163,18 +172,18 @@ fn compiled_components_are_cached_on_disk_by_content_hash() {
     let again = sluice::plugin::PluginHost::start(cfg).expect("restarts");
     assert_eq!(again.list()[0].hash.as_deref(), Some(hash.as_str()));
     assert_eq!(modified(&artifact), before, "loaded from the cache, not rewritten");
-    let plan = again.route(&user("hi"), &super::cases::candidates()).expect("routes");
+    let plan = again.route(&user("hi"), &NO_CONTEXT, &super::cases::candidates()).await.expect("routes");
     assert!(plan.is_some());
 }
 
-#[test]
-fn listing_reports_versions_calls_and_latency() {
+#[tokio::test]
+async fn listing_reports_versions_calls_and_latency() {
     built();
     let folder = Folder::new();
     folder.add_example("judge", "judge");
     let host = folder.host(false);
     for _ in 0..20 {
-        host.judge(&user("q"), &response("Paris.", "stop")).expect("ok");
+        host.judge(&user("q"), &NO_CONTEXT, &response("Paris.", "stop")).await.expect("ok");
     }
     let info = &host.list()[0];
     assert_eq!(info.name, "judge");
@@ -208,8 +217,8 @@ fn precompiled_components_go_live_without_compiling() {
     assert!(sluice::plugin::precompile(&folder.path.join("nope.wasm"), &cache).is_err());
 }
 
-#[test]
-fn a_new_component_serves_from_a_baseline_build_until_its_optimised_build_is_ready() {
+#[tokio::test]
+async fn a_new_component_serves_from_a_baseline_build_until_its_optimised_build_is_ready() {
     built();
     let folder = Folder::new();
     folder.add_example("judge", "judge");
@@ -222,7 +231,7 @@ fn a_new_component_serves_from_a_baseline_build_until_its_optimised_build_is_rea
     let host = sluice::plugin::PluginHost::start(cfg).expect("starts");
     let first = host.list().into_iter().next().expect("listed");
     assert_eq!(first.compiler, Some(Compiler::Winch), "{first:?}");
-    super::cases::check_judge(&host, "judge");
+    super::cases::check_judge(&host, "judge").await;
     let calls = host.list()[0].calls;
     assert!(calls > 0);
     let optimised = eventually(Duration::from_secs(60), || host.list()[0].compiler == Some(Compiler::Cranelift));
@@ -230,7 +239,7 @@ fn a_new_component_serves_from_a_baseline_build_until_its_optimised_build_is_rea
     let now = host.list().into_iter().next().expect("listed");
     assert_eq!(now.hash, first.hash, "same version, other code");
     assert!(now.calls >= calls, "calls carried over: {} < {calls}", now.calls);
-    super::cases::check_judge(&host, "judge");
+    super::cases::check_judge(&host, "judge").await;
     // The optimised build is cached: a restart loads it and skips the baseline.
     let cached = std::fs::read_dir(folder.path.join(".cache")).expect("cache dir").count();
     assert_eq!(cached, 1);

@@ -1,5 +1,6 @@
 //! Test support: build the plugins once, make throwaway plugin folders from
-//! built components, and construct requests, responses and candidates.
+//! built components, and construct requests, responses, candidates and the
+//! empty stage context.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sluice::api::chat::{ChatRequest, ChatResponse, Choice, Message, Role};
 use sluice::plugin::{PluginConfig, PluginHost};
-use sluice::stage::{Health, RouteCandidate};
+use sluice::stage::{Health, RouteCandidate, StageContext};
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
@@ -153,6 +154,10 @@ pub fn host_with(examples: &[&str]) -> (Folder, Arc<PluginHost>) {
     (folder, host)
 }
 
+/// No gateway metadata and no client headers: what a stage call without a
+/// gateway around it is given.
+pub static NO_CONTEXT: StageContext = StageContext { metadata: Vec::new(), headers: Vec::new() };
+
 pub fn request(messages: &[(Role, &str)]) -> ChatRequest {
     let messages: Vec<Message> = messages.iter().map(|(r, t)| Message::text(*r, *t)).collect();
     serde_json::from_value(serde_json::json!({ "model": "auto", "messages": messages })).expect("valid request")
@@ -203,4 +208,17 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     f()
+}
+
+/// [`eventually`] for a check that awaits (a stage call): polls `f` until it
+/// returns true or `timeout` passes, sleeping without blocking the runtime.
+pub async fn eventually_async(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f().await
 }

@@ -12,7 +12,8 @@
 //! Warm plugins keep idle instances that served earlier calls, reused until
 //! one faults.
 //!
-//! It does not classify faults or keep statistics: see `instance.rs`.
+//! It does not classify faults (see `fault.rs`) or keep statistics (see
+//! `loaded.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
@@ -24,7 +25,7 @@ use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::runtime::in_tokio;
 
 use super::bindings::{HostState, PluginMeta};
-use super::instance::{CallFault, classify};
+use super::fault::{CallFault, classify};
 use crate::stage::FaultKind;
 
 /// Arm `store`'s deadline `deadline` from now: the epoch callback checks it
@@ -41,7 +42,7 @@ pub struct Live {
 }
 
 /// One plugin version's instances.
-pub struct Instances {
+pub struct InstancePool {
     pre: InstancePre<HostState>,
     meta: Arc<PluginMeta>,
     /// How long a call may run.
@@ -58,10 +59,10 @@ pub struct Instances {
     closed: AtomicBool,
 }
 
-impl Instances {
-    pub fn new(pre: InstancePre<HostState>, meta: Arc<PluginMeta>, warm: bool) -> Instances {
+impl InstancePool {
+    pub fn new(pre: InstancePre<HostState>, meta: Arc<PluginMeta>, warm: bool) -> InstancePool {
         let keep = if warm { meta.manifest.warm_pool.max(1) } else { meta.manifest.spares };
-        Instances {
+        InstancePool {
             pre,
             deadline: meta.manifest.deadline,
             warm,
@@ -203,7 +204,7 @@ impl Instances {
     }
 }
 
-impl Drop for Instances {
+impl Drop for InstancePool {
     fn drop(&mut self) {
         self.close();
     }
@@ -212,7 +213,7 @@ impl Drop for Instances {
 /// A used store to drop, and the plugin whose spares to remake, if any.
 struct Job {
     retired: Option<Live>,
-    refill: Option<Weak<Instances>>,
+    refill: Option<Weak<InstancePool>>,
 }
 
 /// Room in the background thread's queue: one refill per plugin at most,
@@ -258,7 +259,7 @@ fn background() -> Option<&'static SyncSender<Job>> {
 /// Drop a used (or faulted) instance's store on the background thread, or
 /// here when too many wait there, and queue `refill` there; gives `refill`
 /// back when it cannot be queued.
-fn retire(live: Live, refill: Option<Weak<Instances>>) -> Result<(), Option<Weak<Instances>>> {
+fn retire(live: Live, refill: Option<Weak<InstancePool>>) -> Result<(), Option<Weak<InstancePool>>> {
     let Some(queue) = background() else {
         drop(live);
         return Err(refill);

@@ -1,12 +1,13 @@
 //! One loaded plugin version and how it is called: an instance per call
-//! (see `instances.rs`) with its memory limit and epoch deadline; faults
-//! classified (trap, deadline, out of memory), counted, and the plugin
-//! disabled after too many in a row. Also its call statistics.
+//! (from its `InstancePool`, see `pool.rs`) with its memory limit and epoch
+//! deadline; faults classified (`fault.rs`), counted in its `CallStats`
+//! (`call_stats.rs`) and metrics, and the plugin disabled after too many in
+//! a row.
 //!
 //! It does not decide what a stage does with a fault: see `stages.rs`.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::Store;
@@ -14,9 +15,12 @@ use wasmtime::component::{Component, Instance, Linker};
 use wasmtime_wasi::runtime::in_tokio;
 
 use super::bindings::{HostState, PluginMeta, caching, compression, judging, routing};
+use super::call_stats::CallStats;
 use super::engine::Compiler;
-use super::instances::{Instances, Live};
+use super::fault::{CallFault, classify};
+use super::pool::{InstancePool, Live};
 use crate::stage::{FaultKind, StageKind};
+use crate::telemetry;
 
 /// The export lookups of the stage a plugin implements.
 pub enum StageIndices {
@@ -24,80 +28,6 @@ pub enum StageIndices {
     CachePolicy(caching::GuestIndices),
     Router(routing::GuestIndices),
     Judge(judging::GuestIndices),
-}
-
-/// A broken call.
-#[derive(Debug, Clone)]
-pub struct CallFault {
-    pub kind: FaultKind,
-    pub detail: String,
-}
-
-/// How many recent call durations the percentiles are computed over.
-const WINDOW: usize = 1024;
-
-/// Counters of one plugin version.
-#[derive(Default)]
-pub struct Stats {
-    pub calls: AtomicU64,
-    /// Policy refusals (WIT `err`).
-    pub errors: AtomicU64,
-    /// Faults of any kind.
-    pub faults: AtomicU64,
-    pub traps: AtomicU64,
-    pub deadlines: AtomicU64,
-    pub out_of_memory: AtomicU64,
-    pub consecutive_faults: AtomicU32,
-    pub disabled: AtomicBool,
-    /// Fresh-instance calls that found no spare ready and instantiated
-    /// inline.
-    pub spare_misses: AtomicU64,
-    /// Recent call durations in nanoseconds (ring buffer) and next slot.
-    recent: Mutex<(Vec<u64>, usize)>,
-}
-
-impl Stats {
-    fn record_duration(&self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        if let Ok(mut r) = self.recent.lock() {
-            let (buf, next) = &mut *r;
-            if buf.len() < WINDOW {
-                buf.push(ns);
-            } else {
-                buf[*next] = ns;
-            }
-            *next = (*next + 1) % WINDOW;
-        }
-    }
-
-    /// Take over the counters of the build this one replaces (the same
-    /// version of the plugin); call durations start afresh.
-    pub fn carry_counts(&self, from: &Stats) {
-        for (to, from) in [
-            (&self.calls, &from.calls),
-            (&self.errors, &from.errors),
-            (&self.faults, &from.faults),
-            (&self.traps, &from.traps),
-            (&self.deadlines, &from.deadlines),
-            (&self.out_of_memory, &from.out_of_memory),
-        ] {
-            to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-    }
-
-    /// p50 and p99 of recent call durations, in microseconds.
-    pub fn percentiles_us(&self) -> (Option<f64>, Option<f64>) {
-        let mut v = match self.recent.lock() {
-            Ok(r) => r.0.clone(),
-            Err(_) => return (None, None),
-        };
-        if v.is_empty() {
-            return (None, None);
-        }
-        v.sort_unstable();
-        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
-        (Some(at(0.5)), Some(at(0.99)))
-    }
 }
 
 /// One version of one plugin, ready to call.
@@ -111,8 +41,8 @@ pub struct LoadedPlugin {
     /// Which compiler built the code it runs.
     pub compiler: Compiler,
     pub indices: StageIndices,
-    pub stats: Stats,
-    instances: Arc<Instances>,
+    pub stats: CallStats,
+    pool: Arc<InstancePool>,
     calls_total: metrics::Counter,
     call_seconds: metrics::Histogram,
     spare_misses_total: metrics::Counter,
@@ -139,11 +69,11 @@ impl LoadedPlugin {
             StageKind::Judge => StageIndices::Judge(judging::GuestIndices::new(&pre).map_err(bad)?),
         };
         let labels = [("plugin", meta.name.to_string()), ("stage", stage.as_str().to_owned())];
-        let instances = Arc::new(Instances::new(pre, meta.clone(), warm));
+        let pool = Arc::new(InstancePool::new(pre, meta.clone(), warm));
         let plugin = LoadedPlugin {
-            calls_total: metrics::counter!("sluice_plugin_calls_total", &labels),
-            call_seconds: metrics::histogram!("sluice_plugin_call_seconds", &labels),
-            spare_misses_total: metrics::counter!("sluice_plugin_spare_misses_total", "plugin" => meta.name.to_string()),
+            calls_total: metrics::counter!(telemetry::PLUGIN_CALLS, &labels),
+            call_seconds: metrics::histogram!(telemetry::PLUGIN_CALL_SECONDS, &labels),
+            spare_misses_total: metrics::counter!(telemetry::PLUGIN_SPARE_MISSES, "plugin" => meta.name.to_string()),
             meta,
             stage,
             hash,
@@ -151,11 +81,11 @@ impl LoadedPlugin {
             size,
             compiler,
             indices,
-            stats: Stats::default(),
-            instances,
+            stats: CallStats::default(),
+            pool,
         };
         // A trial instance, with a generous deadline: this is off the request path.
-        let Live { mut store, instance } = in_tokio(plugin.instances.instantiate(Duration::from_secs(2)))
+        let Live { mut store, instance } = in_tokio(plugin.pool.instantiate(Duration::from_secs(2)))
             .map_err(|f| format!("cannot instantiate: {}: {}", f.kind, f.detail))?;
         let typed = match &plugin.indices {
             StageIndices::Compressor(i) => i.load(&mut store, &instance).map(drop),
@@ -164,7 +94,7 @@ impl LoadedPlugin {
             StageIndices::Judge(i) => i.load(&mut store, &instance).map(drop),
         };
         typed.map_err(bad)?;
-        plugin.instances.keep_unused(Live { store, instance });
+        plugin.pool.keep_unused(Live { store, instance });
         Ok(plugin)
     }
 
@@ -174,12 +104,12 @@ impl LoadedPlugin {
 
     /// Whether calls reuse warm instances (else each gets a fresh one).
     pub fn warm(&self) -> bool {
-        self.instances.warm()
+        self.pool.warm()
     }
 
     /// Idle warm instances, or spare fresh ones, ready now.
     pub fn ready_instances(&self) -> usize {
-        self.instances.ready()
+        self.pool.ready()
     }
 
     /// Call the plugin: `f` gets a Store and an instance, with the deadline
@@ -218,7 +148,7 @@ impl LoadedPlugin {
         f: impl AsyncFnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
     ) -> Result<R, CallFault> {
         let mut live = self
-            .instances
+            .pool
             .checkout(|| {
                 self.stats.spare_misses.fetch_add(1, Ordering::Relaxed);
                 self.spare_misses_total.increment(1);
@@ -226,13 +156,13 @@ impl LoadedPlugin {
             .await?;
         match f(&mut live.store, &live.instance).await {
             Ok(r) => {
-                self.instances.checkin(live, true);
+                self.pool.checkin(live, true);
                 Ok(r)
             }
             Err(e) => {
                 let fault = classify(&e, live.store.data().limiter.hit);
                 // A faulted instance is never reused.
-                self.instances.checkin(live, false);
+                self.pool.checkin(live, false);
                 Err(fault)
             }
         }
@@ -250,30 +180,19 @@ impl LoadedPlugin {
             FaultKind::OutOfMemory => s.out_of_memory.fetch_add(1, Ordering::Relaxed),
             _ => s.traps.fetch_add(1, Ordering::Relaxed),
         };
-        metrics::counter!("sluice_plugin_faults_total",
+        metrics::counter!(telemetry::PLUGIN_FAULTS,
             "plugin" => name.to_owned(), "stage" => self.stage.as_str(), "kind" => fault.kind.as_str())
         .increment(1);
         tracing::warn!(plugin = name, stage = %self.stage, kind = %fault.kind,
             detail = %fault.detail, "plugin call faulted");
         let n = s.consecutive_faults.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= self.meta.manifest.max_consecutive_faults && !s.disabled.swap(true, Ordering::Relaxed) {
-            metrics::counter!("sluice_plugin_disabled_total", "plugin" => name.to_owned()).increment(1);
+            metrics::counter!(telemetry::PLUGIN_DISABLED, "plugin" => name.to_owned()).increment(1);
             tracing::error!(plugin = name, stage = %self.stage, consecutive_faults = n,
                 "plugin disabled after consecutive faults; it stays off until its file changes");
-            self.instances.close();
+            self.pool.close();
         }
     }
-}
-
-pub(super) fn classify(e: &wasmtime::Error, out_of_memory: bool) -> CallFault {
-    let kind = if out_of_memory {
-        FaultKind::OutOfMemory
-    } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
-        FaultKind::Deadline
-    } else {
-        FaultKind::Trap
-    };
-    CallFault { kind, detail: e.root_cause().to_string() }
 }
 
 /// Which stage the component exports; exactly one is required.
@@ -295,20 +214,5 @@ fn detect_stage(component: &Component) -> Result<StageKind, String> {
             if names.is_empty() { "nothing".to_owned() } else { names.join(", ") }
         )),
         _ => Err("exports several stages; a plugin implements exactly one".to_owned()),
-    }
-}
-
-/// Run blocking plugin work (loading, instantiating, a blocking stage call)
-/// where it may enter a Tokio runtime of its own, which panics inside an
-/// async task unless the worker is first handed off with `block_in_place`.
-pub(crate) fn off_async<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Err(_) => f(),
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }),
     }
 }
