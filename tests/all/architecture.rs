@@ -7,6 +7,9 @@
 //!   items while the parent uses the child is a cycle; and at every level a
 //!   directory counts as one node, so two module folders that import each
 //!   other are a cycle even when no two files do.
+//! - The picture in ARCHITECTURE.md is the order: every top-level module of
+//!   the host is on exactly one of its rows, and each imports only modules
+//!   on rows below its own.
 //! - Nothing in the host outside `config/` imports `crate::config`: each
 //!   module owns its validated settings, and `config/` only parses, checks
 //!   and assembles them.
@@ -383,6 +386,53 @@ fn host_modules_import_only_downwards() {
 #[test]
 fn engine_modules_import_only_downwards() {
     assert_imports_point_down("engine/src", 10);
+}
+
+/// The rows of ARCHITECTURE.md's picture of the host: each top-level module
+/// (written `name/` or `name.rs`) with its row, top first.
+fn picture_rows() -> BTreeMap<String, usize> {
+    let doc = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let section = doc.split("## The picture").nth(1).expect("a picture section");
+    let block = section.split("```").nth(3).expect("the host's picture is the section's second block");
+    let mut rows = BTreeMap::new();
+    let mut row = 0;
+    for line in block.lines() {
+        let names: Vec<&str> = line
+            .split_whitespace()
+            .filter_map(|w| w.strip_suffix('/').or_else(|| w.strip_suffix(".rs")))
+            .filter(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .filter(|w| *w != "main")
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        for name in names {
+            assert!(rows.insert(name.to_owned(), row).is_none(), "`{name}` is on two rows of the picture");
+        }
+        row += 1;
+    }
+    rows
+}
+
+#[test]
+fn the_architecture_picture_is_the_import_order() {
+    let krate = load(&root().join("host/src"));
+    let rows = picture_rows();
+    let top: BTreeSet<String> = krate.sources.keys().filter_map(|m| m.first().cloned()).collect();
+    let pictured: BTreeSet<String> = rows.keys().cloned().collect();
+    assert_eq!(pictured, top, "the picture names exactly the host's top-level modules");
+    let mut upward = Vec::new();
+    for (from, targets) in &krate.imports {
+        let Some(a) = from.first() else { continue };
+        for b in targets.iter().filter_map(|t| t.first()).filter(|b| *b != a) {
+            if rows[a] >= rows[b] {
+                upward.push(format!("{} imports {b}", from.join("/")));
+            }
+        }
+    }
+    upward.sort();
+    upward.dedup();
+    assert!(upward.is_empty(), "imports that do not point down the picture:\n{}", upward.join("\n"));
 }
 
 #[test]
