@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue, Response};
 use crate::accounting::format_cost;
 use crate::api::chat::Usage;
 use crate::body::Body;
-use crate::cache::{CacheControls, Outcome, Plan};
+use crate::cache::{CacheControls, CacheOutcome, StorePlan};
 use crate::error::{ApiFlavor, GatewayError};
 use crate::models::ModelRoute;
 use crate::stage::{CacheDecision, JudgeVerdict, RoutePlan};
@@ -45,11 +45,11 @@ pub struct RequestContext {
     /// The client's cache controls (headers).
     pub cache_controls: CacheControls,
     /// How the cache answered (the `x-sluice-cache` header).
-    pub cache_outcome: Option<Outcome>,
+    pub cache_outcome: Option<CacheOutcome>,
     /// A semantic hit's similarity.
     pub cache_similarity: Option<f32>,
     /// Where a miss's answer will be stored.
-    pub cache_plan: Option<Plan>,
+    pub cache_plan: Option<StorePlan>,
     /// What routing did: client key, A/B arm, cascade tiers, discarded spend.
     pub trace: crate::routing::Trace,
     error_kind: Option<&'static str>,
@@ -96,7 +96,7 @@ impl RequestContext {
 
     /// Whether the answer came from the cache.
     pub fn cache_hit(&self) -> bool {
-        matches!(self.cache_outcome, Some(Outcome::Hit | Outcome::SemanticHit))
+        matches!(self.cache_outcome, Some(CacheOutcome::Hit | CacheOutcome::SemanticHit))
     }
 
     /// The upstream label of headers and metrics: `cache` for cache hits.

@@ -31,7 +31,7 @@ use crate::accounting::{count_prompt_tokens, count_tokens};
 use crate::api::anthropic::response_from_chat;
 use crate::api::chat::{ChatRequest, ChatResponse, Usage};
 use crate::body::{Body, full};
-use crate::cache::{Outcome, Provenance};
+use crate::cache::{CacheOutcome, Provenance};
 use crate::error::{ApiFlavor, GatewayError};
 use crate::gateway::Gateway;
 use crate::upstream::ChatReply;
@@ -107,13 +107,13 @@ async fn cache_lookup(
     let model = models.first()?;
     let Some(mut plan) = cache.plan(ctx.cache_decision.as_ref(), &ctx.cache_controls, req, model) else {
         cache.note_bypass();
-        ctx.cache_outcome = Some(Outcome::Bypass);
+        ctx.cache_outcome = Some(CacheOutcome::Bypass);
         return None;
     };
     match cache.lookup(&mut plan).await {
         Some(hit) => Some(hit),
         None => {
-            ctx.cache_outcome = Some(if plan.lookup { Outcome::Miss } else { Outcome::Bypass });
+            ctx.cache_outcome = Some(if plan.lookup { CacheOutcome::Miss } else { CacheOutcome::Bypass });
             ctx.cache_plan = Some(plan);
             None
         }
