@@ -74,6 +74,15 @@ pub enum GatewayError {
     Internal(String),
 }
 
+/// A request the wire format could not translate: a 400 naming the field.
+impl From<crate::api::ApiError> for GatewayError {
+    fn from(e: crate::api::ApiError) -> Self {
+        match e {
+            crate::api::ApiError::InvalidRequest { message, param } => GatewayError::InvalidRequest { message, param },
+        }
+    }
+}
+
 impl GatewayError {
     pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
         GatewayError::InvalidRequest { message: message.into(), param: param.map(str::to_owned) }
@@ -240,6 +249,17 @@ mod tests {
         let v = e.body_json(ApiFlavor::Anthropic);
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "invalid_request_error");
+    }
+
+    #[test]
+    fn a_wire_format_error_answers_like_an_invalid_request() {
+        let e = GatewayError::from(crate::api::ApiError::invalid("bad image", Some("messages.0.content")));
+        let same = GatewayError::invalid("bad image", Some("messages.0.content"));
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.kind(), same.kind());
+        for api in [ApiFlavor::OpenAi, ApiFlavor::Anthropic] {
+            assert_eq!(e.body_json(api), same.body_json(api));
+        }
     }
 
     #[test]

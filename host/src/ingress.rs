@@ -73,7 +73,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             match read_json::<MessagesRequest>(req, gw.config.server.max_body_bytes).await {
                 Ok(messages) => match messages.into_chat() {
                     Ok(chat) => proxy::chat(&gw, &mut ctx, chat).await,
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into()),
                 },
                 Err(e) => Err(e),
             }

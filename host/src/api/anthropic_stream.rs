@@ -258,7 +258,7 @@ impl AnthropicDecoder {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::api::anthropic_stream::*;
 
     fn text_chunk(text: &str, finish: Option<&str>) -> ChatChunk {
         ChatChunk {

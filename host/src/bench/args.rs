@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::BenchError;
+use super::driver::{Bounds, LoadMode};
+use super::error::BenchError;
+use super::pareto::Objective;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -90,22 +92,6 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-}
-
-/// How requests are started.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LoadMode {
-    /// A fixed number of requests in flight.
-    Closed { concurrency: usize },
-    /// Requests started at a mean rate (requests/s), exponential gaps.
-    Open { rate: f64 },
-}
-
-/// When a run stops. At least one bound is always set.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Bounds {
-    pub requests: Option<u64>,
-    pub duration: Option<Duration>,
 }
 
 impl BenchArgs {
@@ -199,7 +185,7 @@ pub struct ParetoArgs {
     pub plot: Option<PathBuf>,
     /// What "best" means among the configurations that meet the limits.
     #[arg(long, value_enum, default_value = "cost")]
-    pub prefer: super::pareto::Objective,
+    pub prefer: Objective,
     /// Write the Markdown table here (it is always printed).
     #[arg(long)]
     pub out: Option<PathBuf>,

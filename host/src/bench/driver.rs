@@ -1,27 +1,18 @@
 //! The load driver: sends a workload's requests to one or two endpoints over
 //! a pooled hyper client (TCP_NODELAY, HTTP/1.1 keep-alive, HTTPS by URL),
 //! closed-loop at a concurrency or open-loop at a Poisson rate, until a
-//! request count or a deadline, and records one [`Sample`] per request.
-//! It measures and records; the figures are computed in `stats`.
+//! request count or a deadline, and records one [`Sample`] per request (each
+//! sent and measured by `sample`). It measures and records; the figures are
+//! computed in `stats`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::{HeaderName, HeaderValue, Uri};
 
-use super::BenchError;
-use super::args::{Bounds, LoadMode};
-use super::quality;
-use super::sse::{ResponseReader, StreamFacts};
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+use super::error::BenchError;
+use super::sample::{HttpClient, Prepared, Sample, exchange, http_client};
 
 /// An endpoint under load.
 #[derive(Debug, Clone)]
@@ -53,9 +44,25 @@ impl Endpoint {
     }
 }
 
+/// How requests are started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LoadMode {
+    /// A fixed number of requests in flight.
+    Closed { concurrency: usize },
+    /// Requests started at a mean rate (requests/s), exponential gaps.
+    Open { rate: f64 },
+}
+
+/// When a run stops. At least one bound is always set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bounds {
+    pub requests: Option<u64>,
+    pub duration: Option<Duration>,
+}
+
 /// What one run does.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct RunPlan {
     /// One endpoint, or two (target and baseline) taking turns request by request.
     pub endpoints: Vec<Endpoint>,
     pub mode: LoadMode,
@@ -70,72 +77,11 @@ pub struct Plan {
     pub progress: bool,
 }
 
-/// One request's outcome.
-#[derive(Debug, Clone, Default)]
-pub struct Sample {
-    /// Index into [`Plan::endpoints`].
-    pub endpoint: u8,
-    /// Index into the workload.
-    pub item: u32,
-    /// When it was sent, µs after the run started.
-    pub start_us: u64,
-    /// Until the last byte of the response, µs.
-    pub latency_us: u64,
-    /// Streams: until the first content token, µs.
-    pub ttft_us: Option<u64>,
-    /// Streams: gaps between content chunks, µs.
-    pub itl_us: Vec<u32>,
-    /// HTTP status; 0 when no response came (connect error, timeout).
-    pub status: u16,
-    pub error: Option<String>,
-    pub prompt_tokens: u64,
-    pub output_tokens: u64,
-    /// `x-sluice-cost-usd` (or the stream's final comment).
-    pub cost_usd: Option<f64>,
-    pub judge_score: Option<f64>,
-    /// `x-sluice-cache`.
-    pub cache: Option<String>,
-    /// `x-sluice-model`, else the model in the response body.
-    pub model: Option<String>,
-    /// `x-sluice-ab-bucket`.
-    pub arm: Option<String>,
-    pub overhead_us: Option<u64>,
-    /// Similarity of the answer to the workload's reference answer.
-    pub similarity: Option<f64>,
-}
-
-impl Sample {
-    pub fn ok(&self) -> bool {
-        self.error.is_none()
-    }
-}
-
-/// A request ready to send: the serialised body and what to grade it against.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    pub body: Bytes,
-    pub reference: Option<Arc<str>>,
-}
-
 /// All samples of a run, and its wall time.
 #[derive(Debug)]
 pub struct RunOutput {
     pub samples: Vec<Sample>,
     pub elapsed: Duration,
-}
-
-/// The benchmark's HTTP client: one pool, many connections per host.
-pub fn http_client() -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(4096).build(https)
 }
 
 /// Fails early, with the reason, when an endpoint cannot be connected to.
@@ -152,14 +98,14 @@ pub async fn check_reachable(endpoint: &Endpoint) -> Result<(), BenchError> {
 
 struct Shared {
     client: HttpClient,
-    plan: Plan,
+    plan: RunPlan,
     items: Vec<Prepared>,
     done: AtomicU64,
     errors: AtomicU64,
 }
 
 /// Runs the plan over `items` (cycled) and returns every sample.
-pub async fn run(plan: Plan, items: Vec<Prepared>) -> Result<RunOutput, BenchError> {
+pub async fn run(plan: RunPlan, items: Vec<Prepared>) -> Result<RunOutput, BenchError> {
     if items.is_empty() {
         return Err(BenchError::Usage("the workload is empty: nothing to send".into()));
     }
@@ -312,8 +258,9 @@ async fn send_one(shared: &Shared, endpoint: u8, item: usize, started: Instant) 
         start_us: t0.duration_since(started).as_micros() as u64,
         ..Sample::default()
     };
-    let outcome =
-        tokio::time::timeout(shared.plan.timeout, exchange(shared, endpoint, prepared, t0, &mut sample)).await;
+    let url = &shared.plan.endpoints[endpoint as usize].url;
+    let request = exchange(&shared.client, url, &shared.plan.headers, shared.plan.stream, prepared, t0, &mut sample);
+    let outcome = tokio::time::timeout(shared.plan.timeout, request).await;
     sample.latency_us = t0.elapsed().as_micros() as u64;
     match outcome {
         Ok(Ok(())) => {}
@@ -325,72 +272,4 @@ async fn send_one(shared: &Shared, endpoint: u8, item: usize, started: Instant) 
     }
     shared.done.fetch_add(1, Ordering::Relaxed);
     sample
-}
-
-/// One request and its response, read to the end.
-async fn exchange(
-    shared: &Shared,
-    endpoint: u8,
-    prepared: &Prepared,
-    t0: Instant,
-    sample: &mut Sample,
-) -> Result<(), String> {
-    let mut request = Request::builder()
-        .method(http::Method::POST)
-        .uri(shared.plan.endpoints[endpoint as usize].url.clone())
-        .header(http::header::CONTENT_TYPE, "application/json");
-    for (name, value) in &shared.plan.headers {
-        request = request.header(name, value);
-    }
-    let request = request.body(Full::new(prepared.body.clone())).map_err(|e| e.to_string())?;
-    let response = shared.client.request(request).await.map_err(|e| error_chain(&e))?;
-    let (parts, mut body) = response.into_parts();
-    sample.status = parts.status.as_u16();
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    sample.cost_usd = header("x-sluice-cost-usd").and_then(|v| v.parse().ok());
-    sample.judge_score = header("x-sluice-judge-score").and_then(|v| v.parse().ok());
-    sample.cache = header("x-sluice-cache").map(str::to_owned);
-    sample.model = header("x-sluice-model").map(str::to_owned);
-    sample.arm = header("x-sluice-ab-bucket").map(str::to_owned);
-    sample.overhead_us = header("x-sluice-overhead-us").and_then(|v| v.parse().ok());
-    let mut reader = ResponseReader::new(shared.plan.stream && parts.status.is_success());
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("response body: {}", error_chain(&e)))?;
-        if let Ok(data) = frame.into_data() {
-            reader.push(&data, t0.elapsed());
-        }
-    }
-    let facts: StreamFacts = reader.finish();
-    if !parts.status.is_success() {
-        return Err(format!("HTTP {}: {}", parts.status.as_u16(), facts.error_text()));
-    }
-    if let Some(e) = facts.error {
-        return Err(e);
-    }
-    sample.prompt_tokens = facts.prompt_tokens;
-    sample.output_tokens = facts.output_tokens;
-    sample.ttft_us = facts.ttft.map(|d| d.as_micros() as u64);
-    sample.itl_us = facts.itl_us;
-    if sample.cost_usd.is_none() {
-        sample.cost_usd = facts.cost_usd;
-    }
-    if sample.model.is_none() {
-        sample.model = facts.model;
-    }
-    if let Some(reference) = &prepared.reference {
-        sample.similarity = Some(quality::rouge_l(&facts.text, reference));
-    }
-    Ok(())
-}
-
-/// An error and its causes, e.g. `client error (Connect): tcp connect error: Connection refused`.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -7,21 +7,24 @@
 //!
 //! - `args`: the flags and their checks;
 //! - `workload`: JSONL replay and the FAQ, MT-Bench and RAG generators;
-//! - `driver`: the load driver (closed or open loop) and one sample per request,
-//!   with `sse` reading responses as they arrive;
+//! - `driver`: the load driver (closed or open loop), with `sample` sending
+//!   one request and measuring it, and `sse` reading responses as they arrive;
 //! - `stats`: figures from samples; `quality`: ROUGE-L against references;
 //! - `report`: JSON, Markdown and terminal tables;
-//! - `pareto`: the frontier and the constrained choice; `plot`: its SVG.
+//! - `pareto`: the frontier and the constrained choice; `plot`: its SVG;
+//! - `error`: why a command failed, and its exit status.
 //!
 //! It does not start or configure a gateway: the configurations compared are
 //! whatever is listening at the target (see `examples/bench/`).
 
 pub mod args;
 pub mod driver;
+mod error;
 pub mod pareto;
 pub mod plot;
 pub mod quality;
 pub mod report;
+pub mod sample;
 pub mod sse;
 pub mod stats;
 pub mod workload;
@@ -33,42 +36,12 @@ use bytes::Bytes;
 use serde_json::json;
 
 pub use args::{BenchArgs, ParetoArgs};
-use driver::{Endpoint, Plan, Prepared};
+use driver::{Endpoint, LoadMode, RunPlan};
+pub use error::BenchError;
 use report::{Comparison, Report, RunSetup};
+use sample::Prepared;
 use stats::{Prices, Summary};
 use workload::Workload;
-
-/// Why a benchmark or a comparison could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    #[error("{0}")]
-    Usage(String),
-    #[error("workload {origin}: {message}")]
-    Workload { origin: String, message: String },
-    #[error("cannot reach {url}: {message}")]
-    Unreachable { url: String, message: String },
-    #[error("all {count} requests to {url} failed; first error: {first}")]
-    AllFailed { url: String, count: u64, first: String },
-    #[error("report {path}: {message}")]
-    Report { path: String, message: String },
-    #[error("plot {path}: {message}")]
-    Plot { path: String, message: String },
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
-}
-
-impl BenchError {
-    /// 2 for bad input (flags, workload, reports), 1 for a failed run.
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            BenchError::Usage(_) | BenchError::Workload { .. } | BenchError::Report { .. } => ExitCode::from(2),
-            BenchError::Unreachable { .. }
-            | BenchError::AllFailed { .. }
-            | BenchError::Plot { .. }
-            | BenchError::Io { .. } => ExitCode::FAILURE,
-        }
-    }
-}
 
 /// The workload the flags name.
 pub fn load_workload(args: &BenchArgs) -> Result<Workload, BenchError> {
@@ -102,21 +75,10 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
     let default_requests =
         if matches!(args.workload.as_str(), "faq" | "rag") { 200 } else { workload.items.len() as u64 };
     let bounds = args.bounds(default_requests)?;
-    let items: Vec<Prepared> = workload
-        .items
-        .iter()
-        .map(|item| {
-            let mut body = item.request.clone();
-            if args.stream {
-                body["stream"] = json!(true);
-                body["stream_options"] = json!({"include_usage": true});
-            }
-            Prepared { body: Bytes::from(body.to_string()), reference: item.reference.as_deref().map(Arc::from) }
-        })
-        .collect();
+    let items = prepare(&workload, args.stream);
     let mut endpoints = vec![target.clone()];
     endpoints.extend(baseline.clone());
-    let plan = Plan {
+    let plan = RunPlan {
         endpoints,
         mode,
         bounds,
@@ -127,6 +89,7 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
         headers,
         progress: !args.quiet,
     };
+    let setup = run_setup(&workload, &plan);
     let run = driver::run(plan, items).await?;
     let duration_s = run.elapsed.as_secs_f64();
     let (target_samples, baseline_samples): (Vec<_>, Vec<_>) = run.samples.into_iter().partition(|s| s.endpoint == 0);
@@ -140,25 +103,6 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
     }
     let baseline_summary = baseline.as_ref().map(|_| Summary::of(&baseline_samples, duration_s, prices));
     let tags: Vec<&str> = workload.items.iter().map(|i| i.tag.as_str()).collect();
-    let setup = RunSetup {
-        workload: workload.name.clone(),
-        workload_items: workload.items.len(),
-        stream: args.stream,
-        mode: match mode {
-            args::LoadMode::Closed { .. } => "closed".into(),
-            args::LoadMode::Open { .. } => "open".into(),
-        },
-        concurrency: match mode {
-            args::LoadMode::Closed { concurrency } => Some(concurrency),
-            args::LoadMode::Open { .. } => None,
-        },
-        rate: match mode {
-            args::LoadMode::Open { rate } => Some(rate),
-            args::LoadMode::Closed { .. } => None,
-        },
-        requests: bounds.requests,
-        duration_s: bounds.duration.map(|d| d.as_secs_f64()),
-    };
     let label = args.label.clone().unwrap_or_else(|| {
         let host = target.url.authority().map_or_else(String::new, |a| a.as_str().replace(':', "_"));
         format!("{}-{host}", workload.name)
@@ -181,6 +125,41 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
         baseline: baseline_summary,
         overall,
     })
+}
+
+/// The workload's requests as they are sent (asking for a stream and its
+/// usage when `stream`).
+fn prepare(workload: &Workload, stream: bool) -> Vec<Prepared> {
+    workload
+        .items
+        .iter()
+        .map(|item| {
+            let mut body = item.request.clone();
+            if stream {
+                body["stream"] = json!(true);
+                body["stream_options"] = json!({"include_usage": true});
+            }
+            Prepared { body: Bytes::from(body.to_string()), reference: item.reference.as_deref().map(Arc::from) }
+        })
+        .collect()
+}
+
+/// How the run was set up, for the report.
+fn run_setup(workload: &Workload, plan: &RunPlan) -> RunSetup {
+    let (mode, concurrency, rate) = match plan.mode {
+        LoadMode::Closed { concurrency } => ("closed", Some(concurrency), None),
+        LoadMode::Open { rate } => ("open", None, Some(rate)),
+    };
+    RunSetup {
+        workload: workload.name.clone(),
+        workload_items: workload.items.len(),
+        stream: plan.stream,
+        mode: mode.into(),
+        concurrency,
+        rate,
+        requests: plan.bounds.requests,
+        duration_s: plan.bounds.duration.map(|d| d.as_secs_f64()),
+    }
 }
 
 /// Prints to stdout; a closed pipe (`| head`) is not an error worth a panic.

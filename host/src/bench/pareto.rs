@@ -116,26 +116,49 @@ pub fn analyse(reports: &[Report], constraints: Constraints, objective: Objectiv
         let p = &mut points[i];
         p.pareto = dominated_by.is_empty();
         p.dominated_by = dominated_by;
-        if let Some(max) = constraints.max_latency_ms
-            && (p.p95_ms > max || p.p95_ms.is_nan())
-        {
-            p.violations.push(format!("p95 {:.1} ms > {max} ms", p.p95_ms));
-        }
-        if let Some(max) = constraints.max_cost_per_1k {
-            match p.cost_per_1k {
-                Some(c) if c <= max => {}
-                Some(c) => p.violations.push(format!("cost {c:.4} > {max} USD/1k requests")),
-                None => p.violations.push("cost unknown".into()),
-            }
-        }
-        if let Some(min) = constraints.min_quality {
-            match p.quality {
-                Some(q) if q >= min => {}
-                Some(q) => p.violations.push(format!("quality {q:.3} < {min}")),
-                None => p.violations.push("quality unknown".into()),
-            }
+        p.violations = violations(p, &constraints);
+    }
+    let best = choose(&points, objective);
+    let why_not = points
+        .iter()
+        .enumerate()
+        .map(
+            |(i, p)| {
+                if Some(i) == best { "chosen".to_owned() } else { why_not(p, best.map(|b| &points[b]), objective) }
+            },
+        )
+        .collect();
+    Analysis { points, best, why_not, objective, uses_cost, uses_quality }
+}
+
+/// The limits `p` breaks.
+fn violations(p: &Point, constraints: &Constraints) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(max) = constraints.max_latency_ms
+        && (p.p95_ms > max || p.p95_ms.is_nan())
+    {
+        out.push(format!("p95 {:.1} ms > {max} ms", p.p95_ms));
+    }
+    if let Some(max) = constraints.max_cost_per_1k {
+        match p.cost_per_1k {
+            Some(c) if c <= max => {}
+            Some(c) => out.push(format!("cost {c:.4} > {max} USD/1k requests")),
+            None => out.push("cost unknown".into()),
         }
     }
+    if let Some(min) = constraints.min_quality {
+        match p.quality {
+            Some(q) if q >= min => {}
+            Some(q) => out.push(format!("quality {q:.3} < {min}")),
+            None => out.push("quality unknown".into()),
+        }
+    }
+    out
+}
+
+/// The best feasible point for `objective`, ties (within 1%) going to the
+/// next figure.
+fn choose(points: &[Point], objective: Objective) -> Option<usize> {
     let key = |p: &Point| -> [f64; 3] {
         let (l, c, q) = (p.p95_ms, cost_key(p), -quality_key(p));
         match objective {
@@ -144,48 +167,39 @@ pub fn analyse(reports: &[Report], constraints: Constraints, objective: Objectiv
             Objective::Quality => [q, c, l],
         }
     };
-    let best = (0..points.len()).filter(|&i| points[i].feasible()).min_by(|&a, &b| {
+    (0..points.len()).filter(|&i| points[i].feasible()).min_by(|&a, &b| {
         key(&points[a])
             .iter()
             .zip(key(&points[b]).iter())
             .map(|(x, y)| rough_cmp(*x, *y))
             .fold(std::cmp::Ordering::Equal, std::cmp::Ordering::then)
-    });
-    let why_not = points
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            if Some(i) == best {
-                return "chosen".to_owned();
+    })
+}
+
+/// Why `p`, not the chosen point, loses.
+fn why_not(p: &Point, best: Option<&Point>, objective: Objective) -> String {
+    let mut why = Vec::new();
+    if !p.feasible() {
+        why.push(format!("infeasible: {}", p.violations.join(", ")));
+    }
+    if !p.dominated_by.is_empty() {
+        why.push(format!("dominated by {}", p.dominated_by.join(", ")));
+    }
+    if why.is_empty()
+        && let Some(b) = best
+    {
+        why.push(match objective {
+            Objective::Cost if rough_cmp(cost_key(p), cost_key(b)).is_gt() => format!("costs more than {}", b.label),
+            Objective::Latency if rough_cmp(p.p95_ms, b.p95_ms).is_gt() => {
+                format!("slower at p95 than {}", b.label)
             }
-            let mut why = Vec::new();
-            if !p.feasible() {
-                why.push(format!("infeasible: {}", p.violations.join(", ")));
+            Objective::Quality if rough_cmp(quality_key(p), quality_key(b)).is_lt() => {
+                format!("lower quality than {}", b.label)
             }
-            if !p.dominated_by.is_empty() {
-                why.push(format!("dominated by {}", p.dominated_by.join(", ")));
-            }
-            if why.is_empty()
-                && let Some(b) = best
-            {
-                let b = &points[b];
-                why.push(match objective {
-                    Objective::Cost if rough_cmp(cost_key(p), cost_key(b)).is_gt() => {
-                        format!("costs more than {}", b.label)
-                    }
-                    Objective::Latency if rough_cmp(p.p95_ms, b.p95_ms).is_gt() => {
-                        format!("slower at p95 than {}", b.label)
-                    }
-                    Objective::Quality if rough_cmp(quality_key(p), quality_key(b)).is_lt() => {
-                        format!("lower quality than {}", b.label)
-                    }
-                    _ => format!("ties with {} on {:?} (within 1%) and loses on the next figure", b.label, objective),
-                });
-            }
-            why.join("; ")
-        })
-        .collect();
-    Analysis { points, best, why_not, objective, uses_cost, uses_quality }
+            _ => format!("ties with {} on {:?} (within 1%) and loses on the next figure", b.label, objective),
+        });
+    }
+    why.join("; ")
 }
 
 impl Analysis {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::BenchError;
+use super::error::BenchError;
 use super::pareto::Analysis;
 
 fn padded(lo: f64, hi: f64) -> (f64, f64) {

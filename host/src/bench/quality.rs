@@ -33,7 +33,7 @@ pub fn rouge_l(answer: &str, reference: &str) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::rouge_l;
+    use crate::bench::quality::rouge_l;
 
     #[test]
     fn identical_disjoint_and_partial() {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::BenchError;
+use super::error::BenchError;
 use super::stats::{Distribution, Summary};
 
 /// The report format's version, written into every report.

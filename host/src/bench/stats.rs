@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::driver::Sample;
+use super::sample::Sample;
 
 /// Mean and percentiles of one quantity.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -209,7 +209,7 @@ pub fn grouped<'a, K: Fn(&Sample) -> Option<String>>(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::bench::stats::*;
 
     #[test]
     fn percentiles_interpolate_like_numpy() {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::BenchError;
+use super::error::BenchError;
 
 /// One request of a workload.
 #[derive(Debug, Clone)]

@@ -122,11 +122,10 @@ pub fn namespace_tag(namespace: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::ingress::parse_json;
+    use crate::cache::key::*;
 
     fn req(json: &str) -> ChatRequest {
-        parse_json(json.as_bytes()).expect("request")
+        serde_json::from_str(json).expect("request")
     }
 
     fn key_of(json: &str) -> String {

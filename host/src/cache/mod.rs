@@ -9,52 +9,37 @@
 //!
 //! Redis is optional and never on the critical path: its operations have a
 //! deadline of a few ms, and when it is down the local tier and the
-//! upstream serve (see `crate::shared`).
+//! upstream serve (see `crate::redis_client`).
 //!
-//! Module map: [`key`] (what an entry is filed under), [`guard`] (semantic
-//! false-hit guard), [`semantic`] (the vector index), [`replay`] (answers
-//! as streams and back), `sync` (the replicas' event stream), `types` (settings,
-//! controls, entries, outcomes).
+//! Module map: [`key`] (what an entry is filed under), `plan` (where one
+//! request's answer is looked up and stored), [`guard`] (semantic false-hit
+//! guard), [`semantic`] (the vector index), [`replay`] (answers as streams
+//! and back), `sync` (the replicas' event stream), `counters` (what the cache
+//! counts, and its stats body), `types` (settings, controls, entries,
+//! outcomes, plans).
 
+mod counters;
 pub mod guard;
 pub mod key;
+mod plan;
 pub mod replay;
 pub mod semantic;
 mod sync;
 mod types;
 
-pub use types::{CacheConfig, CacheControls, Entry, Hit, Outcome, Plan, Provenance, SemanticPlan, now_ms};
+pub use types::{CacheConfig, CacheControls, CacheOutcome, Entry, Hit, Provenance, SemanticPlan, StorePlan, now_ms};
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::api::chat::{ChatRequest, ChatResponse};
 use crate::redis_client::SharedRedis;
 use crate::stage::CacheDecision;
 use crate::telemetry;
+use counters::{CacheCounters, TierState};
 use guard::Fingerprint;
 use semantic::{SemanticIndex, Vector};
-
-#[derive(Default)]
-struct Stats {
-    lookups: AtomicU64,
-    hits_local: AtomicU64,
-    hits_redis: AtomicU64,
-    semantic_hits: AtomicU64,
-    misses: AtomicU64,
-    bypasses: AtomicU64,
-    stores: AtomicU64,
-    guard_rejections: AtomicU64,
-    semantic_skipped: AtomicU64,
-    saved_tokens: AtomicU64,
-    saved_ms: AtomicU64,
-    saved_cost: Mutex<f64>,
-}
-
-fn ratio(part: u64, whole: u64) -> f64 {
-    if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
-}
 
 /// The response cache shared by every request of a gateway.
 pub struct ResponseCache {
@@ -64,7 +49,7 @@ pub struct ResponseCache {
     redis: Option<Arc<SharedRedis>>,
     embedder: Option<sluice_engine::EmbedHandle>,
     index: Arc<SemanticIndex>,
-    stats: Stats,
+    counters: CacheCounters,
     /// Semantic lookups waiting for or running an embedding.
     embeds_waiting: AtomicUsize,
     sync: Option<tokio::task::JoinHandle<()>>,
@@ -129,7 +114,7 @@ impl ResponseCache {
             redis,
             embedder,
             index,
-            stats: Stats::default(),
+            counters: CacheCounters::default(),
             embeds_waiting: AtomicUsize::new(0),
             sync: None,
         };
@@ -158,55 +143,13 @@ impl ResponseCache {
         controls: &CacheControls,
         req: &ChatRequest,
         model: &str,
-    ) -> Option<Plan> {
-        let (key_text, mut namespace, mut ttl, semantic, threshold) = match decision {
-            Some(d) if !d.cacheable => return None,
-            Some(d) => {
-                let ns = if d.namespace.is_empty() { self.config.namespace.clone() } else { d.namespace.clone() };
-                let ttl = if d.ttl.is_zero() { self.config.ttl } else { d.ttl };
-                (d.key_text.clone(), ns, ttl, d.semantic, d.similarity_threshold)
-            }
-            None => (
-                key::default_key_text(req),
-                self.config.namespace.clone(),
-                self.config.ttl,
-                true,
-                self.config.similarity_threshold,
-            ),
-        };
-        if let Some(ns) = &controls.namespace {
-            // A client namespace narrows the policy's, never escapes it.
-            namespace = if namespace == self.config.namespace { ns.clone() } else { format!("{namespace}/{ns}") };
-        }
-        if let Some(t) = controls.ttl {
-            if t.is_zero() {
-                return None;
-            }
-            ttl = t;
-        }
-        let semantic = (semantic && self.config.semantic && self.embedder.is_some())
-            .then(|| key::question(req))
-            .flatten()
-            .map(|question| SemanticPlan {
-                scope: key::scope(req, model, &namespace),
-                question,
-                threshold: if threshold > 0.0 { threshold } else { self.config.similarity_threshold },
-                embedding: None,
-            });
-        Some(Plan {
-            key: key::exact(req, model, &key_text, &namespace),
-            namespace,
-            ttl,
-            lookup: !controls.no_cache,
-            store: !controls.no_store,
-            semantic,
-        })
+    ) -> Option<StorePlan> {
+        plan::plan(&self.config, self.embedder.is_some(), decision, controls, req, model)
     }
 
     /// Counts a request the cache did not look up for.
     pub fn note_bypass(&self) {
-        self.stats.bypasses.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(telemetry::CACHE_REQUESTS, "result" => "bypass").increment(1);
+        self.counters.note_bypass();
     }
 
     fn redis_key(&self, redis: &SharedRedis, namespace: &str, key: &str) -> String {
@@ -236,33 +179,33 @@ impl ResponseCache {
     }
 
     /// Looks `plan` up: exact, then semantic.
-    pub async fn lookup(&self, plan: &mut Plan) -> Option<Hit> {
+    pub async fn lookup(&self, plan: &mut StorePlan) -> Option<Hit> {
         if !plan.lookup {
             self.note_bypass();
             return None;
         }
-        self.stats.lookups.fetch_add(1, Ordering::Relaxed);
+        self.counters.lookups.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let exact = self.get(&plan.namespace, &plan.key).await;
         metrics::histogram!(telemetry::CACHE_LOOKUP, "kind" => "exact").record(started.elapsed().as_secs_f64());
         if let Some((entry, tier)) = exact {
-            let counter = if tier == "local" { &self.stats.hits_local } else { &self.stats.hits_redis };
+            let counter = if tier == "local" { &self.counters.hits_local } else { &self.counters.hits_redis };
             counter.fetch_add(1, Ordering::Relaxed);
-            let hit = Hit { entry, outcome: Outcome::Hit, tier, similarity: None };
-            self.note_hit(&hit);
+            let hit = Hit { entry, outcome: CacheOutcome::Hit, tier, similarity: None };
+            self.counters.note_hit(&hit);
             return Some(hit);
         }
         if let Some(hit) = self.lookup_semantic(plan).await {
-            self.stats.semantic_hits.fetch_add(1, Ordering::Relaxed);
-            self.note_hit(&hit);
+            self.counters.semantic_hits.fetch_add(1, Ordering::Relaxed);
+            self.counters.note_hit(&hit);
             return Some(hit);
         }
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(telemetry::CACHE_REQUESTS, "result" => "miss").increment(1);
         None
     }
 
-    async fn lookup_semantic(&self, plan: &mut Plan) -> Option<Hit> {
+    async fn lookup_semantic(&self, plan: &mut StorePlan) -> Option<Hit> {
         let semantic = plan.semantic.as_mut()?;
         let embedder = self.embedder.as_ref()?;
         if !self.index.has_scope(&semantic.scope) {
@@ -272,7 +215,7 @@ impl ResponseCache {
         // Embeddings run one at a time: past a short queue, a lookup would
         // wait longer than the upstream may take, so it is skipped.
         let Some(_slot) = EmbedSlot::take(&self.embeds_waiting) else {
-            self.stats.semantic_skipped.fetch_add(1, Ordering::Relaxed);
+            self.counters.semantic_skipped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(telemetry::CACHE_SEMANTIC_SKIPPED).increment(1);
             return None;
         };
@@ -294,14 +237,17 @@ impl ResponseCache {
         };
         semantic.embedding = Some(embedding);
         if loose.is_some() && found.is_none() {
-            self.stats.guard_rejections.fetch_add(1, Ordering::Relaxed);
+            self.counters.guard_rejections.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(telemetry::CACHE_GUARD_REJECTIONS).increment(1);
         }
         let result = match found {
             Some(neighbour) => match self.get(&plan.namespace, &neighbour.id).await {
-                Some((entry, tier)) => {
-                    Some(Hit { entry, outcome: Outcome::SemanticHit, tier, similarity: Some(neighbour.similarity) })
-                }
+                Some((entry, tier)) => Some(Hit {
+                    entry,
+                    outcome: CacheOutcome::SemanticHit,
+                    tier,
+                    similarity: Some(neighbour.similarity),
+                }),
                 None => {
                     // The answer expired or was purged.
                     self.index.remove(&neighbour.id);
@@ -314,22 +260,10 @@ impl ResponseCache {
         result
     }
 
-    fn note_hit(&self, hit: &Hit) {
-        let entry = &hit.entry;
-        self.stats.saved_tokens.fetch_add(entry.usage.total_tokens, Ordering::Relaxed);
-        self.stats.saved_ms.fetch_add(entry.upstream_ms, Ordering::Relaxed);
-        if let Some(cost) = entry.cost {
-            *self.stats.saved_cost.lock().unwrap_or_else(|e| e.into_inner()) += cost;
-            metrics::gauge!(telemetry::CACHE_SAVED_COST).increment(cost);
-        }
-        metrics::counter!(telemetry::CACHE_REQUESTS, "result" => hit.outcome.as_str(), "tier" => hit.tier).increment(1);
-        metrics::counter!(telemetry::CACHE_SAVED_TOKENS).increment(entry.usage.total_tokens);
-    }
-
     /// Stores an answer (`raw`: its bytes as the upstream sent them, when
     /// they are an OpenAI completion): the local tier at once, Redis and the
     /// semantic index in the background.
-    pub fn store(self: &Arc<Self>, plan: Plan, response: &ChatResponse, raw: Option<&[u8]>, made: Provenance) {
+    pub fn store(self: &Arc<Self>, plan: StorePlan, response: &ChatResponse, raw: Option<&[u8]>, made: Provenance) {
         let Provenance { model, usage, cost, upstream } = made;
         if !plan.store {
             return;
@@ -353,7 +287,7 @@ impl ResponseCache {
         if let Some(local) = &self.local {
             local.insert(plan.key.clone(), entry.clone());
         }
-        self.stats.stores.fetch_add(1, Ordering::Relaxed);
+        self.counters.stores.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(telemetry::CACHE_STORES).increment(1);
         if self.redis.is_none() && plan.semantic.is_none() {
             return;
@@ -362,7 +296,7 @@ impl ResponseCache {
         tokio::spawn(async move { cache.store_shared(plan, entry).await });
     }
 
-    async fn store_shared(&self, plan: Plan, entry: Arc<Entry>) {
+    async fn store_shared(&self, plan: StorePlan, entry: Arc<Entry>) {
         let ttl_ms = u64::try_from(plan.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         if let Some(redis) = &self.redis
             && let Ok(json) = serde_json::to_vec(&*entry)
@@ -417,10 +351,6 @@ impl ResponseCache {
             }
             None => (0, 0),
         };
-        let s = &self.stats;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let (local_hits, redis_hits, semantic) = (load(&s.hits_local), load(&s.hits_redis), load(&s.semantic_hits));
-        let lookups = load(&s.lookups);
         let redis = match &self.redis {
             Some(redis) => {
                 let (entries, bytes) = sync::usage(redis).await.unwrap_or((0, 0));
@@ -428,35 +358,13 @@ impl ResponseCache {
             }
             None => serde_json::Value::Null,
         };
-        serde_json::json!({
-            "local": {"entries": local_entries, "bytes": local_bytes, "max_bytes": self.config.max_bytes},
-            "redis": redis,
-            "semantic": {
-                "enabled": self.semantic_ready(),
-                "entries": self.index.len(),
-                "guard_rejections": load(&s.guard_rejections),
-                "skipped_busy": load(&s.semantic_skipped),
-            },
-            "requests": {
-                "lookups": lookups,
-                "hits": local_hits + redis_hits,
-                "hits_local": local_hits,
-                "hits_redis": redis_hits,
-                "semantic_hits": semantic,
-                "misses": load(&s.misses),
-                "bypass": load(&s.bypasses),
-                "stores": load(&s.stores),
-            },
-            "hit_rate": {
-                "exact": ratio(local_hits + redis_hits, lookups),
-                "semantic": ratio(semantic, lookups),
-                "total": ratio(local_hits + redis_hits + semantic, lookups),
-            },
-            "saved": {
-                "tokens": load(&s.saved_tokens),
-                "cost_usd": *s.saved_cost.lock().unwrap_or_else(|e| e.into_inner()),
-                "upstream_seconds": load(&s.saved_ms) as f64 / 1000.0,
-            },
+        self.counters.report(TierState {
+            local_entries,
+            local_bytes,
+            max_bytes: self.config.max_bytes,
+            redis,
+            semantic_enabled: self.semantic_ready(),
+            semantic_entries: self.index.len(),
         })
     }
 }

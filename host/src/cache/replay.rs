@@ -154,7 +154,7 @@ impl Assembler {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::cache::replay::*;
 
     fn response(json: &str) -> ChatResponse {
         serde_json::from_str(json).expect("response")

@@ -15,7 +15,7 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::guard::Fingerprint;
-use super::now_ms;
+use super::types::now_ms;
 
 /// One cached question.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,7 +173,7 @@ pub fn decode_embedding(bytes: &[u8]) -> Option<Box<[f32]>> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::cache::semantic::*;
 
     fn unit(v: &[f32]) -> Box<[f32]> {
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();

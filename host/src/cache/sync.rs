@@ -21,7 +21,7 @@ use redis::{AsyncConnectionConfig, Value};
 use super::guard::Fingerprint;
 use super::key::namespace_tag;
 use super::semantic::{SemanticIndex, Vector, decode_embedding, encode_embedding};
-use super::{Entry, now_ms};
+use super::types::{Entry, now_ms};
 use crate::redis_client::SharedRedis;
 
 /// Events kept in the stream; a replica that falls further behind rebuilds.

@@ -1,5 +1,6 @@
 //! The cache's vocabulary: its settings, the client's controls, an entry,
-//! a lookup's outcome and plan, and how a stored answer was made.
+//! a lookup's outcome, the plan of where an answer is looked up and stored,
+//! and how a stored answer was made.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -125,20 +126,20 @@ impl Entry {
 
 /// How a lookup was answered (the `x-sluice-cache` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum CacheOutcome {
     Hit,
     SemanticHit,
     Miss,
     Bypass,
 }
 
-impl Outcome {
+impl CacheOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Hit => "hit",
-            Outcome::SemanticHit => "semantic-hit",
-            Outcome::Miss => "miss",
-            Outcome::Bypass => "bypass",
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::SemanticHit => "semantic-hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Bypass => "bypass",
         }
     }
 }
@@ -158,7 +159,7 @@ pub struct Provenance {
 #[derive(Debug, Clone)]
 pub struct Hit {
     pub entry: Arc<Entry>,
-    pub outcome: Outcome,
+    pub outcome: CacheOutcome,
     /// `local` or `redis`.
     pub tier: &'static str,
     /// Cosine similarity of a semantic hit.
@@ -167,7 +168,7 @@ pub struct Hit {
 
 /// What the cache does for one request, worked out before the upstream call.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct StorePlan {
     pub key: String,
     pub namespace: String,
     pub ttl: Duration,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::chat::Usage;
-use crate::cache::{CacheControls, Outcome, Plan};
+use crate::cache::{CacheControls, CacheOutcome, StorePlan};
 use crate::error::{ApiFlavor, GatewayError};
 use crate::limits::ClientKey;
 use crate::models::ModelRoute;
@@ -64,11 +64,11 @@ pub struct RequestContext {
     /// The client's cache controls (headers).
     pub cache_controls: CacheControls,
     /// How the cache answered (the `x-sluice-cache` header).
-    pub cache_outcome: Option<Outcome>,
+    pub cache_outcome: Option<CacheOutcome>,
     /// A semantic hit's similarity.
     pub cache_similarity: Option<f32>,
     /// Where a miss's answer will be stored.
-    pub cache_plan: Option<Plan>,
+    pub cache_plan: Option<StorePlan>,
     /// The virtual key the client authenticated with.
     pub client: Option<Arc<ClientKey>>,
     /// The `x-sluice-user` header.
@@ -133,7 +133,7 @@ impl RequestContext {
 
     /// Whether the answer came from the cache.
     pub fn cache_hit(&self) -> bool {
-        matches!(self.cache_outcome, Some(Outcome::Hit | Outcome::SemanticHit))
+        matches!(self.cache_outcome, Some(CacheOutcome::Hit | CacheOutcome::SemanticHit))
     }
 
     /// The route a chat request is answered by (or `None`), with the

@@ -38,7 +38,7 @@ pub use finish::{X_COST, X_MODEL, X_OVERHEAD, X_UPSTREAM};
 
 use crate::api::chat::{ChatRequest, Usage};
 use crate::body::{Body, full};
-use crate::cache::Outcome;
+use crate::cache::CacheOutcome;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 
@@ -96,13 +96,13 @@ async fn cache_lookup(
     let model = models.first()?;
     let Some(mut plan) = cache.plan(ctx.cache_decision.as_ref(), &ctx.cache_controls, req, model) else {
         cache.note_bypass();
-        ctx.cache_outcome = Some(Outcome::Bypass);
+        ctx.cache_outcome = Some(CacheOutcome::Bypass);
         return None;
     };
     match cache.lookup(&mut plan).await {
         Some(hit) => Some(hit),
         None => {
-            ctx.cache_outcome = Some(if plan.lookup { Outcome::Miss } else { Outcome::Bypass });
+            ctx.cache_outcome = Some(if plan.lookup { CacheOutcome::Miss } else { CacheOutcome::Bypass });
             ctx.cache_plan = Some(plan);
             None
         }

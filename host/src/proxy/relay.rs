@@ -26,7 +26,7 @@ use crate::api::anthropic_stream::AnthropicEncoder;
 use crate::api::chat::{ChatChunk, ChatRequest, ChatResponse, Usage};
 use crate::body::{Body, streaming};
 use crate::cache::replay::{Assembler, chunks_of};
-use crate::cache::{Plan, Provenance, ResponseCache};
+use crate::cache::{Provenance, ResponseCache, StorePlan};
 use crate::error::{ApiFlavor, GatewayError};
 use crate::gateway::Gateway;
 use crate::upstream::{ChunkEvent, ChunkStream};
@@ -141,7 +141,7 @@ struct Relay {
     template: Option<ChatChunk>,
     /// A miss's answer, assembled to be stored once the stream has
     /// finished cleanly.
-    store: Option<(Arc<ResponseCache>, Plan, Assembler)>,
+    store: Option<(Arc<ResponseCache>, StorePlan, Assembler)>,
 }
 
 impl Relay {

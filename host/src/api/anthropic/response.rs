@@ -3,7 +3,7 @@
 
 use serde_json::{Map, json};
 
-use super::{AnthropicUsage, Block, MessagesResponse, blocks_text};
+use super::types::{AnthropicUsage, Block, MessagesResponse, blocks_text};
 use crate::api::chat::{ChatResponse, Choice, FunctionCall, Message, Role, ToolCall, Usage};
 
 /// OpenAI finish reason → Anthropic stop reason.
