@@ -157,11 +157,13 @@ fn is_ident(c: char) -> bool {
 
 /// Expands a `use` tree (`a::{b, c::{d}}`) into its paths.
 fn expand(tree: &str) -> Vec<String> {
-    let tree: String = tree.chars().filter(|c| !c.is_whitespace()).collect();
+    let tree = tree.trim();
     let Some(open) = tree.find('{') else {
-        return vec![tree.split("as").next().unwrap_or("").to_owned()];
+        // `path as name`: the path.
+        let path = tree.split_whitespace().next().unwrap_or("");
+        return vec![path.to_owned()];
     };
-    let prefix = &tree[..open];
+    let prefix: String = tree[..open].chars().filter(|c| !c.is_whitespace()).collect();
     let close = tree.rfind('}').unwrap_or(tree.len());
     let body = &tree[open + 1..close];
     let mut parts = Vec::new();
@@ -178,7 +180,7 @@ fn expand(tree: &str) -> Vec<String> {
         }
     }
     parts.push(&body[start..]);
-    parts.into_iter().filter(|p| !p.is_empty()).flat_map(expand).map(|p| format!("{prefix}{p}")).collect()
+    parts.into_iter().filter(|p| !p.trim().is_empty()).flat_map(expand).map(|p| format!("{prefix}{p}")).collect()
 }
 
 /// Every `crate::`/`super::`/`self::` path in `code` with its offset: in
@@ -476,5 +478,8 @@ fn the_checker_finds_cycles_it_should() {
     krate.imports.insert(c.clone(), BTreeSet::from([ab.clone()]));
     krate.imports.insert(ab.clone(), BTreeSet::new());
     assert_eq!(import_cycles(&krate), vec!["in the crate root: a <-> c".to_owned()]);
-    assert_eq!(expand("crate::{a::B, c::{d, e as f}}"), ["crate::a::B", "crate::c::d", "crate::c::e"]);
+    assert_eq!(
+        expand("crate::{a::B, c::{d, e as f, aliases}}"),
+        ["crate::a::B", "crate::c::d", "crate::c::e", "crate::c::aliases"]
+    );
 }
