@@ -58,14 +58,19 @@ pub(super) fn single_alias(raw: &str, key: &str) -> Option<&'static str> {
     }
 }
 
-/// Replaces aliased names (multi-word first) by one canonical token.
-pub(super) fn apply_aliases(tokens: Vec<Token>) -> Vec<Token> {
+/// Replaces aliased names (multi-word first) by one canonical token. Also
+/// returns where each input token went, then the output's length, so that
+/// token ranges (quotes) can be mapped onto the output.
+pub(super) fn apply_aliases(tokens: Vec<Token>) -> (Vec<Token>, Vec<usize>) {
     let mut out = Vec::with_capacity(tokens.len());
+    // Where each input token went: a phrase's tokens all map to its alias.
+    let mut at = Vec::with_capacity(tokens.len() + 1);
     let mut i = 0;
     'outer: while i < tokens.len() {
         for (phrase, canonical) in &ALIASES.phrases {
             let end = i + phrase.len();
             if end <= tokens.len() && tokens[i..end].iter().zip(phrase.iter()).all(|(t, w)| t.lower == *w) {
+                at.extend(std::iter::repeat_n(out.len(), phrase.len()));
                 out.push(Token::alias(canonical, tokens[i].starts_sentence));
                 i = end;
                 continue 'outer;
@@ -73,11 +78,13 @@ pub(super) fn apply_aliases(tokens: Vec<Token>) -> Vec<Token> {
         }
         let t = &tokens[i];
         let key: String = t.lower.chars().filter(|&c| c != '-').collect();
+        at.push(out.len());
         match single_alias(&t.raw, &key) {
             Some(canonical) => out.push(Token::alias(canonical, t.starts_sentence)),
             None => out.push(Token::new(t.raw.clone(), t.starts_sentence)),
         }
         i += 1;
     }
-    out
+    at.push(out.len());
+    (out, at)
 }

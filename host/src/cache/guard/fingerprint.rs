@@ -40,7 +40,7 @@ pub struct Fingerprint {
 impl Fingerprint {
     pub fn of(text: &str) -> Fingerprint {
         let (tokens, quotes) = tokenize(text);
-        let tokens = apply_aliases(tokens);
+        let (tokens, at) = apply_aliases(tokens);
 
         let mut entities = BTreeSet::new();
         let mut words = [0u64; BLOOM_WORDS];
@@ -55,6 +55,8 @@ impl Fingerprint {
             }
         }
         for (start, end) in quotes {
+            // The quote's tokens after aliasing merged phrases.
+            let (start, end) = (at[start], at[end]);
             // Its content words: the stopwords are not in the word set.
             let phrase: Vec<String> = tokens[start..end]
                 .iter()
@@ -148,6 +150,16 @@ mod tests {
         let ab = fa.compatible(&fb);
         assert_eq!(ab, fb.compatible(&fa), "asymmetric: {a:?} / {b:?}");
         ab
+    }
+
+    #[test]
+    fn quotes_after_a_merged_phrase_keep_their_words() {
+        // "machine learning" becomes one alias token before the quote's
+        // range is read: the range must follow it.
+        let f = Fingerprint::of("Explain machine learning \"gradient\" in one line");
+        assert!(f.entities.iter().any(|e| e == "gradient"), "{:?}", f.entities);
+        assert!(same("What is machine learning \"overfitting\"?", "What is machine learning \"overfitting\"?"));
+        assert!(!same("Define machine learning \"bias\"", "Define machine learning \"variance\""));
     }
 
     #[test]
