@@ -68,7 +68,7 @@ pub struct Shared {
     pub registry: ArcSwap<Registry>,
     /// Per plugin name: the (hash, manifest text) last attempted, and its
     /// load error if that attempt failed.
-    attempts: Mutex<HashMap<String, Attempt>>,
+    attempts: Mutex<HashMap<String, LoadAttempt>>,
     /// A copy of the attempts' errors, locked only briefly (the attempts
     /// lock is held through compiles, which can take seconds).
     errors: Mutex<HashMap<String, String>>,
@@ -77,7 +77,7 @@ pub struct Shared {
 }
 
 #[derive(Clone, PartialEq)]
-struct Attempt {
+struct LoadAttempt {
     hash: String,
     manifest: Option<String>,
     error: Option<String>,
@@ -152,7 +152,7 @@ impl Shared {
             };
             let manifest_text = std::fs::read_to_string(dir.join(format!("{name}.toml"))).ok();
             let hash = blake3::hash(&bytes).to_hex().to_string();
-            let attempt = Attempt { hash, manifest: manifest_text, error: None };
+            let attempt = LoadAttempt { hash, manifest: manifest_text, error: None };
             if let Some(prev) = attempts.get(name)
                 && prev.hash == attempt.hash
                 && prev.manifest == attempt.manifest
@@ -181,7 +181,7 @@ impl Shared {
                     if let Some(p) = previous {
                         plugins.insert(name.clone(), p.clone());
                     }
-                    attempts.insert(name.clone(), Attempt { error: Some(error), ..attempt });
+                    attempts.insert(name.clone(), LoadAttempt { error: Some(error), ..attempt });
                 }
             }
         }
@@ -255,7 +255,7 @@ impl Shared {
         }
     }
 
-    fn load_one(&self, name: &str, bytes: &[u8], attempt: &Attempt) -> Result<LoadedPlugin, String> {
+    fn load_one(&self, name: &str, bytes: &[u8], attempt: &LoadAttempt) -> Result<LoadedPlugin, String> {
         let defaults = &self.config.defaults;
         let manifest = match &attempt.manifest {
             Some(text) => Manifest::parse(text, defaults).map_err(|e| format!("bad {name}.toml: {e}"))?,

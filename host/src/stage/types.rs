@@ -231,7 +231,8 @@ pub struct StageContext {
     pub metadata: Vec<(String, String)>,
     /// The client's HTTP headers. Names are lowercased and credentials
     /// (`authorization`, `proxy-authorization`, `cookie`, `x-api-key`,
-    /// `api-key`) removed before a plugin sees them.
+    /// `api-key`) removed before a plugin sees them. The gateway's pipeline
+    /// passes none today (an empty list); callers of the stage traits may.
     pub headers: Vec<(String, String)>,
 }
 
