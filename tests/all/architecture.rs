@@ -218,16 +218,16 @@ fn paths_in(code: &str) -> Vec<(usize, String)> {
 /// The module a path names: the longest prefix that is a module.
 fn resolve(modules: &BTreeSet<Module>, me: &Module, path: &str, in_tests: bool) -> Option<Module> {
     let mut segs: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
-    let mut base: Module = match segs.first()? {
-        &"crate" => {
+    let mut base: Module = match *segs.first()? {
+        "crate" => {
             segs.remove(0);
             Vec::new()
         }
-        &"self" => {
+        "self" => {
             segs.remove(0);
             me.clone()
         }
-        &"super" => {
+        "super" => {
             let mut base = me.clone();
             // Inside `mod tests`, the first `super` is the file itself.
             let mut skip = in_tests;
