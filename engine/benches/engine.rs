@@ -80,6 +80,91 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// 1. Single stream: decode speed, median of 3.
+fn single_stream(e: &Engine) {
+    let mut tps = Vec::new();
+    let mut tpot = Vec::new();
+    let mut ttft = Vec::new();
+    for seed in 0..3 {
+        let (t0, rx) = start(e, chat(None, "Write a long story about a dragon and a knight."), params(128, seed));
+        let r = finish(t0, rx);
+        let per = r.decode.as_secs_f64() / (r.tokens.max(2) - 1) as f64;
+        tps.push(1.0 / per);
+        tpot.push(per * 1e3);
+        ttft.push(ms(r.ttft));
+    }
+    println!(
+        "single stream: decode {:.1} tok/s (median of 3), TPOT p50 {:.2} ms, TTFT p50 {:.1} ms",
+        pct(&mut tps, 0.5),
+        pct(&mut tpot, 0.5),
+        pct(&mut ttft, 0.5)
+    );
+}
+
+/// 2. 16 concurrent streams: aggregate throughput, TTFT and TPOT percentiles.
+fn concurrent_streams(e: &Engine) {
+    let topics = [
+        "the ocean",
+        "a robot",
+        "mountains",
+        "a city at night",
+        "coffee",
+        "an old library",
+        "a storm",
+        "the moon",
+        "a garden",
+        "a train journey",
+        "winter",
+        "a lighthouse",
+        "a market",
+        "the desert",
+        "a violin",
+        "a forest",
+    ];
+    let wall = Instant::now();
+    let rxs: Vec<_> = topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| start(e, chat(None, &format!("Write a long story about {t}.")), params(128, i as u64)))
+        .collect();
+    // Drain every stream on its own thread so token timestamps are real.
+    let handles: Vec<_> = rxs.into_iter().map(|(t0, rx)| std::thread::spawn(move || finish(t0, rx))).collect();
+    let res: Vec<Timing> = handles.into_iter().map(|h| h.join().expect("stream thread")).collect();
+    let wall = wall.elapsed();
+    let total: usize = res.iter().map(|r| r.tokens).sum();
+    let mut ttfts: Vec<f64> = res.iter().map(|r| ms(r.ttft)).collect();
+    let mut tpots: Vec<f64> = res.iter().map(|r| ms(r.decode) / (r.tokens.max(2) - 1) as f64).collect();
+    println!(
+        "16 streams: {total} tokens in {:.2} s = {:.1} tok/s aggregate; TTFT p50 {:.0} ms p99 {:.0} ms; TPOT p50 {:.1} ms p99 {:.1} ms",
+        wall.as_secs_f64(),
+        total as f64 / wall.as_secs_f64(),
+        pct(&mut ttfts, 0.5),
+        pct(&mut ttfts, 0.99),
+        pct(&mut tpots, 0.5),
+        pct(&mut tpots, 0.99)
+    );
+}
+
+/// 3. TTFT with a ~1,000-token system prompt: miss vs prefix-cache hit.
+fn long_system_prompt(e: &Engine) {
+    let mut miss = Vec::new();
+    let mut hit = Vec::new();
+    let mut sys_tokens = 0;
+    for run in 0..3 {
+        let sentence = format!(
+            "Rule {run}: you are a careful assistant for the Harbor Company; answer politely, cite the handbook, and keep replies short. "
+        );
+        let system = sentence.repeat(40);
+        sys_tokens = e.count_tokens(&system);
+        let (t0, rx) = start(e, chat(Some(&system), "What are the rules?"), params(1, 0));
+        miss.push(ms(finish(t0, rx).ttft));
+        let (t0, rx) = start(e, chat(Some(&system), "Summarise rule one."), params(1, 0));
+        hit.push(ms(finish(t0, rx).ttft));
+    }
+    let (m, h) = (pct(&mut miss, 0.5), pct(&mut hit, 0.5));
+    println!("TTFT, {sys_tokens}-token system prompt: uncached {m:.0} ms, cached {h:.1} ms ({:.1}x lower)", m / h);
+}
+
 fn main() {
     let dir = std::env::var_os("SLUICE_MODELS_DIR")
         .map(PathBuf::from)
@@ -103,84 +188,9 @@ fn main() {
     let (t0, rx) = start(&e, chat(None, "Hi"), params(8, 0));
     finish(t0, rx);
 
-    // 1. Single stream.
-    let mut tps = Vec::new();
-    let mut tpot = Vec::new();
-    let mut ttft = Vec::new();
-    for seed in 0..3 {
-        let (t0, rx) = start(&e, chat(None, "Write a long story about a dragon and a knight."), params(128, seed));
-        let r = finish(t0, rx);
-        let per = r.decode.as_secs_f64() / (r.tokens.max(2) - 1) as f64;
-        tps.push(1.0 / per);
-        tpot.push(per * 1e3);
-        ttft.push(ms(r.ttft));
-    }
-    println!(
-        "single stream: decode {:.1} tok/s (median of 3), TPOT p50 {:.2} ms, TTFT p50 {:.1} ms",
-        pct(&mut tps, 0.5),
-        pct(&mut tpot, 0.5),
-        pct(&mut ttft, 0.5)
-    );
-
-    // 2. 16 concurrent streams.
-    let topics = [
-        "the ocean",
-        "a robot",
-        "mountains",
-        "a city at night",
-        "coffee",
-        "an old library",
-        "a storm",
-        "the moon",
-        "a garden",
-        "a train journey",
-        "winter",
-        "a lighthouse",
-        "a market",
-        "the desert",
-        "a violin",
-        "a forest",
-    ];
-    let wall = Instant::now();
-    let rxs: Vec<_> = topics
-        .iter()
-        .enumerate()
-        .map(|(i, t)| start(&e, chat(None, &format!("Write a long story about {t}.")), params(128, i as u64)))
-        .collect();
-    // Drain every stream on its own thread so token timestamps are real.
-    let handles: Vec<_> = rxs.into_iter().map(|(t0, rx)| std::thread::spawn(move || finish(t0, rx))).collect();
-    let res: Vec<Timing> = handles.into_iter().map(|h| h.join().expect("stream thread")).collect();
-    let wall = wall.elapsed();
-    let total: usize = res.iter().map(|r| r.tokens).sum();
-    let mut ttfts: Vec<f64> = res.iter().map(|r| ms(r.ttft)).collect();
-    let mut tpots: Vec<f64> = res.iter().map(|r| ms(r.decode) / (r.tokens.max(2) - 1) as f64).collect();
-    println!(
-        "16 streams: {total} tokens in {:.2} s = {:.1} tok/s aggregate; TTFT p50 {:.0} ms p99 {:.0} ms; TPOT p50 {:.1} ms p99 {:.1} ms",
-        wall.as_secs_f64(),
-        total as f64 / wall.as_secs_f64(),
-        pct(&mut ttfts, 0.5),
-        pct(&mut ttfts, 0.99),
-        pct(&mut tpots, 0.5),
-        pct(&mut tpots, 0.99)
-    );
-
-    // 3. TTFT with a ~1,000-token system prompt: miss vs prefix-cache hit.
-    let mut miss = Vec::new();
-    let mut hit = Vec::new();
-    let mut sys_tokens = 0;
-    for run in 0..3 {
-        let sentence = format!(
-            "Rule {run}: you are a careful assistant for the Harbor Company; answer politely, cite the handbook, and keep replies short. "
-        );
-        let system = sentence.repeat(40);
-        sys_tokens = e.count_tokens(&system);
-        let (t0, rx) = start(&e, chat(Some(&system), "What are the rules?"), params(1, 0));
-        miss.push(ms(finish(t0, rx).ttft));
-        let (t0, rx) = start(&e, chat(Some(&system), "Summarise rule one."), params(1, 0));
-        hit.push(ms(finish(t0, rx).ttft));
-    }
-    let (m, h) = (pct(&mut miss, 0.5), pct(&mut hit, 0.5));
-    println!("TTFT, {sys_tokens}-token system prompt: uncached {m:.0} ms, cached {h:.1} ms ({:.1}x lower)", m / h);
+    single_stream(&e);
+    concurrent_streams(&e);
+    long_system_prompt(&e);
     let s = e.stats();
     println!("prefix-cache hit tokens {}, preemptions {}", s.prefix_cache_hit_tokens, s.preemptions);
     println!("peak RSS: {:.0} MiB", peak_rss_mb());

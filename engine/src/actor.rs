@@ -3,13 +3,15 @@
 //! iteration (sequences join and leave between steps), sampling and streaming
 //! tokens to each request's channel. It does not tokenize (callers do).
 
+use crate::config::EngineConfig;
+use crate::device::device;
+use crate::error::EngineError;
 use crate::kv::KvStore;
 use crate::model::{Batch, Llama, SeqInput};
+use crate::request::{FinishReason, GenerationEvent, SamplingParams};
 use crate::scheduler::{Limits, Scheduler, Seq};
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
-use crate::{EngineConfig, EngineError, FinishReason, GenerationEvent, SamplingParams};
-use candle_core::Device;
 use candle_core::quantized::gguf_file;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -48,17 +50,6 @@ pub struct Loaded {
     pub model_name: String,
     pub context: usize,
     pub stats: Arc<Mutex<EngineStats>>,
-}
-
-/// The compute device: CUDA 0 with the `cuda` feature when present, else CPU.
-pub fn device() -> Device {
-    #[cfg(feature = "cuda")]
-    {
-        if let Ok(d) = Device::cuda_if_available(0) {
-            return d;
-        }
-    }
-    Device::Cpu
 }
 
 /// Load the model and tokenizer and spawn the actor.

@@ -23,7 +23,7 @@
 
 mod bert;
 
-use crate::EngineError;
+use crate::error::EngineError;
 use bert::Bert;
 use candle_transformers::models::bert::Config;
 use std::path::Path;
@@ -62,7 +62,7 @@ impl Embedder {
         // padding would also make every embedding cost the full length.
         tokenizer.with_padding(None);
         tokenizer.with_truncation(None).map_err(|e| EngineError::Tokenizer(format!("{e}")))?;
-        let device = crate::actor::device();
+        let device = crate::device::device();
         let weights = dir.join("model.safetensors");
         if !weights.exists() {
             return Err(EngineError::Model(format!("{} missing", weights.display())));
@@ -133,7 +133,7 @@ impl EmbedHandle {
 
 #[cfg(test)]
 mod tests {
-    use super::Embedder;
+    use crate::embed::{Embedder, mean_normalised};
     use candle_core::{DType, Device, Tensor};
     use candle_nn::VarBuilder;
     use candle_transformers::models::bert::{BertModel, Config};
@@ -155,7 +155,7 @@ mod tests {
                 let ids = Tensor::from_vec(ids, (1, n), &Device::Cpu).expect("ids");
                 let out = model.forward(&ids, &ids.zeros_like().expect("types"), None).expect("forward");
                 let hidden = out.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("hidden");
-                super::mean_normalised(&hidden, n)
+                mean_normalised(&hidden, n)
             })
             .collect()
     }

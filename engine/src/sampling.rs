@@ -2,7 +2,7 @@
 //! per-request seeded ChaCha RNG so seeded requests repeat exactly. It does not
 //! apply repetition penalties or logit biases.
 
-use crate::SamplingParams;
+use crate::request::SamplingParams;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -96,7 +96,7 @@ pub fn argmax(logits: &[f32]) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::sampling::*;
 
     fn params(seed: u64) -> SamplingParams {
         SamplingParams { temperature: 1.0, top_p: 0.9, top_k: 50, seed: Some(seed), ..SamplingParams::default() }

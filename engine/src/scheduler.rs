@@ -7,9 +7,9 @@
 //! preempted (its blocks freed, recomputed later). It does not run the model.
 
 use crate::kv::{BlockId, BlockManager};
+use crate::request::{GenerationEvent, SamplingParams};
 use crate::sampling::Sampler;
 use crate::stream::TextStream;
-use crate::{GenerationEvent, SamplingParams};
 use std::collections::VecDeque;
 use tokio::sync::mpsc::UnboundedSender;
 

@@ -90,7 +90,7 @@ impl TextStream {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::stream::*;
 
     #[test]
     fn holds_incomplete_utf8() {

@@ -1,7 +1,8 @@
 //! Chat template rendering: the GGUF `tokenizer.chat_template` (Jinja) rendered
 //! with minijinja, with `add_generation_prompt = true`. It does not tokenize.
 
-use crate::{ChatMessage, EngineError};
+use crate::error::EngineError;
+use crate::request::ChatMessage;
 use minijinja::{Environment, context};
 
 /// ChatML, used when the GGUF file carries no template.
@@ -46,7 +47,7 @@ impl ChatTemplate {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::template::*;
 
     #[test]
     fn chatml_renders() -> Result<(), EngineError> {

@@ -6,7 +6,7 @@
 //! used for streaming detokenisation. It does not handle SentencePiece (`llama`
 //! model type) vocabularies.
 
-use crate::EngineError;
+use crate::error::EngineError;
 use candle_core::quantized::gguf_file::{Content, Value};
 use serde_json::json;
 
@@ -51,6 +51,92 @@ fn unicode_to_byte() -> std::collections::HashMap<char, u8> {
     bs.into_iter().zip(cs).filter_map(|(b, c)| char::from_u32(c).map(|c| (c, b as u8))).collect()
 }
 
+/// Control (3) and user-defined (4) tokens are matched literally.
+fn is_literal(types: &[i32], i: usize) -> bool {
+    matches!(types.get(i), Some(3) | Some(4))
+}
+
+/// The `tokenizers` BPE tokenizer for this vocabulary: the pre-tokenizer of
+/// the model's `pre` type, literal tokens as added tokens.
+fn bpe_tokenizer(
+    tokens: &[String],
+    merges: Vec<String>,
+    types: &[i32],
+    pre: &str,
+) -> Result<tokenizers::Tokenizer, EngineError> {
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+    let added: Vec<serde_json::Value> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| is_literal(types, *i))
+        .map(|(i, t)| {
+            json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": types[i] == 3})
+        })
+        .collect();
+    let spec = json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": added, "normalizer": null,
+        "pre_tokenizer": pre_tokenizer(pre), "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                  "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": merges}
+    });
+    spec.to_string().parse().map_err(|e| EngineError::Tokenizer(format!("{e}")))
+}
+
+/// The pre-tokenizer for a GGUF `tokenizer.ggml.pre` type.
+fn pre_tokenizer(pre: &str) -> serde_json::Value {
+    match pre {
+        "llama-bpe" | "llama3" | "qwen2" | "dbrx" | "smaug-bpe" => json!({
+        "type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_REGEX}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
+        ]}),
+        // "smollm", "gpt2" and others: GPT-2 regex with individual digits.
+        _ => json!({
+        "type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}
+        ]}),
+    }
+}
+
+/// Raw bytes of every token: literal tokens as their text, the others mapped
+/// back through GPT-2's byte-to-char table.
+fn token_bytes(tokens: &[String], types: &[i32]) -> Vec<Vec<u8>> {
+    let table = unicode_to_byte();
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if is_literal(types, i) {
+                t.as_bytes().to_vec()
+            } else {
+                t.chars().map(|c| table.get(&c).copied().unwrap_or(b'?')).collect()
+            }
+        })
+        .collect()
+}
+
+/// The tokens that end generation: the file's EOS plus the chat end markers
+/// the vocabulary has (`<|endoftext|>` only when no other marker is found).
+fn eos_ids(eos: u32, tokens: &[String]) -> Vec<u32> {
+    let mut ids = vec![eos];
+    for name in ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>"] {
+        if let Some(i) = tokens.iter().position(|t| t == name) {
+            let i = i as u32;
+            if !ids.contains(&i) && (name != "<|endoftext|>" || ids.len() == 1) {
+                ids.push(i);
+            }
+        }
+    }
+    ids
+}
+
 impl Tokenizer {
     /// Build the tokenizer from a GGUF file's metadata.
     pub fn from_gguf(ct: &Content) -> Result<Self, EngineError> {
@@ -76,65 +162,9 @@ impl Tokenizer {
         let bos = get_id("tokenizer.ggml.bos_token_id");
         let add_bos = ct.metadata.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
 
-        let vocab: serde_json::Map<String, serde_json::Value> =
-            tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
-        // Control (3) and user-defined (4) tokens are matched literally.
-        let added: Vec<serde_json::Value> = tokens
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| matches!(types.get(*i), Some(3) | Some(4)))
-            .map(|(i, t)| {
-                json!({"id": i, "content": t, "single_word": false, "lstrip": false,
-                       "rstrip": false, "normalized": false, "special": types[i] == 3})
-            })
-            .collect();
-        let pre_tokenizer = match pre.as_str() {
-            "llama-bpe" | "llama3" | "qwen2" | "dbrx" | "smaug-bpe" => json!({
-            "type": "Sequence", "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": LLAMA3_REGEX}, "behavior": "Isolated", "invert": false},
-                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
-            ]}),
-            // "smollm", "gpt2" and others: GPT-2 regex with individual digits.
-            _ => json!({
-            "type": "Sequence", "pretokenizers": [
-                {"type": "Digits", "individual_digits": true},
-                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}
-            ]}),
-        };
-        let spec = json!({
-            "version": "1.0", "truncation": null, "padding": null,
-            "added_tokens": added, "normalizer": null,
-            "pre_tokenizer": pre_tokenizer, "post_processor": null,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-            "model": {"type": "BPE", "dropout": null, "unk_token": null,
-                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
-                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                      "vocab": vocab, "merges": merges}
-        });
-        let inner: tokenizers::Tokenizer =
-            spec.to_string().parse().map_err(|e| EngineError::Tokenizer(format!("{e}")))?;
-
-        let table = unicode_to_byte();
-        let token_bytes = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                if matches!(types.get(i), Some(3) | Some(4)) {
-                    t.as_bytes().to_vec()
-                } else {
-                    t.chars().map(|c| table.get(&c).copied().unwrap_or(b'?')).collect()
-                }
-            })
-            .collect();
-        let mut eos_ids = vec![eos];
-        for name in ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>"] {
-            if let Some(i) = tokens.iter().position(|t| t == name) {
-                let i = i as u32;
-                if !eos_ids.contains(&i) && (name != "<|endoftext|>" || eos_ids.len() == 1) {
-                    eos_ids.push(i);
-                }
-            }
-        }
+        let inner = bpe_tokenizer(&tokens, merges, &types, &pre)?;
+        let token_bytes = token_bytes(&tokens, &types);
+        let eos_ids = eos_ids(eos, &tokens);
         let name_of = |id: Option<u32>| id.and_then(|i| tokens.get(i as usize).cloned()).unwrap_or_default();
         Ok(Self {
             inner,

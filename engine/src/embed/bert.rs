@@ -17,7 +17,7 @@
 //! counts physical cores by reading `/proc/cpuinfo` on every call unless
 //! `RAYON_NUM_THREADS` is set).
 
-use crate::EngineError;
+use crate::error::EngineError;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{D, Device, Module, Tensor};
 use candle_transformers::models::bert::Config;
@@ -359,11 +359,13 @@ fn erf(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use crate::embed::bert::erf;
+
     #[test]
     fn erf_matches_libm() {
         let worst = (-6000..=6000)
             .map(|i| i as f32 / 1000.0)
-            .map(|x| (super::erf(x) - candle_core::cpu::erf::erf_f32(x)).abs())
+            .map(|x| (erf(x) - candle_core::cpu::erf::erf_f32(x)).abs())
             .fold(0f32, f32::max);
         // A&S 7.1.26 is within 1.5e-7 of erf; plus f32 rounding in both.
         assert!(worst < 1e-6, "erf error {worst}");

@@ -1,7 +1,10 @@
 //! The packed matmul against the scalar path, the batch and an f64 reference.
 
-use super::*;
+use super::isa::Isa;
+use super::packed::PackedMatrix;
+use super::quant::{GROUP, QK};
 use candle_core::quantized::GgmlDType;
+use half::f16;
 use rand::{Rng, SeedableRng};
 
 /// Random GGUF blocks for `n` rows of `k`.

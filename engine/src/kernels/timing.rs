@@ -1,6 +1,7 @@
 //! Kernel timing (ignored test): a decode step's matmuls.
 
-use super::*;
+use super::packed::PackedMatrix;
+use super::quant::QK;
 use candle_core::quantized::GgmlDType;
 use rand::{Rng, SeedableRng};
 

@@ -1,22 +1,8 @@
 //! The x86-64 paths of the packed matmul (AVX-512 VNNI, AVX2), entered only
 //! after runtime feature detection; bit-identical to the scalar path.
 
-use super::{Acts, Bits, GROUP};
+use super::quant::{Acts, Bits, GROUP, QK};
 use std::arch::x86_64::*;
-
-/// # Safety
-/// The CPU must support avx512f, avx512bw and avx512vl.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub(super) unsafe fn run_avx512(w: impl super::Vectorise) {
-    w.run()
-}
-
-/// # Safety
-/// The CPU must support avx2.
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn run_avx2(w: impl super::Vectorise) {
-    w.run()
-}
 
 /// Bytes ahead of the current block to prefetch: the weights of a matrix
 /// are one sequential stream (the next group follows this one), and
@@ -51,7 +37,7 @@ pub(super) unsafe fn tile_512<const R: usize>(
     out: &mut [[f32; GROUP]],
 ) {
     assert!(out.len() == R && r0 + R <= a.m && w.len() >= nb * bits.chunk());
-    assert!(a.q.len() >= (r0 + R) * nb * super::QK && a.d.len() >= (r0 + R) * nb);
+    assert!(a.q.len() >= (r0 + R) * nb * QK && a.d.len() >= (r0 + R) * nb);
     let mut acc = [_mm512_setzero_ps(); R];
     let chunk = bits.chunk();
     match bits {
@@ -78,7 +64,7 @@ pub(super) unsafe fn tile_512<const R: usize>(
                     let row = (r0 + r) * nb + b;
                     // SAFETY: row `r0 + r`, block `b` is in bounds (asserted
                     // above): 32 bytes, read as 8 unaligned words.
-                    let q = unsafe { a.q.as_ptr().add(row * super::QK).cast::<i32>() };
+                    let q = unsafe { a.q.as_ptr().add(row * QK).cast::<i32>() };
                     let mut s0 = _mm512_setzero_si512();
                     let mut s1 = _mm512_setzero_si512();
                     for v in 0..4 {
@@ -111,7 +97,7 @@ pub(super) unsafe fn tile_512<const R: usize>(
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let row = (r0 + r) * nb + b;
                     // SAFETY: as in the 4-bit loop.
-                    let q = unsafe { a.q.as_ptr().add(row * super::QK).cast::<i32>() };
+                    let q = unsafe { a.q.as_ptr().add(row * QK).cast::<i32>() };
                     let mut s0 = _mm512_set1_epi32(-a.off[row]);
                     let mut s1 = _mm512_setzero_si512();
                     for v in 0..4 {

@@ -152,7 +152,7 @@ impl BlockManager {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::kv::blocks::*;
 
     #[test]
     fn prefix_blocks_are_shared_and_evicted_lru() {

@@ -5,8 +5,9 @@
 //! it runs alone, in a batch, in any prefill chunk or after a prefix-cache hit.
 //! Rows are split across threads. No flash-attention / online-softmax tricks.
 
-use super::{Batch, LlamaConfig};
-use crate::EngineError;
+use super::batch::Batch;
+use super::config::LlamaConfig;
+use crate::error::EngineError;
 use crate::kv::{BlockId, KvStore};
 use candle_core::{Device, Tensor};
 

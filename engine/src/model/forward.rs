@@ -3,35 +3,12 @@
 //! the rows whose logits are wanted. It does not allocate KV blocks: the
 //! caller's block tables must already cover every position in the batch.
 
-use super::{Llama, attention};
-use crate::EngineError;
-use crate::kv::{BlockId, KvStore};
+use super::attention;
+use super::batch::Batch;
+use super::llama::Llama;
+use crate::error::EngineError;
+use crate::kv::KvStore;
 use candle_core::{D, Device, Tensor};
-
-/// New tokens of one sequence in a step.
-pub struct SeqInput<'a> {
-    /// Tokens to run (a prefill chunk, or one token when decoding).
-    pub tokens: &'a [u32],
-    /// Position of `tokens[0]`; positions before it are already in the cache.
-    pub start_pos: usize,
-    /// Block table covering positions `0..start_pos + tokens.len()`.
-    pub table: &'a [BlockId],
-    /// Whether to return logits for the last token.
-    pub logits: bool,
-}
-
-/// One step's work.
-pub struct Batch<'a> {
-    /// The sequences, in order.
-    pub seqs: Vec<SeqInput<'a>>,
-}
-
-impl Batch<'_> {
-    /// Total number of tokens in the step.
-    pub fn num_tokens(&self) -> usize {
-        self.seqs.iter().map(|s| s.tokens.len()).sum()
-    }
-}
 
 impl Llama {
     /// Run one step; K/V of the new tokens are written into `kv`. Returns one

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use sluice_engine::{
     ChatMessage, Engine, EngineError, FinishReason, GenerateRequest, GenerationEvent, Prompt, SamplingParams,
 };
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::config::UpstreamConfig;
@@ -90,6 +91,8 @@ fn usage_of(prompt_tokens: usize, completion_tokens: usize, cached: usize) -> Us
     }
 }
 
+/// Serves one chat request: starts generating, then either collects the whole
+/// answer or streams it as chunks.
 pub async fn chat(
     engine: &Engine,
     model: &str,
@@ -98,71 +101,104 @@ pub async fn chat(
     permit: Slot,
 ) -> Result<ChatReply, GatewayError> {
     let generate = request(cfg, req)?;
-    let mut events = engine.generate(generate).map_err(|e| engine_error(cfg, e))?;
-    let id = completion_id();
-    let created = unix_now();
-    let model = model.to_owned();
+    let events = engine.generate(generate).map_err(|e| engine_error(cfg, e))?;
+    let completion = Completion { id: completion_id(), created: unix_now(), model: model.to_owned() };
+    if req.stream {
+        Ok(stream(events, completion, cfg.name.clone(), permit))
+    } else {
+        collect(events, completion, &cfg.name, permit).await
+    }
+}
 
-    if !req.stream {
-        let mut text = String::new();
-        while let Some(event) = events.recv().await {
-            match event {
-                GenerationEvent::Token { text: piece, .. } => text.push_str(&piece),
-                GenerationEvent::Done {
-                    finish_reason: reason,
-                    prompt_tokens,
-                    completion_tokens,
-                    cached_prompt_tokens,
-                } => {
-                    drop(permit);
-                    let usage = usage_of(prompt_tokens, completion_tokens, cached_prompt_tokens);
-                    let response = ChatResponse {
-                        id,
-                        object: "chat.completion".to_owned(),
-                        created,
-                        model,
-                        choices: vec![Choice {
-                            index: 0,
-                            message: Message::text(Role::Assistant, text),
-                            finish_reason: Some(finish_reason(reason).to_owned()),
-                            extra: Map::new(),
-                        }],
-                        usage: Some(usage),
-                        extra: Map::new(),
-                    };
-                    return Ok(ChatReply::Complete { response, raw: None });
-                }
-                GenerationEvent::Error(message) => {
-                    return Err(GatewayError::UpstreamProtocol { upstream: cfg.name.clone(), detail: message });
-                }
-            }
+/// What the response or every chunk of one completion repeats.
+struct Completion {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Completion {
+    /// The whole answer.
+    fn response(self, text: String, reason: FinishReason, usage: Usage) -> ChatResponse {
+        ChatResponse {
+            id: self.id,
+            object: "chat.completion".to_owned(),
+            created: self.created,
+            model: self.model,
+            choices: vec![Choice {
+                index: 0,
+                message: Message::text(Role::Assistant, text),
+                finish_reason: Some(finish_reason(reason).to_owned()),
+                extra: Map::new(),
+            }],
+            usage: Some(usage),
+            extra: Map::new(),
         }
-        return Err(GatewayError::UpstreamProtocol {
-            upstream: cfg.name.clone(),
-            detail: "the engine stopped".to_owned(),
-        });
     }
 
-    let chunk = move |delta: Delta, finish: Option<&str>, usage: Option<Usage>| {
+    /// One streamed chunk.
+    fn chunk(&self, delta: Delta, finish: Option<&str>, usage: Option<Usage>) -> Result<ChunkEvent, GatewayError> {
         // The usage chunk has no choices, as OpenAI sends it.
         let choices = match usage {
             Some(_) => Vec::new(),
             None => vec![ChunkChoice { index: 0, delta, finish_reason: finish.map(str::to_owned), extra: Map::new() }],
         };
         let chunk = ChatChunk {
-            id: id.clone(),
+            id: self.id.clone(),
             object: "chat.completion.chunk".to_owned(),
-            created,
-            model: model.clone(),
+            created: self.created,
+            model: self.model.clone(),
             choices,
             usage,
             extra: Map::new(),
         };
         Ok(ChunkEvent { chunk, raw: None })
-    };
-    let upstream = cfg.name.clone();
-    let first =
-        chunk(Delta { role: Some(Role::Assistant), content: Some(String::new()), ..Default::default() }, None, None);
+    }
+}
+
+/// The engine's event channel closed before `Done` or `Error`.
+fn stopped(upstream: &str) -> GatewayError {
+    GatewayError::UpstreamProtocol { upstream: upstream.to_owned(), detail: "the engine stopped".to_owned() }
+}
+
+/// Collects the whole answer; the slot is released once the engine is done.
+async fn collect(
+    mut events: UnboundedReceiver<GenerationEvent>,
+    completion: Completion,
+    upstream: &str,
+    permit: Slot,
+) -> Result<ChatReply, GatewayError> {
+    let mut text = String::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            GenerationEvent::Token { text: piece, .. } => text.push_str(&piece),
+            GenerationEvent::Done { finish_reason: reason, prompt_tokens, completion_tokens, cached_prompt_tokens } => {
+                drop(permit);
+                let usage = usage_of(prompt_tokens, completion_tokens, cached_prompt_tokens);
+                let response = completion.response(text, reason, usage);
+                return Ok(ChatReply::Complete { response, raw: None });
+            }
+            GenerationEvent::Error(message) => {
+                return Err(GatewayError::UpstreamProtocol { upstream: upstream.to_owned(), detail: message });
+            }
+        }
+    }
+    Err(stopped(upstream))
+}
+
+/// Streams the answer as chunks: the assistant role first, then one chunk per
+/// piece of text, the finish reason and the usage. The stream holds the slot.
+fn stream(
+    events: UnboundedReceiver<GenerationEvent>,
+    completion: Completion,
+    upstream: String,
+    permit: Slot,
+) -> ChatReply {
+    let first = completion.chunk(
+        Delta { role: Some(Role::Assistant), content: Some(String::new()), ..Default::default() },
+        None,
+        None,
+    );
     let stream = async_stream::stream! {
         let _permit = permit;
         yield first;
@@ -171,11 +207,11 @@ pub async fn chat(
             match event {
                 GenerationEvent::Token { text, .. } if text.is_empty() => {}
                 GenerationEvent::Token { text, .. } => {
-                    yield chunk(Delta { content: Some(text), ..Default::default() }, None, None);
+                    yield completion.chunk(Delta { content: Some(text), ..Default::default() }, None, None);
                 }
                 GenerationEvent::Done { finish_reason: reason, prompt_tokens, completion_tokens, cached_prompt_tokens } => {
-                    yield chunk(Delta::default(), Some(finish_reason(reason)), None);
-                    yield chunk(Delta::default(), None, Some(usage_of(prompt_tokens, completion_tokens, cached_prompt_tokens)));
+                    yield completion.chunk(Delta::default(), Some(finish_reason(reason)), None);
+                    yield completion.chunk(Delta::default(), None, Some(usage_of(prompt_tokens, completion_tokens, cached_prompt_tokens)));
                     return;
                 }
                 GenerationEvent::Error(message) => {
@@ -184,9 +220,9 @@ pub async fn chat(
                 }
             }
         }
-        yield Err(GatewayError::UpstreamProtocol { upstream: upstream.clone(), detail: "the engine stopped".to_owned() });
+        yield Err(stopped(&upstream));
     };
-    Ok(ChatReply::Stream(Box::pin(stream)))
+    ChatReply::Stream(Box::pin(stream))
 }
 
 /// `/v1/embeddings` served by the engine's embedding model, in OpenAI's shape.

@@ -1,0 +1,91 @@
+//! What callers send to the engine and what it streams back: prompts, sampling
+//! settings and generation events. Plain data: it does not tokenize, render
+//! templates or validate (the [`Engine`](crate::Engine) handle does).
+
+/// One chat message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// `system`, `user`, `assistant`...
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// What to complete.
+#[derive(Clone, Debug)]
+pub enum Prompt {
+    /// Rendered with the model's chat template (generation prompt appended).
+    Chat(Vec<ChatMessage>),
+    /// Raw text; special-token text is recognised.
+    Text(String),
+    /// Token ids, used as is.
+    Tokens(Vec<u32>),
+}
+
+/// Sampling settings.
+#[derive(Clone, Debug)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// Nucleus mass (1 = off).
+    pub top_p: f32,
+    /// Keep the k most likely tokens (0 = off).
+    pub top_k: usize,
+    /// Seed for reproducible sampling.
+    pub seed: Option<u64>,
+    /// Most tokens to generate (0 = up to the context window).
+    pub max_tokens: usize,
+    /// Strings that end generation (not included in the output).
+    pub stop: Vec<String>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self { temperature: 0.0, top_p: 1.0, top_k: 0, seed: None, max_tokens: 256, stop: Vec::new() }
+    }
+}
+
+/// A generation request.
+#[derive(Clone, Debug)]
+pub struct GenerateRequest {
+    /// The prompt.
+    pub prompt: Prompt,
+    /// Sampling settings.
+    pub sampling: SamplingParams,
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// EOS or a stop sequence.
+    Stop,
+    /// `max_tokens` or the context window was reached.
+    Length,
+}
+
+/// Streamed events; `Done` or `Error` is always last.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GenerationEvent {
+    /// A generated token and the text it releases (may be empty while text is
+    /// held back: incomplete UTF-8 or a possible stop-sequence start). The EOS
+    /// token is not streamed, except to release such held-back text.
+    Token {
+        /// Token id.
+        id: u32,
+        /// Text released with this token.
+        text: String,
+    },
+    /// Generation finished.
+    Done {
+        /// Why.
+        finish_reason: FinishReason,
+        /// Prompt length in tokens.
+        prompt_tokens: usize,
+        /// Generated tokens.
+        completion_tokens: usize,
+        /// Prompt tokens served from the prefix cache.
+        cached_prompt_tokens: usize,
+    },
+    /// Generation failed.
+    Error(String),
+}
