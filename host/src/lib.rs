@@ -1,9 +1,13 @@
 //! Sluice: an LLM gateway whose optimisation stages are WebAssembly plugins.
 //!
-//! A request flows `server` → `ingress` (HTTP, parsing, errors) → `proxy`
-//! (the pipeline) → `upstream` (providers), with `api` holding the wire
-//! formats, `models` the registry of public model names, `accounting`
-//! tokens and cost, and `telemetry` metrics and logs. See ARCHITECTURE.md.
+//! A request flows `server` → `ingress` (HTTP, parsing, admission, errors)
+//! → `proxy` (the pipeline, one file per phase) → `upstream` (providers),
+//! with the stages called through `stage`'s traits (implemented by `plugin`
+//! and `routing`'s default router), `api` holding the wire formats, `models`
+//! the registry of public model names, `accounting` tokens and cost, and
+//! `telemetry` metrics and logs. `config` turns a file and flags into each
+//! module's own checked settings. Imports only point down: ARCHITECTURE.md
+//! draws the order, and `tests/all/architecture.rs` checks it.
 
 pub mod accounting;
 pub mod api;
