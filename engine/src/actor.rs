@@ -134,9 +134,7 @@ impl Actor {
                 // sequence must always fit, or preemption could not make room).
                 let room = (self.model.cfg.context - tokens.len())
                     .min(self.sched.blocks.total() * self.kv.block_size - tokens.len());
-                if sampling.max_tokens == 0 || sampling.max_tokens > room {
-                    sampling.max_tokens = room;
-                }
+                sampling.max_tokens = sampling.max_tokens.min(room);
                 self.sched.waiting.push_back(Seq::new(tokens, &sampling, tx));
             }
         }

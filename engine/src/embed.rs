@@ -1,7 +1,8 @@
 //! Sentence embeddings with a BERT model (all-MiniLM-L6-v2 by default): the
 //! encoder in [`bert`], mean pooling over real tokens, L2 normalisation.
-//! Runs on its own thread so embedding requests never stall decoding steps.
-//! It does not batch across concurrent `embed` calls.
+//! Runs on its own thread so embedding requests never stall decoding steps;
+//! a request whose caller has gone is stopped before its next input. It
+//! does not batch across concurrent `embed` calls.
 //!
 //! Embeddings sit on the request path of the semantic cache, for short
 //! questions (5–30 tokens). At that size candle's f32 `BertModel` is memory
@@ -27,15 +28,37 @@ use crate::error::EngineError;
 use bert::Bert;
 use candle_transformers::models::bert::Config;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::oneshot;
 
-type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, EngineError>>;
+/// Most inputs in one embeddings request (OpenAI's limit).
+pub const MAX_EMBED_INPUTS: usize = 2048;
+
+/// Embeddings of a request's inputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embeddings {
+    /// One unit vector per input, in order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens of all inputs, not counting the model's own markers.
+    pub tokens: usize,
+}
+
+/// One request to the embedding thread.
+struct Job {
+    texts: Vec<String>,
+    /// Refuse what does not fit (a client's request) rather than truncate it
+    /// (the semantic cache's question).
+    strict: bool,
+    reply: oneshot::Sender<Result<Embeddings, EngineError>>,
+}
 
 /// Handle to the embedding thread.
 pub struct EmbedHandle {
     /// Model name (the directory name).
     pub name: String,
-    tx: std::sync::mpsc::Sender<(Vec<String>, Reply)>,
+    tx: std::sync::mpsc::Sender<Job>,
+    embedded: Arc<AtomicU64>,
 }
 
 struct Embedder {
@@ -72,22 +95,90 @@ impl Embedder {
         Ok(Self { model, tokenizer })
     }
 
-    /// Token ids of `text` (with `[CLS]`/`[SEP]`), at most [`MAX_TOKENS`].
-    fn ids(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+    /// Most token ids of one input, `[CLS]` and `[SEP]` included.
+    fn max_ids(&self) -> usize {
+        MAX_TOKENS.min(self.model.max_positions())
+    }
+
+    /// Token ids of `text` (with `[CLS]`/`[SEP]`), untruncated, and how many
+    /// of them are the model's markers.
+    fn encode(&self, text: &str) -> Result<(Vec<u32>, usize), EngineError> {
         let enc = self.tokenizer.encode(text, true).map_err(|e| EngineError::Tokenizer(format!("{e}")))?;
-        let mut ids = enc.get_ids().to_vec();
-        ids.truncate(MAX_TOKENS.min(self.model.max_positions()));
+        let markers = enc.get_special_tokens_mask().iter().filter(|&&m| m != 0).count();
+        Ok((enc.get_ids().to_vec(), markers))
+    }
+
+    /// Token ids of `text` (with `[CLS]`/`[SEP]`), at most [`MAX_TOKENS`].
+    #[cfg(test)]
+    fn ids(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        let mut ids = self.encode(text)?.0;
+        ids.truncate(self.max_ids());
         Ok(ids)
     }
 
+    #[cfg(test)]
     fn embed_one(&self, text: &str) -> Result<Vec<f32>, EngineError> {
-        let ids = self.ids(text)?;
+        self.embed_ids(&self.ids(text)?)
+    }
+
+    fn embed_ids(&self, ids: &[u32]) -> Result<Vec<f32>, EngineError> {
         if ids.is_empty() {
             return Err(EngineError::Tokenizer("empty input".into()));
         }
-        let n = ids.len();
-        let hidden = self.model.forward(&ids)?; // (n, d) row-major
-        Ok(mean_normalised(&hidden, n))
+        let hidden = self.model.forward(ids)?; // (n, d) row-major
+        Ok(mean_normalised(&hidden, ids.len()))
+    }
+
+    /// Runs one job, input by input; `None` once its caller has gone (the
+    /// reply's receiver was dropped), checked before every input, so a
+    /// disconnected client's inputs are not embedded.
+    fn run(&self, job: &Job, embedded: &AtomicU64) -> Option<Result<Embeddings, EngineError>> {
+        let invalid = |message: String| Some(Err(EngineError::InvalidParameter { param: "input", message }));
+        if job.strict && job.texts.is_empty() {
+            return invalid("`input` must not be empty".into());
+        }
+        if job.strict && job.texts.len() > MAX_EMBED_INPUTS {
+            return invalid(format!(
+                "{} inputs given; at most {MAX_EMBED_INPUTS} are allowed per request",
+                job.texts.len()
+            ));
+        }
+        // Every input is tokenized (and checked) before any is embedded.
+        let mut inputs = Vec::with_capacity(job.texts.len());
+        let mut tokens = 0;
+        for (i, text) in job.texts.iter().enumerate() {
+            if job.reply.is_closed() {
+                return None;
+            }
+            let (mut ids, markers) = match self.encode(text) {
+                Ok(encoded) => encoded,
+                Err(e) => return Some(Err(e)),
+            };
+            if ids.len() > self.max_ids() {
+                if job.strict {
+                    return invalid(format!(
+                        "input[{i}] has {} tokens; the embedding model takes at most {} per input",
+                        ids.len() - markers,
+                        self.max_ids() - markers
+                    ));
+                }
+                ids.truncate(self.max_ids());
+            }
+            tokens += ids.len().saturating_sub(markers);
+            inputs.push(ids);
+        }
+        let mut vectors = Vec::with_capacity(inputs.len());
+        for ids in &inputs {
+            if job.reply.is_closed() {
+                return None;
+            }
+            match self.embed_ids(ids) {
+                Ok(v) => vectors.push(v),
+                Err(e) => return Some(Err(e)),
+            }
+            embedded.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Ok(Embeddings { vectors, tokens }))
     }
 }
 
@@ -110,23 +201,44 @@ impl EmbedHandle {
     pub fn start(dir: &Path) -> Result<Self, EngineError> {
         let emb = Embedder::load(dir)?;
         let name = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "embedding".into());
-        let (tx, rx) = std::sync::mpsc::channel::<(Vec<String>, Reply)>();
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let embedded = Arc::new(AtomicU64::new(0));
+        let counter = embedded.clone();
         std::thread::Builder::new()
             .name("sluice-embed".into())
             .spawn(move || {
-                while let Ok((texts, reply)) = rx.recv() {
-                    let r = texts.iter().map(|t| emb.embed_one(t)).collect();
-                    let _ = reply.send(r);
+                while let Ok(job) = rx.recv() {
+                    if let Some(result) = emb.run(&job, &counter) {
+                        let _ = job.reply.send(result);
+                    }
                 }
             })
             .map_err(|e| EngineError::Io { path: "thread".into(), source: e })?;
-        Ok(Self { name, tx })
+        Ok(Self { name, tx, embedded })
     }
 
-    /// Embed texts, one vector each.
+    /// Embed texts, one vector each; inputs longer than the model takes are
+    /// truncated. Dropping the future stops the work before the next input.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EngineError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send((texts, tx)).map_err(|_| EngineError::Shutdown)?;
+        Ok(self.submit(texts, false).await?.vectors)
+    }
+
+    /// Embed a client's inputs: at most [`MAX_EMBED_INPUTS`], none longer than
+    /// the model takes (refused as [`EngineError::InvalidParameter`], as
+    /// OpenAI refuses them, rather than truncated). Dropping the future stops
+    /// the work before the next input.
+    pub async fn embed_inputs(&self, texts: Vec<String>) -> Result<Embeddings, EngineError> {
+        self.submit(texts, true).await
+    }
+
+    /// Inputs embedded since start.
+    pub fn embedded_inputs(&self) -> u64 {
+        self.embedded.load(Ordering::Relaxed)
+    }
+
+    async fn submit(&self, texts: Vec<String>, strict: bool) -> Result<Embeddings, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job { texts, strict, reply }).map_err(|_| EngineError::Shutdown)?;
         rx.await.map_err(|_| EngineError::Shutdown)?
     }
 }

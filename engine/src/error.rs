@@ -27,6 +27,15 @@ pub enum EngineError {
     /// The request is invalid (too long, bad parameters...).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// One parameter of the request is out of bounds; `param` names it as
+    /// OpenAI's API does (`max_tokens`, `stop`, `input`).
+    #[error("invalid request: {message}")]
+    InvalidParameter {
+        /// The parameter.
+        param: &'static str,
+        /// What is wrong with it, for the client.
+        message: String,
+    },
     /// No embedding model was configured.
     #[error("no embedding model is loaded")]
     NoEmbeddingModel,

@@ -4,10 +4,10 @@
 
 use crate::actor::{self, EngineStats};
 use crate::config::EngineConfig;
-use crate::embed::EmbedHandle;
+use crate::embed::{EmbedHandle, Embeddings};
 use crate::error::EngineError;
-use crate::request::{GenerateRequest, GenerationEvent, Prompt};
-use crate::template::ChatTemplate;
+use crate::request::{GenerateRequest, GenerationEvent, MAX_STOP_BYTES, MAX_STOP_SEQUENCES, Prompt, SamplingParams};
+use crate::template::{ChatTemplate, Segment};
 use crate::tokenizer::Tokenizer;
 use std::sync::Arc;
 
@@ -19,6 +19,28 @@ struct Inner {
     context: usize,
     stats: Arc<std::sync::Mutex<EngineStats>>,
     embedder: Option<EmbedHandle>,
+}
+
+/// Refuses sampling settings the engine will not run: no tokens to generate,
+/// too many or too long stop sequences.
+fn check_sampling(sampling: &SamplingParams) -> Result<(), EngineError> {
+    let invalid = |param, message: String| Err(EngineError::InvalidParameter { param, message });
+    if sampling.max_tokens == 0 {
+        return invalid("max_tokens", "max_tokens must be at least 1".into());
+    }
+    if sampling.stop.len() > MAX_STOP_SEQUENCES {
+        return invalid(
+            "stop",
+            format!("{} stop sequences given; at most {MAX_STOP_SEQUENCES} are allowed", sampling.stop.len()),
+        );
+    }
+    if let Some(long) = sampling.stop.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        return invalid(
+            "stop",
+            format!("a stop sequence is {} bytes long; at most {MAX_STOP_BYTES} are allowed", long.len()),
+        );
+    }
+    Ok(())
 }
 
 /// Handle to the running engine. Clones share the same actor; the actor stops
@@ -64,10 +86,18 @@ impl Engine {
         &self.inner.tokenizer
     }
 
-    /// Render a prompt to token ids.
+    /// Render a prompt to token ids. In a chat, only the template's own
+    /// markers are special tokens: special-token text in a message's content
+    /// is encoded as the plain text it is.
     pub fn tokenize_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
         match prompt {
-            Prompt::Chat(m) => self.inner.tokenizer.encode(&self.inner.template.render(m)?),
+            Prompt::Chat(m) => {
+                let segments = self.inner.template.render_segments(m)?;
+                self.inner.tokenizer.encode_parts(segments.iter().map(|s| match s {
+                    Segment::Template(t) => (t.as_str(), true),
+                    Segment::Content(c) => (*c, false),
+                }))
+            }
             Prompt::Text(t) => self.inner.tokenizer.encode(t),
             Prompt::Tokens(t) => Ok(t.clone()),
         }
@@ -79,6 +109,7 @@ impl Engine {
         &self,
         req: GenerateRequest,
     ) -> Result<tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>, EngineError> {
+        check_sampling(&req.sampling)?;
         let tokens = self.tokenize_prompt(&req.prompt)?;
         if tokens.is_empty() {
             return Err(EngineError::InvalidRequest("empty prompt".into()));
@@ -105,12 +136,27 @@ impl Engine {
         self.inner.tokenizer.encode(text).map_or(0, |t| t.len())
     }
 
-    /// Sentence embeddings (mean pooled, L2 normalised).
+    /// Sentence embeddings (mean pooled, L2 normalised); over-long inputs
+    /// are truncated.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EngineError> {
         match &self.inner.embedder {
             Some(e) => e.embed(texts).await,
             None => Err(EngineError::NoEmbeddingModel),
         }
+    }
+
+    /// Sentence embeddings of a client's inputs, refused when too many or
+    /// too long; see [`EmbedHandle::embed_inputs`].
+    pub async fn embed_inputs(&self, texts: Vec<String>) -> Result<Embeddings, EngineError> {
+        match &self.inner.embedder {
+            Some(e) => e.embed_inputs(texts).await,
+            None => Err(EngineError::NoEmbeddingModel),
+        }
+    }
+
+    /// Inputs the embedding model has embedded since start (0 without one).
+    pub fn embedded_inputs(&self) -> u64 {
+        self.inner.embedder.as_ref().map_or(0, EmbedHandle::embedded_inputs)
     }
 
     /// The embedding model's name, if one is loaded.

@@ -34,8 +34,11 @@ pub mod tokenizer;
 
 pub use actor::EngineStats;
 pub use config::EngineConfig;
-pub use embed::EmbedHandle;
+pub use embed::{EmbedHandle, Embeddings, MAX_EMBED_INPUTS};
 pub use error::EngineError;
 pub use handle::Engine;
 pub use model::WeightFormat;
-pub use request::{ChatMessage, FinishReason, GenerateRequest, GenerationEvent, Prompt, SamplingParams};
+pub use request::{
+    ChatMessage, FinishReason, GenerateRequest, GenerationEvent, MAX_STOP_BYTES, MAX_STOP_SEQUENCES, Prompt,
+    SamplingParams,
+};

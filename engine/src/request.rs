@@ -22,6 +22,14 @@ pub enum Prompt {
     Tokens(Vec<u32>),
 }
 
+/// Most stop sequences in one request (OpenAI's limit).
+pub const MAX_STOP_SEQUENCES: usize = 4;
+
+/// Longest stop sequence in bytes. Every generated token is matched against
+/// every stop sequence, and the text held back waiting for one is as long as
+/// the longest.
+pub const MAX_STOP_BYTES: usize = 256;
+
 /// Sampling settings.
 #[derive(Clone, Debug)]
 pub struct SamplingParams {
@@ -33,9 +41,11 @@ pub struct SamplingParams {
     pub top_k: usize,
     /// Seed for reproducible sampling.
     pub seed: Option<u64>,
-    /// Most tokens to generate (0 = up to the context window).
+    /// Most tokens to generate: at least 1; more than the context window
+    /// leaves room for is capped to what it leaves.
     pub max_tokens: usize,
-    /// Strings that end generation (not included in the output).
+    /// Strings that end generation (not included in the output): at most
+    /// [`MAX_STOP_SEQUENCES`], each at most [`MAX_STOP_BYTES`] long.
     pub stop: Vec<String>,
 }
 

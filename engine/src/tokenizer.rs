@@ -15,7 +15,11 @@ const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 
 /// A tokenizer plus the metadata the engine needs.
 pub struct Tokenizer {
+    /// Special-token text (e.g. `<|im_start|>`) maps to its id.
     inner: tokenizers::Tokenizer,
+    /// The same vocabulary with special-token text encoded as plain text, for
+    /// what clients wrote.
+    plain: tokenizers::Tokenizer,
     /// Raw bytes of every token (special tokens map to their literal text).
     token_bytes: Vec<Vec<u8>>,
     /// Tokens that end generation (EOS, `<|im_end|>`, `<|eot_id|>`...).
@@ -163,11 +167,14 @@ impl Tokenizer {
         let add_bos = ct.metadata.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
 
         let inner = bpe_tokenizer(&tokens, merges, &types, &pre)?;
+        let mut plain = inner.clone();
+        plain.set_encode_special_tokens(true);
         let token_bytes = token_bytes(&tokens, &types);
         let eos_ids = eos_ids(eos, &tokens);
         let name_of = |id: Option<u32>| id.and_then(|i| tokens.get(i as usize).cloned()).unwrap_or_default();
         Ok(Self {
             inner,
+            plain,
             token_bytes,
             eos_ids,
             bos_token: name_of(bos),
@@ -178,12 +185,26 @@ impl Tokenizer {
 
     /// Encode text; special-token text (e.g. `<|im_start|>`) maps to its id.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
-        let enc = self.inner.encode(text, false).map_err(|e| EngineError::Tokenizer(format!("{e}")))?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
+        self.encode_parts([(text, true)])
+    }
+
+    /// Encode a prompt assembled from parts, each `(text, special)`: where
+    /// `special` is false (what a client wrote), special-token text such as
+    /// `<|im_end|>` is encoded as the plain text it is, never as the control
+    /// token. The BOS token, if the model wants one, comes first.
+    pub fn encode_parts<'a>(&self, parts: impl IntoIterator<Item = (&'a str, bool)>) -> Result<Vec<u32>, EngineError> {
+        let mut ids = Vec::new();
         if let Some(b) = self.add_bos {
             ids.push(b);
         }
-        ids.extend_from_slice(enc.get_ids());
+        for (text, special) in parts {
+            if text.is_empty() {
+                continue;
+            }
+            let tokenizer = if special { &self.inner } else { &self.plain };
+            let enc = tokenizer.encode(text, false).map_err(|e| EngineError::Tokenizer(format!("{e}")))?;
+            ids.extend_from_slice(enc.get_ids());
+        }
         Ok(ids)
     }
 

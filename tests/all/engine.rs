@@ -2,19 +2,37 @@
 //! what `sluice serve` with no flags runs. The model loads once, into one
 //! gateway shared by these tests on its own runtime.
 
-use std::sync::OnceLock;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
 use serde_json::{Value, json};
 use sluice::config::Config;
-use sluice_testkit::{Client, TestGateway};
+use sluice::gateway::Gateway;
+use sluice::server::Server;
+use sluice_testkit::Client;
+use tokio::io::AsyncWriteExt;
 
 use crate::openai::sse_data;
 
+/// The gateway serving, and its state, to reach the engine's statistics.
 struct Shared {
     _runtime: tokio::runtime::Runtime,
-    gateway: TestGateway,
+    addr: SocketAddr,
+    gateway: Arc<Gateway>,
+}
+
+impl Shared {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The bundled engine behind the gateway.
+    fn engine(&self) -> &sluice_engine::Engine {
+        self.gateway.upstreams.iter().find_map(|u| u.engine()).expect("an engine upstream")
+    }
 }
 
 fn models_present() -> bool {
@@ -29,30 +47,32 @@ fn models_present() -> bool {
 }
 
 /// The gateway in front of the bundled engine, started on first use.
-fn gateway() -> &'static TestGateway {
+fn gateway() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
-    &SHARED
-        .get_or_init(|| {
-            // The engine's default paths are relative to the repository root.
-            let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-            let mut config = Config::default().with_engine(None);
-            let engine = &mut config.gateway.upstreams[0].engine;
-            engine.model_path = root.join(&engine.model_path);
-            engine.embedding_model_dir = engine.embedding_model_dir.as_ref().map(|d| root.join(d));
-            // Its own runtime, built off the test's, outlives every test.
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                let gateway = runtime.block_on(TestGateway::start(config));
-                Shared { _runtime: runtime, gateway }
-            })
-            .join()
-            .expect("engine gateway starts")
+    SHARED.get_or_init(|| {
+        // The engine's default paths are relative to the repository root.
+        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        let mut config = Config::default().with_engine(None);
+        let engine = &mut config.gateway.upstreams[0].engine;
+        engine.model_path = root.join(&engine.model_path);
+        engine.embedding_model_dir = engine.embedding_model_dir.as_ref().map(|d| root.join(d));
+        config.gateway.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        // Its own runtime, built off the test's, outlives every test.
+        std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let (addr, gateway) = runtime.block_on(async {
+                let gateway = Gateway::new(config.gateway).expect("gateway builds");
+                let server = Server::bind(gateway.clone()).await.expect("gateway binds");
+                let addr = server.local_addr();
+                tokio::spawn(server.run(std::future::pending()));
+                (addr, gateway)
+            });
+            Shared { _runtime: runtime, addr, gateway }
         })
-        .gateway
+        .join()
+        .expect("engine gateway starts")
+    })
 }
 
 fn ask(text: &str, extra: Value) -> Value {
@@ -140,4 +160,144 @@ async fn engine_lists_models_embeds_and_refuses_tools() {
     let reply = client.post_json(&gw.url("/v1/chat/completions"), &ask("hi", tools)).await;
     assert_eq!(reply.status, 400);
     assert!(reply.json()["error"]["message"].as_str().is_some_and(|m| m.contains("tools")));
+}
+
+/// The `error` object of a 400 answer.
+fn invalid(reply: &sluice_testkit::client::Reply) -> Value {
+    assert_eq!(reply.status, 400, "{}", String::from_utf8_lossy(&reply.body));
+    let error = reply.json()["error"].clone();
+    assert_eq!(error["type"], "invalid_request_error", "{error}");
+    error
+}
+
+#[tokio::test]
+async fn engine_encodes_special_token_text_in_content_as_text() {
+    if !models_present() {
+        return;
+    }
+    let gw = gateway();
+    let client = Client::new();
+    let prompt_tokens = |reply: sluice_testkit::client::Reply| {
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+        reply.json()["usage"]["prompt_tokens"].as_u64().expect("prompt tokens")
+    };
+    let one = json!({"max_tokens": 1});
+    let plain = prompt_tokens(client.post_json(&gw.url("/v1/chat/completions"), &ask("x", one.clone())).await);
+    // A client's `<|im_end|>` is ten tokens of text, not the one control
+    // token that would close its turn.
+    let marker = prompt_tokens(client.post_json(&gw.url("/v1/chat/completions"), &ask("<|im_end|>", one)).await);
+    assert!(marker > plain, "`<|im_end|>` in content became a control token: {marker} vs {plain} prompt tokens");
+}
+
+#[tokio::test]
+async fn engine_refuses_max_tokens_0_and_too_many_or_too_long_stop_sequences() {
+    if !models_present() {
+        return;
+    }
+    let gw = gateway();
+    let client = Client::new();
+    let url = gw.url("/v1/chat/completions");
+    let error = invalid(&client.post_json(&url, &ask("Count to a million.", json!({"max_tokens": 0}))).await);
+    assert_eq!(error["param"], "max_tokens", "{error}");
+    let error =
+        invalid(&client.post_json(&url, &ask("hi", json!({"max_completion_tokens": 0, "max_tokens": null}))).await);
+    assert_eq!(error["param"], "max_tokens", "{error}");
+
+    let five = json!({"stop": ["a", "b", "c", "d", "e"]});
+    let error = invalid(&client.post_json(&url, &ask("hi", five)).await);
+    assert_eq!(error["param"], "stop", "{error}");
+    assert!(error["message"].as_str().is_some_and(|m| m.contains("at most 4")), "{error}");
+    let long = json!({"stop": ["x".repeat(100_000)]});
+    let error = invalid(&client.post_json(&url, &ask("hi", long)).await);
+    assert_eq!(error["param"], "stop", "{error}");
+
+    // Anthropic clients get the same refusal in their own format.
+    let reply = client
+        .post_json(
+            &gw.url("/v1/messages"),
+            &json!({"model": "claude-any", "max_tokens": 3, "stop_sequences": ["1", "2", "3", "4", "5"],
+                    "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json()["error"]["type"], "invalid_request_error");
+
+    // Four short ones are fine.
+    let four = json!({"stop": ["a", "b", "c", "d"], "max_tokens": 2});
+    let reply = client.post_json(&url, &ask("hi", four)).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+}
+
+#[tokio::test]
+async fn engine_refuses_too_many_or_too_long_embedding_inputs() {
+    if !models_present() {
+        return;
+    }
+    let gw = gateway();
+    let client = Client::new();
+    let url = gw.url("/v1/embeddings");
+    let many = vec!["a"; sluice_engine::MAX_EMBED_INPUTS + 1];
+    let error = invalid(&client.post_json(&url, &json!({"model": "all-MiniLM-L6-v2", "input": many})).await);
+    assert_eq!(error["param"], "input", "{error}");
+    assert!(error["message"].as_str().is_some_and(|m| m.contains("2048")), "{error}");
+
+    let long = "word ".repeat(1000);
+    let error = invalid(&client.post_json(&url, &json!({"model": "all-MiniLM-L6-v2", "input": ["short", long]})).await);
+    assert!(error["message"].as_str().is_some_and(|m| m.contains("input[1]")), "{error}");
+
+    let empty: [&str; 0] = [];
+    let error = invalid(&client.post_json(&url, &json!({"model": "all-MiniLM-L6-v2", "input": empty})).await);
+    assert_eq!(error["param"], "input", "{error}");
+
+    // Usage counts the embedding model's tokens.
+    let reply = client.post_json(&url, &json!({"model": "all-MiniLM-L6-v2", "input": ["a cat", "a dog"]})).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json()["usage"]["prompt_tokens"], 4);
+}
+
+#[tokio::test]
+async fn engine_stops_embedding_for_a_client_that_went_away() {
+    if !models_present() {
+        return;
+    }
+    let gw = gateway();
+    let engine = gw.engine();
+    let inputs: Vec<String> = (0..sluice_engine::MAX_EMBED_INPUTS)
+        .map(|i| format!("Sentence {i} tells at some length of the sea, the sky and the ships that sail between them."))
+        .collect();
+    let body = json!({"model": "all-MiniLM-L6-v2", "input": inputs}).to_string();
+    let before = engine.embedded_inputs();
+    let mut socket = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let head = format!(
+        "POST /v1/embeddings HTTP/1.1\r\nhost: sluice\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.expect("send head");
+    socket.write_all(body.as_bytes()).await.expect("send body");
+    // Once the work has begun, the client goes away.
+    let started = std::time::Instant::now();
+    while engine.embedded_inputs() == before {
+        assert!(started.elapsed() < Duration::from_secs(300), "embedding never started (hang guard)");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(socket);
+    // The embedding thread runs one request at a time: once a later one is
+    // answered, the first has ended, finished or stopped.
+    let reply = Client::new()
+        .post_json(&gw.url("/v1/embeddings"), &json!({"model": "all-MiniLM-L6-v2", "input": "after"}))
+        .await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let embedded = engine.embedded_inputs() - before;
+    assert!(
+        embedded < inputs.len() as u64,
+        "all {} inputs of a client that went away were embedded ({embedded} in all)",
+        inputs.len()
+    );
+}
+
+#[test]
+fn engine_default_max_tokens_0_is_a_config_error() {
+    let text = "[upstreams.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\ndefault_max_tokens = 0\n";
+    let Err(error) = Config::parse(text, "sluice.toml", &|_| None) else { panic!("default_max_tokens = 0 accepted") };
+    assert_eq!(error.key, "upstreams.local.default_max_tokens", "{error}");
 }

@@ -49,6 +49,9 @@ impl Checker<'_> {
         out.passthrough = u.passthrough.unwrap_or(false);
         out.list_models = u.list_models.unwrap_or(out.passthrough);
         if let Some(v) = u.default_max_tokens {
+            if v == 0 {
+                return self.err(&key("default_max_tokens"), Some(spanned.span()), "must be greater than 0");
+            }
             out.default_max_tokens = v;
         }
         if let Some(v) = &u.anthropic_version {

@@ -4,7 +4,10 @@
 //! cancels the sequence and frees its KV blocks.
 //!
 //! The engine serves text chat: tool definitions and `n > 1` are refused
-//! with a clear 400 rather than silently ignored.
+//! with a clear 400 rather than silently ignored, as are the engine's own
+//! bounds (`max_tokens` of at least 1, at most 4 stop sequences, at most
+//! 2048 embedding inputs of at most the model's length); `max_tokens` beyond
+//! the context window is capped to it.
 
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
@@ -41,6 +44,7 @@ pub fn model_id(cfg: &UpstreamConfig, engine: &Engine) -> String {
 fn engine_error(cfg: &UpstreamConfig, e: EngineError) -> GatewayError {
     match e {
         EngineError::InvalidRequest(message) => GatewayError::invalid(message, Some("messages")),
+        EngineError::InvalidParameter { param, message } => GatewayError::invalid(message, Some(param)),
         EngineError::NoEmbeddingModel => GatewayError::Unsupported { upstream: cfg.name.clone(), what: "embeddings" },
         other => GatewayError::UpstreamUnreachable { upstream: cfg.name.clone(), detail: other.to_string() },
     }
@@ -240,9 +244,12 @@ pub async fn embeddings(
             .ok_or_else(|| GatewayError::invalid("the bundled engine embeds strings only", Some("input")))?,
         _ => return Err(GatewayError::invalid("`input` must be a string or an array of strings", Some("input"))),
     };
-    let tokens: usize = inputs.iter().map(|t| engine.count_tokens(t)).sum();
-    let vectors = engine.embed(inputs).await.map_err(|e| engine_error(cfg, e))?;
-    let data: Vec<Value> = vectors
+    // Counted, checked and embedded on the engine's embedding thread, which
+    // stops when this future is dropped (the client went away).
+    let embeddings = engine.embed_inputs(inputs).await.map_err(|e| engine_error(cfg, e))?;
+    let tokens = embeddings.tokens;
+    let data: Vec<Value> = embeddings
+        .vectors
         .into_iter()
         .enumerate()
         .map(|(index, embedding)| json!({"object": "embedding", "index": index, "embedding": embedding}))

@@ -95,6 +95,14 @@ impl Upstream {
         }
     }
 
+    /// The bundled engine behind an engine upstream (its statistics).
+    pub fn engine(&self) -> Option<&sluice_engine::Engine> {
+        match &self.backend {
+            Backend::Engine(engine, _) => Some(engine),
+            _ => None,
+        }
+    }
+
     /// The model an upstream serves whatever name it is asked for: the
     /// bundled engine's one model.
     pub fn sole_model(&self) -> Option<&str> {
