@@ -27,6 +27,9 @@ pub enum GatewayError {
     ModelNotFound(String),
     #[error("The request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The client did not send its whole request body in time.
+    #[error("The request body was not received within {after:?}")]
+    RequestTimeout { after: Duration },
     #[error("No route for {method} {path}")]
     RouteNotFound { method: String, path: String },
     #[error("Upstream `{upstream}` could not be reached: {detail}")]
@@ -96,6 +99,7 @@ impl GatewayError {
                 StatusCode::NOT_FOUND
             }
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamStatus { status, .. } if status.is_client_error() => *status,
@@ -118,6 +122,7 @@ impl GatewayError {
             GatewayError::InvalidRequest { .. } => "invalid_request",
             GatewayError::ModelNotFound(_) => "model_not_found",
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::RequestTimeout { .. } => "request_timeout",
             GatewayError::RouteNotFound { .. } => "route_not_found",
             GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
@@ -155,7 +160,7 @@ impl GatewayError {
     fn parts(&self) -> (String, &'static str, &'static str, Option<String>) {
         let message = self.to_string();
         let (openai_type, anthropic_type) = match self.status() {
-            StatusCode::BAD_REQUEST => ("invalid_request_error", "invalid_request_error"),
+            StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT => ("invalid_request_error", "invalid_request_error"),
             StatusCode::NOT_FOUND => ("invalid_request_error", "not_found_error"),
             StatusCode::PAYLOAD_TOO_LARGE => ("invalid_request_error", "request_too_large"),
             StatusCode::TOO_MANY_REQUESTS => ("rate_limit_error", "rate_limit_error"),

@@ -50,6 +50,19 @@ pub struct ServerConfig {
     /// Interval of SSE keep-alive comments on quiet streams.
     pub sse_keepalive: Duration,
     pub tls: Option<TlsConfig>,
+    /// Time a client has to send its request head (HTTP/1), and to send
+    /// anything at all once connected; the connection is closed after it.
+    pub header_read_timeout: Duration,
+    /// Time a client has to complete the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Time a client has to send a whole request body (408 after it).
+    pub body_read_timeout: Duration,
+    /// Time a client may leave the gateway's bytes unread: a stream's chunk
+    /// not taken within it drops the stream, and with it the upstream
+    /// request; a write to the socket stalled for it drops the connection.
+    pub sse_send_timeout: Duration,
+    /// Connections served at once; further ones are closed on accept.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +72,11 @@ impl Default for ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
             sse_keepalive: Duration::from_millis(15_000),
             tls: None,
+            header_read_timeout: Duration::from_millis(10_000),
+            tls_handshake_timeout: Duration::from_millis(10_000),
+            body_read_timeout: Duration::from_millis(30_000),
+            sse_send_timeout: Duration::from_millis(30_000),
+            max_connections: 10_000,
         }
     }
 }

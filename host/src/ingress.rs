@@ -18,7 +18,7 @@ use crate::api::anthropic::MessagesRequest;
 use crate::api::chat::ChatRequest;
 use crate::body::{Body, full};
 use crate::error::{ApiFlavor, GatewayError};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, ServerConfig};
 use crate::proxy::{self, RequestContext};
 
 /// Answers one request. Never fails: errors become responses here.
@@ -64,13 +64,13 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             Ok(json_response(StatusCode::OK, Bytes::from(list.to_string())))
         }
         (&Method::POST, "/v1/chat/completions" | "/chat/completions") => {
-            match read_json::<ChatRequest>(req, gw.config.server.max_body_bytes).await {
+            match read_json::<ChatRequest>(req, &gw.config.server).await {
                 Ok(chat) => proxy::chat(&gw, &mut ctx, chat).await,
                 Err(e) => Err(e),
             }
         }
         (&Method::POST, "/v1/messages" | "/messages") => {
-            match read_json::<MessagesRequest>(req, gw.config.server.max_body_bytes).await {
+            match read_json::<MessagesRequest>(req, &gw.config.server).await {
                 Ok(messages) => match messages.into_chat() {
                     Ok(chat) => proxy::chat(&gw, &mut ctx, chat).await,
                     Err(e) => Err(e.into()),
@@ -79,7 +79,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             }
         }
         (&Method::POST, "/v1/embeddings" | "/embeddings") => {
-            match read_json::<serde_json::Map<String, serde_json::Value>>(req, gw.config.server.max_body_bytes).await {
+            match read_json::<serde_json::Map<String, serde_json::Value>>(req, &gw.config.server).await {
                 Ok(body) => proxy::embeddings(&gw, &mut ctx, body).await,
                 Err(e) => Err(e),
             }
@@ -141,16 +141,22 @@ fn metrics_response(gw: &Gateway) -> Response<Body> {
     response
 }
 
-/// Reads a JSON body of at most `limit` bytes into `T`. Oversized bodies are
-/// 413; malformed JSON, missing fields and wrong types are 400 naming the
-/// offending field in `param`.
-async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, GatewayError> {
+/// Reads a JSON body of at most `max_body_bytes` into `T`, within
+/// `body_read_timeout`. Oversized bodies are 413, late ones 408; malformed
+/// JSON, missing fields and wrong types are 400 naming the offending field in
+/// `param`.
+async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, server: &ServerConfig) -> Result<T, GatewayError> {
+    let limit = server.max_body_bytes;
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::PayloadTooLarge { limit });
     }
-    let bytes = match Limited::new(req.into_body(), limit).collect().await {
+    let read = tokio::time::timeout(server.body_read_timeout, Limited::new(req.into_body(), limit).collect());
+    let Ok(read) = read.await else {
+        return Err(GatewayError::RequestTimeout { after: server.body_read_timeout });
+    };
+    let bytes = match read {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(GatewayError::PayloadTooLarge { limit });

@@ -6,6 +6,7 @@ mod architecture;
 mod bench;
 mod cache;
 mod config_cli;
+mod connections;
 mod engine;
 mod errors;
 mod openai;

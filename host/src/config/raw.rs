@@ -134,6 +134,22 @@ pub struct RawServer {
     pub sse_keepalive_ms: Option<u64>,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<RawTls>,
+    /// Time a client has to send its request head (HTTP/1) and, once
+    /// connected, its first bytes, in ms; the connection is closed after it.
+    /// Default 10000.
+    pub header_read_timeout_ms: Option<Spanned<u64>>,
+    /// Time a client has to complete the TLS handshake, in ms. Default 10000.
+    pub tls_handshake_timeout_ms: Option<Spanned<u64>>,
+    /// Time a client has to send a whole request body, in ms; 408 after it.
+    /// Default 30000.
+    pub body_read_timeout_ms: Option<Spanned<u64>>,
+    /// Time a client may leave the gateway's bytes unread, in ms: a stream
+    /// whose next chunk waits longer is dropped with its upstream request,
+    /// and a connection whose writes stall longer is closed. Default 30000.
+    pub sse_send_timeout_ms: Option<Spanned<u64>>,
+    /// Connections served at once; more are closed as soon as accepted.
+    /// Default 10000.
+    pub max_connections: Option<Spanned<usize>>,
 }
 
 /// `[server.tls]`

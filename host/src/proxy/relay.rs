@@ -5,7 +5,9 @@
 //! and `[DONE]` (OpenAI) or `message_delta`/`message_stop` (Anthropic).
 //!
 //! A client that goes away drops this stream, which drops the upstream
-//! response and so closes the upstream request. Metrics for the request are
+//! response and so closes the upstream request. So does a client that stays
+//! but stops reading: a chunk it has not taken within `sse_send_timeout`
+//! ends the stream (see [`send_bounded`]). Metrics for the request are
 //! recorded when the stream ends, whichever way it ends.
 //!
 //! Whole answers streamed to a client that asked for a stream (an accepted
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use http::{HeaderValue, Response, header};
 use serde_json::Map;
 
@@ -89,6 +91,7 @@ pub fn respond(
     origin: Origin,
 ) -> Response<Body> {
     let keepalive = gw.config.server.sse_keepalive;
+    let send_timeout = gw.config.server.sse_send_timeout;
     let mut relay = Relay::new(gw, ctx, req, client_wants_usage, origin);
     let body = async_stream::stream! {
         loop {
@@ -115,12 +118,57 @@ pub fn respond(
         yield relay.finish();
     };
 
-    let mut response = Response::new(streaming(body));
+    let mut response = Response::new(streaming(send_bounded(body, send_timeout)));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// Runs `body` in a task of its own and hands its chunks over one at a time:
+/// when the connection has not taken a chunk for `timeout` (hyper stops
+/// asking for more once the client's socket is full), the task ends and
+/// drops `body`, and with it the upstream request and its in-flight slot.
+/// A client that goes away ends it at once.
+fn send_bounded<S>(body: S, timeout: Duration) -> impl Stream<Item = Bytes> + Send + 'static
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    tokio::spawn(async move {
+        pump(body, &tx, timeout).await;
+        // Only now, with `body` and its records dropped, does the client
+        // see the end.
+        drop(tx);
+    });
+    async_stream::stream! {
+        while let Some(bytes) = rx.recv().await {
+            yield bytes;
+        }
+    }
+}
+
+/// Sends `body`'s chunks to `tx` until it ends, the client goes away, or a
+/// chunk waits longer than `timeout`.
+async fn pump<S: Stream<Item = Bytes>>(body: S, tx: &tokio::sync::mpsc::Sender<Bytes>, timeout: Duration) {
+    let mut body = std::pin::pin!(body);
+    loop {
+        let next = tokio::select! {
+            next = body.next() => next,
+            () = tx.closed() => return,
+        };
+        let Some(bytes) = next else { return };
+        match tokio::time::timeout(timeout, tx.send(bytes)).await {
+            Ok(Ok(())) => {}
+            // The client went away.
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::debug!(?timeout, "the client stopped reading its stream; dropping it");
+                return;
+            }
+        }
+    }
 }
 
 /// One stream being relayed: what has been seen so far, and how to write
