@@ -8,6 +8,7 @@ mod cache;
 mod config_cli;
 mod engine;
 mod errors;
+mod hardening;
 mod openai;
 mod plugins;
 mod routing;

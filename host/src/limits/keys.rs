@@ -4,6 +4,12 @@
 //! configured an unknown or missing key is answered 401.
 //!
 //! Keys are held as BLAKE3 hashes, never as the secrets themselves.
+//!
+//! A spend budget is held before it is spent: a request reserves its
+//! estimated cost when its model is known ([`ClientKey::reserve`], refused
+//! once spend and reservations reach the budget) and settles the difference
+//! when it ends ([`ClientKey::charge`]), so concurrent requests cannot all
+//! pass one check and overspend together.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,8 +22,8 @@ use super::limiter::{Limiter, spawn};
 use crate::error::GatewayError;
 use crate::redis_client::SharedRedis;
 
-/// `[[keys]]`: one client's key and allowances.
-#[derive(Debug, Clone, Default)]
+/// `[[keys]]`: one client's key and allowances. Its `Debug` hides the secret.
+#[derive(Clone, Default)]
 pub struct KeyConfig {
     /// The client's name in logs, metrics and plugin metadata.
     pub name: String,
@@ -29,18 +35,64 @@ pub struct KeyConfig {
     pub budget_usd: Option<f64>,
     /// The budget's period; `None`: the budget never resets.
     pub budget_period: Option<Duration>,
-    /// May call the `/admin/*` endpoints.
+    /// May call the `/admin/*` endpoints (and read `/metrics`).
     pub admin: bool,
+    /// May read `/metrics` (once keys are configured, only such keys and
+    /// admin keys may).
+    pub metrics: bool,
+}
+
+impl std::fmt::Debug for KeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyConfig")
+            .field("name", &self.name)
+            .field("key", &"***")
+            .field("rpm", &self.rpm)
+            .field("tpm", &self.tpm)
+            .field("budget_usd", &self.budget_usd)
+            .field("budget_period", &self.budget_period)
+            .field("admin", &self.admin)
+            .field("metrics", &self.metrics)
+            .finish()
+    }
 }
 
 /// A known client and its limits.
 pub struct ClientKey {
     pub name: String,
     pub admin: bool,
+    /// May read `/metrics`.
+    pub metrics: bool,
     rpm: Option<Limiter>,
     tpm: Option<Arc<Limiter>>,
     budget: Option<Arc<Budget>>,
 }
+
+/// What a request holds of its key's spend budget: the estimate reserved
+/// and the budget period it was reserved in (settled into the same one).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BudgetHold {
+    window: u64,
+    usd: f64,
+}
+
+impl BudgetHold {
+    /// USD reserved.
+    pub fn usd(&self) -> f64 {
+        self.usd
+    }
+}
+
+/// Checks a budget and reserves in one step, in Redis: KEYS[1] the spend
+/// key; ARGV: limit, amount, ttl (0: none). Returns 1 when reserved, 0
+/// when the budget is already spent (spend and reservations).
+const RESERVE_SCRIPT: &str = r"
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+if spent >= tonumber(ARGV[1]) then return 0 end
+redis.call('INCRBYFLOAT', KEYS[1], ARGV[2])
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return 1
+";
 
 /// A spend budget: USD per period, counted locally or in Redis.
 struct Budget {
@@ -79,17 +131,58 @@ impl Budget {
         self.local_spent(window)
     }
 
-    fn add(self: &Arc<Self>, name: &str, usd: f64) {
-        let window = self.window();
+    fn ttl(&self) -> u64 {
+        self.period.map_or(0, |p| p.as_secs().saturating_add(60))
+    }
+
+    /// Checks the budget is not spent and reserves `usd` of it, atomically
+    /// (in Redis when shared, else under the local lock). `false`: spent.
+    async fn reserve(&self, name: &str, window: u64, usd: f64) -> bool {
+        if let Some(redis) = &self.redis {
+            let key = redis.key(&format!("spend:{name}:{window}"));
+            let (limit, ttl) = (self.limit_usd, self.ttl());
+            let got: Option<i64> = redis
+                .run("budget", |mut c| async move {
+                    reserve_script().key(key).arg(limit).arg(usd).arg(ttl).invoke_async(&mut c).await
+                })
+                .await;
+            if let Some(reserved) = got {
+                if reserved == 1 {
+                    self.add_local(window, usd);
+                }
+                return reserved == 1;
+            }
+        }
+        let Ok(mut g) = self.local.lock() else { return true };
+        if g.0 != window {
+            *g = (window, 0.0);
+        }
+        if g.1 >= self.limit_usd {
+            return false;
+        }
+        g.1 += usd;
+        true
+    }
+
+    /// Adds to the local spend of `window` (a past period's settlement
+    /// no longer counts locally).
+    fn add_local(&self, window: u64, usd: f64) {
         if let Ok(mut g) = self.local.lock() {
-            if g.0 != window {
+            if window > g.0 {
                 *g = (window, 0.0);
             }
-            g.1 += usd;
+            if window == g.0 {
+                g.1 = (g.1 + usd).max(0.0);
+            }
         }
+    }
+
+    /// Adds `usd` (negative: gives back) to the spend of period `window`.
+    fn add(self: &Arc<Self>, name: &str, window: u64, usd: f64) {
+        self.add_local(window, usd);
         if let Some(redis) = self.redis.clone() {
             let key = redis.key(&format!("spend:{name}:{window}"));
-            let ttl = self.period.map_or(0, |p| p.as_secs() + 60);
+            let ttl = self.ttl();
             spawn(async move {
                 let _: Option<()> = redis
                     .run("budget", |mut c| async move {
@@ -124,17 +217,54 @@ impl ClientKey {
         Ok(())
     }
 
-    /// Charges a finished request's tokens and cost.
-    pub fn charge(&self, tokens: u64, cost_usd: f64) {
+    /// Whether the key has a spend budget (so may use priced models only).
+    pub fn has_budget(&self) -> bool {
+        self.budget.is_some()
+    }
+
+    /// Reserves a request's estimated cost before it is sent, raising
+    /// `hold` to `estimate_usd`. The first reservation is refused (429)
+    /// when spend and reservations already reach the budget; a later one
+    /// (a fallback or cascade tier of the same admitted request) only tops
+    /// the hold up.
+    pub async fn reserve(&self, hold: &mut BudgetHold, estimate_usd: f64) -> Result<(), GatewayError> {
+        let Some(budget) = &self.budget else { return Ok(()) };
+        let estimate = if estimate_usd.is_finite() { estimate_usd.max(0.0) } else { budget.limit_usd };
+        if hold.usd > 0.0 {
+            if estimate > hold.usd {
+                budget.add(&self.name, hold.window, estimate - hold.usd);
+                hold.usd = estimate;
+            }
+            return Ok(());
+        }
+        let window = budget.window();
+        if !budget.reserve(&self.name, window, estimate).await {
+            return Err(GatewayError::BudgetExceeded { key: self.name.clone(), budget_usd: budget.limit_usd });
+        }
+        *hold = BudgetHold { window, usd: estimate };
+        Ok(())
+    }
+
+    /// Charges a finished request's tokens and cost, settling what it held
+    /// of the budget (the difference is charged, or given back).
+    pub fn charge(&self, tokens: u64, cost_usd: f64, hold: BudgetHold) {
         if let Some(tpm) = &self.tpm {
             tpm.charge(tokens as f64);
         }
-        if let Some(budget) = &self.budget
-            && cost_usd > 0.0
-        {
-            budget.add(&self.name, cost_usd);
+        let Some(budget) = &self.budget else { return };
+        let cost = if cost_usd.is_finite() { cost_usd.max(0.0) } else { budget.limit_usd };
+        let window = if hold.usd > 0.0 { hold.window } else { budget.window() };
+        let delta = cost - hold.usd;
+        if delta != 0.0 {
+            budget.add(&self.name, window, delta);
         }
     }
+}
+
+/// The budget reservation script, hashed once.
+fn reserve_script() -> &'static redis::Script {
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(RESERVE_SCRIPT))
 }
 
 /// Every configured key, by the hash of its secret.
@@ -151,6 +281,7 @@ impl KeyRing {
             let client = ClientKey {
                 name: k.name.clone(),
                 admin: k.admin,
+                metrics: k.metrics || k.admin,
                 rpm: k.rpm.map(|n| Limiter::new(scope("rpm"), Rate::per_minute(n), redis.clone())),
                 tpm: k.tpm.map(|n| Arc::new(Limiter::new(scope("tpm"), Rate::per_minute(n), redis.clone()))),
                 budget: k.budget_usd.map(|limit_usd| {
@@ -186,6 +317,18 @@ impl KeyRing {
         match self.identify(headers)? {
             Some(client) if !client.admin => {
                 Err(GatewayError::Forbidden(format!("Key `{}` may not use the admin endpoints", client.name)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the caller may read `/metrics`: anyone when no keys are
+    /// configured, else only keys with `metrics = true` or `admin = true`
+    /// (401 for a missing or unknown key, 403 for another key).
+    pub fn admit_metrics(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
+        match self.identify(headers)? {
+            Some(client) if !client.metrics => {
+                Err(GatewayError::Forbidden(format!("Key `{}` may not read the metrics", client.name)))
             }
             _ => Ok(()),
         }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use gcra::{Decision, Mode, Rate};
-pub use keys::{ClientKey, KeyConfig, KeyRing};
+pub use keys::{BudgetHold, ClientKey, KeyConfig, KeyRing};
 pub use limiter::Limiter;
 
 use crate::redis_client::SharedRedis;

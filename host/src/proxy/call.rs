@@ -55,6 +55,7 @@ pub async fn call(
             metrics::counter!(telemetry::FALLBACKS, "model" => previous.public.clone()).increment(1);
         }
         ctx.set_route(Some(route.clone()), routing);
+        ctx.hold_budget(&route, req).await?;
         req.model.clone_from(&route.upstream_model);
         if req.stream && route.upstream.config.kind == UpstreamKind::OpenAi {
             // Always ask for usage so tokens and cost are known; the usage
