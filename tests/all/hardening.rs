@@ -332,3 +332,51 @@ async fn a_client_that_leaves_mid_stream_pays_for_what_it_was_sent() {
     assert_eq!(reply.status, 429, "{}", String::from_utf8_lossy(&reply.body));
     assert_eq!(reply.json()["error"]["code"], "budget_exceeded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_sharing_redis_cannot_overspend_one_budget() {
+    sluice_testkit::require_redis!();
+    let redis = sluice_testkit::RedisServer::start().await;
+    let mock = sluice_testkit::MockUpstream::start().await;
+    // Below one request's estimate (its prompt, and 16 tokens of output).
+    let budget = 0.000_04;
+    let replica = || {
+        let mut shared = sluice::redis_client::RedisConfig::new(&redis.url());
+        // Generous for a busy test machine; the first call also connects.
+        shared.timeout = Duration::from_millis(500);
+        shared.key_prefix = "budget-test".to_owned();
+        crate::support::config_for(&mock, move |c| {
+            let mut tiny = key("tiny", "sk-tiny-budget-key");
+            tiny.budget_usd = Some(budget);
+            c.gateway.keys = vec![tiny];
+            c.gateway.models.push(priced("slow", "oa", "mock-slow500"));
+            c.gateway.redis = Some(shared);
+        })
+    };
+    let a = sluice_testkit::TestGateway::start(replica()).await;
+    let b = sluice_testkit::TestGateway::start(replica()).await;
+    let client = Client::new();
+    let mut request = ask("slow", "a question long enough to cost something");
+    request["max_tokens"] = json!(16);
+    let replies =
+        futures_util::future::join_all(
+            (0..12).map(|i| {
+                let url = if i % 2 == 0 { a.url("/v1/chat/completions") } else { b.url("/v1/chat/completions") };
+                let (client, request) = (client.clone(), body(&request));
+                async move {
+                    client.call(Method::POST, &url, request, &[("authorization", "Bearer sk-tiny-budget-key")]).await
+                }
+            }),
+        )
+        .await;
+    let costs: Vec<f64> = replies
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.header("x-sluice-cost-usd").and_then(|c| c.parse().ok()).expect("cost"))
+        .collect();
+    assert!(replies.iter().all(|r| r.status == 200 || r.status == 429));
+    let most = costs.iter().copied().fold(0.0, f64::max);
+    let spent: f64 = costs.iter().sum();
+    assert!(most > 0.0 && spent <= budget + most, "spent {spent} of {budget} across two replicas ({costs:?})");
+    assert_eq!(costs.len(), 1, "one reservation in Redis fills the budget for both replicas");
+}

@@ -68,18 +68,57 @@ pub struct ClientKey {
     budget: Option<Arc<Budget>>,
 }
 
-/// What a request holds of its key's spend budget: the estimate reserved
-/// and the budget period it was reserved in (settled into the same one).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// What a request holds of its key's spend budget: the estimate reserved,
+/// in the budget period it was reserved in (and is settled into). Clones
+/// share one hold (a stream's record holds a copy of its request's
+/// context); it is settled once, by [`ClientKey::charge`]. A hold dropped
+/// unsettled (the client went away before a whole answer) keeps the
+/// prompt's cost charged and gives the rest back.
+#[derive(Clone, Default)]
 pub struct BudgetHold {
+    held: Option<Arc<Held>>,
+}
+
+struct Held {
+    budget: Arc<Budget>,
+    name: String,
     window: u64,
-    usd: f64,
+    /// (USD reserved, USD of the prompt alone, settled).
+    state: Mutex<(f64, f64, bool)>,
 }
 
 impl BudgetHold {
     /// USD reserved.
     pub fn usd(&self) -> f64 {
-        self.usd
+        self.held.as_ref().and_then(|h| h.state.lock().ok().map(|s| s.0)).unwrap_or(0.0)
+    }
+
+    /// Settles the hold against the request's `cost`: `false` when there is
+    /// no hold (or it was settled already).
+    fn settle(&self, cost: f64) -> bool {
+        let Some(held) = &self.held else { return false };
+        let Ok(mut state) = held.state.lock() else { return false };
+        if state.2 {
+            return true;
+        }
+        state.2 = true;
+        let delta = cost - state.0;
+        drop(state);
+        if delta != 0.0 {
+            held.budget.add(&held.name, held.window, delta);
+        }
+        true
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Ok(state) = self.state.lock() else { return };
+        let (reserved, prompt, settled) = *state;
+        drop(state);
+        if !settled && reserved > prompt {
+            self.budget.add(&self.name, self.window, prompt - reserved);
+        }
     }
 }
 
@@ -222,18 +261,22 @@ impl ClientKey {
         self.budget.is_some()
     }
 
-    /// Reserves a request's estimated cost before it is sent, raising
-    /// `hold` to `estimate_usd`. The first reservation is refused (429)
-    /// when spend and reservations already reach the budget; a later one
-    /// (a fallback or cascade tier of the same admitted request) only tops
-    /// the hold up.
-    pub async fn reserve(&self, hold: &mut BudgetHold, estimate_usd: f64) -> Result<(), GatewayError> {
+    /// Reserves a request's estimated cost before it is sent (`prompt_usd`
+    /// of it for the prompt alone), raising `hold` to `estimate_usd`. The
+    /// first reservation is refused (429) when spend and reservations
+    /// already reach the budget; a later one (a fallback or cascade tier of
+    /// the same admitted request) only tops the hold up.
+    pub async fn reserve(&self, hold: &mut BudgetHold, estimate_usd: f64, prompt_usd: f64) -> Result<(), GatewayError> {
         let Some(budget) = &self.budget else { return Ok(()) };
-        let estimate = if estimate_usd.is_finite() { estimate_usd.max(0.0) } else { budget.limit_usd };
-        if hold.usd > 0.0 {
-            if estimate > hold.usd {
-                budget.add(&self.name, hold.window, estimate - hold.usd);
-                hold.usd = estimate;
+        let sane = |usd: f64| if usd.is_finite() { usd.max(0.0) } else { budget.limit_usd };
+        let (estimate, prompt) = (sane(estimate_usd), sane(prompt_usd));
+        if let Some(held) = &hold.held {
+            if let Ok(mut state) = held.state.lock()
+                && !state.2
+                && estimate > state.0
+            {
+                held.budget.add(&held.name, held.window, estimate - state.0);
+                *state = (estimate, prompt.max(state.1), false);
             }
             return Ok(());
         }
@@ -241,22 +284,25 @@ impl ClientKey {
         if !budget.reserve(&self.name, window, estimate).await {
             return Err(GatewayError::BudgetExceeded { key: self.name.clone(), budget_usd: budget.limit_usd });
         }
-        *hold = BudgetHold { window, usd: estimate };
+        hold.held = Some(Arc::new(Held {
+            budget: budget.clone(),
+            name: self.name.clone(),
+            window,
+            state: Mutex::new((estimate, prompt.min(estimate), false)),
+        }));
         Ok(())
     }
 
     /// Charges a finished request's tokens and cost, settling what it held
     /// of the budget (the difference is charged, or given back).
-    pub fn charge(&self, tokens: u64, cost_usd: f64, hold: BudgetHold) {
+    pub fn charge(&self, tokens: u64, cost_usd: f64, hold: &BudgetHold) {
         if let Some(tpm) = &self.tpm {
             tpm.charge(tokens as f64);
         }
         let Some(budget) = &self.budget else { return };
         let cost = if cost_usd.is_finite() { cost_usd.max(0.0) } else { budget.limit_usd };
-        let window = if hold.usd > 0.0 { hold.window } else { budget.window() };
-        let delta = cost - hold.usd;
-        if delta != 0.0 {
-            budget.add(&self.name, window, delta);
+        if !hold.settle(cost) && cost > 0.0 {
+            budget.add(&self.name, budget.window(), cost);
         }
     }
 }
@@ -353,5 +399,41 @@ impl KeyRing {
             return Err(GatewayError::Unauthorized("Incorrect API key provided".to_owned()));
         };
         Ok(Some(client.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(budget_usd: f64) -> (KeyRing, HeaderMap) {
+        let key = KeyConfig {
+            name: "k".into(),
+            key: "sk-k-secret".into(),
+            budget_usd: Some(budget_usd),
+            ..Default::default()
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer sk-k-secret"));
+        (KeyRing::build(&[key], None), headers)
+    }
+
+    #[tokio::test]
+    async fn reservations_count_against_the_budget_until_settled() {
+        let (keys, headers) = ring(1.0);
+        let client = keys.admit(&headers).await.expect("admitted").expect("a key");
+        let mut first = BudgetHold::default();
+        client.reserve(&mut first, 0.6, 0.1).await.expect("reserved");
+        let mut second = BudgetHold::default();
+        client.reserve(&mut second, 0.6, 0.1).await.expect("0.6 < 1.0: reserved");
+        let mut third = BudgetHold::default();
+        assert!(client.reserve(&mut third, 0.6, 0.1).await.is_err(), "1.2 reserved of 1.0");
+        client.charge(0, 0.2, &first);
+        client.charge(0, 0.2, &first.clone());
+        assert!((first.usd() - 0.6).abs() < 1e-9);
+        drop(second);
+        let budget = client.budget.as_ref().expect("budget");
+        let spent = budget.spent("k").await;
+        assert!((spent - 0.3).abs() < 1e-9, "settled once at 0.2, the dropped hold keeps its prompt's 0.1: {spent}");
     }
 }

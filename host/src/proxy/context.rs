@@ -181,8 +181,9 @@ impl RequestContext {
         let Some(pricing) = route.pricing else { return Ok(()) };
         let output = req.max_output_tokens().or(route.context_window).unwrap_or(DEFAULT_OUTPUT_ESTIMATE);
         let output = u64::from(output).saturating_mul(u64::from(req.n.unwrap_or(1).max(1)));
-        let estimate = pricing.cost(Usage::new(count_prompt_tokens(req), output));
-        client.reserve(&mut self.budget_hold, estimate).await
+        let prompt = count_prompt_tokens(req);
+        let (estimate, prompt) = (pricing.cost(Usage::new(prompt, output)), pricing.cost(Usage::new(prompt, 0)));
+        client.reserve(&mut self.budget_hold, estimate, prompt).await
     }
 
     /// The A/B arm's name.

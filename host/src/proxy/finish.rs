@@ -153,7 +153,7 @@ impl RequestContext {
             }
         }
         if let Some(client) = &self.client {
-            client.charge(tokens.saturating_add(self.discarded_tokens), total_cost, self.budget_hold);
+            client.charge(tokens.saturating_add(self.discarded_tokens), total_cost, &self.budget_hold);
         }
     }
 }
