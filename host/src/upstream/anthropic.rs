@@ -103,8 +103,8 @@ pub async fn models(client: &HttpClient, cfg: &UpstreamConfig) -> Result<Vec<Val
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::UpstreamKind;
     use super::*;
-    use crate::upstream::UpstreamKind;
 
     #[test]
     fn the_api_key_header_is_sensitive() {
