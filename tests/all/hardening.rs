@@ -380,3 +380,33 @@ async fn two_replicas_sharing_redis_cannot_overspend_one_budget() {
     assert!(most > 0.0 && spent <= budget + most, "spent {spent} of {budget} across two replicas ({costs:?})");
     assert_eq!(costs.len(), 1, "one reservation in Redis fills the budget for both replicas");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_chosen_model_names_do_not_grow_metrics_without_bound() {
+    use sluice::models::{MAX_PASSTHROUGH_LABELS, OTHER_LABEL};
+    let s = Setup::new().await;
+    let client = Client::new();
+    let url = s.gateway.url("/v1/chat/completions");
+    let names: Vec<String> = (0..MAX_PASSTHROUGH_LABELS + 20).map(|i| format!("mock-cardinality-{i}")).collect();
+    for chunk in names.chunks(20) {
+        let replies = futures_util::future::join_all(chunk.iter().map(|name| {
+            let (client, url, request) = (client.clone(), url.clone(), ask(name, "hi"));
+            async move { client.post_json(&url, &request).await }
+        }))
+        .await;
+        assert!(replies.iter().all(|r| r.status == 200));
+    }
+    let long = format!("mock-{}", "x".repeat(4096));
+    assert_eq!(client.post_json(&url, &ask(&long, "hi")).await.status, 200);
+    let metrics = String::from_utf8_lossy(&client.get(&s.gateway.url("/metrics")).await.body).into_owned();
+    let labelled: std::collections::HashSet<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("sluice_requests_total{"))
+        .filter_map(|l| l.split("model=\"mock-cardinality-").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(labelled.len(), MAX_PASSTHROUGH_LABELS, "one series per name up to the bound");
+    assert!(metrics.contains(&format!("model=\"{OTHER_LABEL}\"")), "the rest share one label");
+    assert!(!metrics.contains(&"x".repeat(200)), "a long name gets no label of its own");
+    let stats = client.get(&s.gateway.url("/admin/routing/stats")).await;
+    assert!(!String::from_utf8_lossy(&stats.body).contains("mock-cardinality-119"), "nor statistics");
+}

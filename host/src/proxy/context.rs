@@ -150,7 +150,7 @@ impl RequestContext {
     /// routing state it settles into.
     pub fn set_route(&mut self, route: Option<Arc<ModelRoute>>, routing: &Routing) {
         self.route_state = route.as_ref().map(|route| RouteState {
-            model: routing.model(&route.public),
+            model: routing.model(&route.label),
             upstream: routing.upstream(route.upstream.name()),
         });
         self.route = route;

@@ -94,7 +94,7 @@ impl RequestContext {
     pub fn record(&self, status: u16, latency: Duration, ttft: Option<Duration>) {
         self.settle(status, latency, ttft);
         let (model, upstream) = match &self.route {
-            Some(r) => (r.public.clone(), self.upstream_label().unwrap_or_default().to_owned()),
+            Some(r) => (r.label.clone(), self.upstream_label().unwrap_or_default().to_owned()),
             None => (String::new(), String::new()),
         };
         let status = status.to_string();
