@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::gateway::{Gateway, GatewayConfig};
+use crate::redis_client::redact_url;
 use crate::server::Server;
 
 #[derive(Debug, Parser)]
@@ -39,7 +40,9 @@ pub enum KindArg {
     Anthropic,
 }
 
-#[derive(Debug, Args)]
+/// `sluice serve`'s flags. Its `Debug` hides the upstream key and the Redis
+/// password; `--help` never shows their environment variables' values.
+#[derive(Args)]
 pub struct ServeArgs {
     /// A config file (TOML); flags override its values.
     #[arg(long, short)]
@@ -66,15 +69,39 @@ pub struct ServeArgs {
     pub plugins: Option<PathBuf>,
     /// Share cache entries, rate limits and budgets with other replicas
     /// through this Redis server, e.g. redis://127.0.0.1:6379.
-    #[arg(long, env = "SLUICE_REDIS_URL")]
+    #[arg(long, env = "SLUICE_REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,
     /// Cache responses (exact and semantic) with the default `[cache]` settings.
     #[arg(long)]
     pub cache: bool,
 }
 
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("config", &self.config)
+            .field("listen", &self.listen)
+            .field("upstream", &self.upstream.as_deref().map(redact_url))
+            .field("upstream_kind", &self.upstream_kind)
+            .field("upstream_key", &self.upstream_key.as_ref().map(|_| "***"))
+            .field("engine_model", &self.engine_model)
+            .field("plugins", &self.plugins)
+            .field("redis", &self.redis.as_deref().map(redact_url))
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
 /// Runs the gateway until Ctrl-C or SIGTERM.
 pub async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
+    if config.keys.is_empty() && !config.server.listen.ip().is_loopback() {
+        tracing::warn!(
+            address = %config.server.listen,
+            "NO CLIENT KEYS CONFIGURED on a non-loopback address: anyone who can reach it may call every \
+             model, read /metrics and use /admin/* (cache purge, routing stats). Configure [[keys]] \
+             (with `admin = true` / `metrics = true` for operators) or listen on 127.0.0.1"
+        );
+    }
     let gateway = Gateway::new(config)?;
     let server = Server::bind(gateway).await?;
     let scheme = if server.is_tls() { "https" } else { "http" };

@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 
 use crate::body::{Body, full};
 
+/// The longest `Retry-After` a client is told, in seconds (a day).
+const MAX_RETRY_AFTER_SECS: u64 = 86_400;
+
 /// Which API's conventions a response must follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiFlavor {
@@ -102,6 +105,8 @@ impl GatewayError {
             GatewayError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            // The upstream refused the gateway's own key: our fault, not the client's.
+            GatewayError::UpstreamStatus { .. } if self.upstream_refused_credentials() => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamStatus { status, .. } if status.is_client_error() => *status,
             GatewayError::UpstreamStatus { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -142,6 +147,15 @@ impl GatewayError {
         }
     }
 
+    /// An upstream's 401 or 403: it refused the credentials the gateway sent
+    /// (its configured API key), which the client neither chose nor may
+    /// see described; answered as a 502 naming the upstream, without the
+    /// upstream's body.
+    fn upstream_refused_credentials(&self) -> bool {
+        matches!(self, GatewayError::UpstreamStatus { status, .. }
+            if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN)
+    }
+
     /// When the client may try again, for `Retry-After`.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -158,7 +172,13 @@ impl GatewayError {
 
     /// The error as the `error` object of an OpenAI body / Anthropic event.
     fn parts(&self) -> (String, &'static str, &'static str, Option<String>) {
-        let message = self.to_string();
+        let message = match self {
+            GatewayError::UpstreamStatus { upstream, status, .. } if self.upstream_refused_credentials() => format!(
+                "Upstream `{upstream}` refused the gateway's credentials ({status}); the gateway's configuration \
+                 for it needs attention"
+            ),
+            _ => self.to_string(),
+        };
         let (openai_type, anthropic_type) = match self.status() {
             StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT => ("invalid_request_error", "invalid_request_error"),
             StatusCode::NOT_FOUND => ("invalid_request_error", "not_found_error"),
@@ -180,6 +200,7 @@ impl GatewayError {
     pub fn body_json(&self, api: ApiFlavor) -> Value {
         let (mut message, openai_type, anthropic_type, param) = self.parts();
         if let GatewayError::UpstreamStatus { upstream_api, body, status, .. } = self
+            && !self.upstream_refused_credentials()
             && let Some(v) = translate_upstream_error(*upstream_api, api, body)
         {
             if status.is_client_error() {
@@ -215,9 +236,10 @@ impl GatewayError {
         *response.status_mut() = status;
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(after) = self.retry_after() {
-            // Whole seconds, rounded up: `Retry-After: 0` would invite a storm.
-            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            // Whole seconds, rounded up: `Retry-After: 0` would invite a storm;
+            // at most a day, whatever an upstream asked for.
+            let secs = after.as_secs().saturating_add(u64::from(after.subsec_nanos() > 0));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.clamp(1, MAX_RETRY_AFTER_SECS)));
         }
         response
     }
@@ -286,5 +308,25 @@ mod tests {
             retry_after: None,
         };
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
+    fn an_upstream_refusing_the_gateway_s_key_is_a_502_without_its_body() {
+        for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN] {
+            let e = GatewayError::UpstreamStatus {
+                upstream: "oa".into(),
+                upstream_api: ApiFlavor::OpenAi,
+                status,
+                body: Bytes::from_static(br#"{"error":{"message":"Incorrect API key provided: sk-abc***xyz"}}"#),
+                retry_after: None,
+            };
+            assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+            for api in [ApiFlavor::OpenAi, ApiFlavor::Anthropic] {
+                let text = e.body_json(api).to_string();
+                assert!(text.contains("`oa`") && !text.contains("sk-abc"), "{text}");
+            }
+            let response = e.into_response(ApiFlavor::OpenAi);
+            assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        }
     }
 }

@@ -98,16 +98,20 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
 
 /// Admits a client request: with `[[keys]]` configured, the caller must
 /// present a known key within its limits (401 / 429 otherwise); admin paths
-/// need an admin key. Notes the client and the `x-sluice-user` header in
-/// the request's context. Health and metrics are not API calls and pass.
+/// need an admin key, metrics a metrics or admin key. Notes the client and
+/// the `x-sluice-user` header in the request's context. Health is not an
+/// API call and passes.
 async fn admit(
     gw: &Gateway,
     ctx: &mut RequestContext,
     path: &str,
     headers: &http::HeaderMap,
 ) -> Result<(), GatewayError> {
-    if matches!(path, "/health" | "/metrics") {
+    if path == "/health" {
         return Ok(());
+    }
+    if path == "/metrics" {
+        return gw.keys.admit_metrics(headers);
     }
     if path.starts_with("/admin/") || path == "/admin" {
         return gw.keys.admit_admin(headers);

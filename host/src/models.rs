@@ -2,10 +2,13 @@
 //! the upstream's own model id, prices and context window.
 //!
 //! Names no `[[models]]` entry claims go to the pass-through upstream, when
-//! one is configured, under their own name and without prices.
+//! one is configured, under their own name and without prices. Those names
+//! are the client's choice, so their label in metrics and statistics is
+//! bounded: the first [`MAX_PASSTHROUGH_LABELS`] short ones keep their
+//! name, every later one counts as [`OTHER_LABEL`].
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
@@ -28,10 +31,20 @@ pub struct ModelConfig {
     pub fallbacks: Vec<String>,
 }
 
+/// Distinct pass-through model names that get a metrics label of their own.
+pub const MAX_PASSTHROUGH_LABELS: usize = 100;
+/// The longest pass-through name that gets a label of its own, in bytes.
+const MAX_LABEL_BYTES: usize = 128;
+/// The label of every other pass-through name.
+pub const OTHER_LABEL: &str = "(other)";
+
 /// Where one public model name goes.
 #[derive(Clone)]
 pub struct ModelRoute {
     pub public: String,
+    /// The model's name in metrics and statistics: `public`, or
+    /// [`OTHER_LABEL`] for pass-through names beyond the bound.
+    pub label: String,
     pub upstream: Arc<Upstream>,
     pub upstream_model: String,
     pub pricing: Option<Pricing>,
@@ -46,6 +59,8 @@ pub struct ModelRegistry {
     models: HashMap<String, Arc<ModelRoute>>,
     ordered: Vec<Arc<ModelRoute>>,
     passthrough: Option<Arc<Upstream>>,
+    /// Pass-through names labelled under their own name so far.
+    labels: Mutex<HashSet<String>>,
 }
 
 impl ModelRegistry {
@@ -60,6 +75,7 @@ impl ModelRegistry {
                 .ok_or_else(|| format!("model `{}`: no upstream `{}`", m.name, m.upstream))?;
             let route = Arc::new(ModelRoute {
                 public: m.name.clone(),
+                label: m.name.clone(),
                 upstream: upstream.clone(),
                 upstream_model: m.upstream_model.clone(),
                 pricing: Pricing::from_config(m.input_price_per_mtok, m.output_price_per_mtok),
@@ -71,7 +87,7 @@ impl ModelRegistry {
             ordered.push(route);
         }
         let passthrough = upstreams.iter().find(|u| u.config.passthrough).cloned();
-        Ok(ModelRegistry { models, ordered, passthrough })
+        Ok(ModelRegistry { models, ordered, passthrough, labels: Mutex::new(HashSet::new()) })
     }
 
     /// The configured routes, in config order.
@@ -90,6 +106,7 @@ impl ModelRegistry {
                 // under any name, and reports the model it really used.
                 let model = upstream.sole_model().unwrap_or(name).to_owned();
                 Ok(Arc::new(ModelRoute {
+                    label: self.passthrough_label(&model),
                     public: model.clone(),
                     upstream: upstream.clone(),
                     upstream_model: model,
@@ -101,6 +118,21 @@ impl ModelRegistry {
             }
             _ => Err(GatewayError::ModelNotFound(name.to_owned())),
         }
+    }
+
+    /// A pass-through name's label: its own while fewer than
+    /// [`MAX_PASSTHROUGH_LABELS`] names have one (and it is short), else
+    /// [`OTHER_LABEL`].
+    fn passthrough_label(&self, name: &str) -> String {
+        let Ok(mut labels) = self.labels.lock() else { return OTHER_LABEL.to_owned() };
+        if labels.contains(name) {
+            return name.to_owned();
+        }
+        if name.len() <= MAX_LABEL_BYTES && labels.len() < MAX_PASSTHROUGH_LABELS {
+            labels.insert(name.to_owned());
+            return name.to_owned();
+        }
+        OTHER_LABEL.to_owned()
     }
 
     /// `GET /v1/models`: the configured models, then each listing upstream's

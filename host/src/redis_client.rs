@@ -17,7 +17,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::telemetry;
 
 /// How the gateway reaches Redis: `[redis]` in the config, or `--redis URL`.
-#[derive(Debug, Clone)]
+/// Its `Debug` shows the URL without its password ([`redact_url`]).
+#[derive(Clone)]
 pub struct RedisConfig {
     /// `redis://host:port/db` (or `rediss://` for TLS).
     pub url: String,
@@ -29,6 +30,33 @@ pub struct RedisConfig {
     pub backoff: Duration,
     /// Prefix of every key the gateway writes.
     pub key_prefix: String,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("backoff", &self.backoff)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+/// A URL as it may be shown (errors, logs, `Debug`): the password of its
+/// user part replaced by `***`, e.g. `redis://user:***@host:6379/0`. A user
+/// part with no password is taken for a token and hidden whole (`***@`).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((user_info, host)) = authority.rsplit_once('@') else { return url.to_owned() };
+    let user = match user_info.split_once(':') {
+        Some((user, _password)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    format!("{scheme}://{user}@{host}{path}")
 }
 
 impl RedisConfig {
@@ -57,14 +85,15 @@ impl SharedRedis {
     /// Prepares the connection; nothing is dialled until the first use, so
     /// this succeeds whether or not Redis is up. Fails only on a bad URL.
     pub fn new(config: RedisConfig) -> Result<SharedRedis, String> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| format!("`{}`: {e}", config.url))?;
+        let shown = redact_url(&config.url);
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| format!("`{shown}`: {e}"))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.timeout.max(Duration::from_millis(50))))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(200));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
-            .map_err(|e| format!("`{}`: {e}", config.url))?;
+            .map_err(|e| format!("`{shown}`: {e}"))?;
         Ok(SharedRedis { config, client, conn, down_until_us: AtomicU64::new(0), epoch: Instant::now() })
     }
 
@@ -159,5 +188,19 @@ mod tests {
     #[test]
     fn bad_urls_are_refused() {
         assert!(SharedRedis::new(RedisConfig::new("http://nope")).is_err());
+        let e = SharedRedis::new(RedisConfig::new("http://u:hunter2@nope")).err().unwrap_or_default();
+        assert!(!e.contains("hunter2") && e.contains("u:***@nope"), "{e}");
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(redact_url("redis://user:hunter2@cache:6379/2"), "redis://user:***@cache:6379/2");
+        assert_eq!(redact_url("rediss://:hunter2@cache"), "rediss://:***@cache");
+        assert_eq!(redact_url("redis://hunter2@cache/0?x=1"), "redis://***@cache/0?x=1");
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(redact_url("redis://u:p@ss@cache"), "redis://u:***@cache");
+        assert_eq!(redact_url("unix:///run/redis.sock"), "unix:///run/redis.sock");
+        let debug = format!("{:?}", RedisConfig::new("redis://user:hunter2@cache:6379/2"));
+        assert!(!debug.contains("hunter2") && debug.contains("user:***@cache"), "{debug}");
     }
 }

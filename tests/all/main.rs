@@ -9,6 +9,7 @@ mod config_cli;
 mod connections;
 mod engine;
 mod errors;
+mod hardening;
 mod openai;
 mod plugins;
 mod routing;

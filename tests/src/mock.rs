@@ -9,6 +9,8 @@
 //! | `flaky<N>`    | answer 503 to the first N requests for this model name   |
 //! | `throttled<N>`| answer 429 to the first N requests for this model name   |
 //! | `retryafter<S>`| send `Retry-After: S` with those 429s                   |
+//! | `retryafterhuge`| send `Retry-After: 1e20` with those 429s               |
+//! | `hugeusage`   | report `u64::MAX` prompt and completion tokens           |
 //! | `slow<MS>`    | wait MS ms before the response headers                   |
 //! | `stall<MS>`   | wait MS ms after the headers, before the first chunk     |
 //! | `drip<MS>`    | wait MS ms between streamed chunks                       |
@@ -217,6 +219,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         );
         if let Some(s) = mode(&model, "retryafter") {
             r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(s));
+        } else if has(&model, "retryafterhuge") {
+            r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1e20"));
         }
         return r;
     }
@@ -334,7 +338,7 @@ impl Answer {
             words: text.split_inclusive(' ').map(str::to_owned).collect(),
             tool_call: has(model, "tools"),
             usage: !has(model, "nousage"),
-            prompt_tokens: 10 + messages.len() as u64,
+            prompt_tokens: if has(model, "hugeusage") { u64::MAX } else { 10 + messages.len() as u64 },
             drip: Duration::from_millis(mode(model, "drip").unwrap_or(0)),
             pause: Duration::from_millis(mode(model, "pause").unwrap_or(0)),
             stall: Duration::from_millis(mode(model, "stall").unwrap_or(0)),
@@ -349,7 +353,7 @@ impl Answer {
     }
 
     fn completion_tokens(&self) -> u64 {
-        self.words.len() as u64
+        if has(&self.model, "hugeusage") { u64::MAX } else { self.words.len() as u64 }
     }
 
     fn openai_completion(&self) -> Value {
@@ -367,7 +371,7 @@ impl Answer {
             "system_fingerprint": "fp_mock"});
         if self.usage {
             v["usage"] = json!({"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens(),
-                "total_tokens": self.prompt_tokens + self.completion_tokens()});
+                "total_tokens": self.prompt_tokens.saturating_add(self.completion_tokens())});
         }
         v
     }
@@ -441,7 +445,7 @@ impl Answer {
             if self.include_usage && self.usage {
                 let u = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": self.model, "choices": [],
                     "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens(),
-                        "total_tokens": self.prompt_tokens + self.completion_tokens()}});
+                        "total_tokens": self.prompt_tokens.saturating_add(self.completion_tokens())}});
                 out.push(format!("data: {u}\n\n"));
             }
             if let Some(micro) = self.cost_micro_usd {

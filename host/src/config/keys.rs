@@ -64,6 +64,22 @@ impl Checker<'_> {
             budget_usd: k.budget_usd,
             budget_period,
             admin: k.admin.unwrap_or(false),
+            metrics: k.metrics.unwrap_or(false),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::raw::RawConfig;
+
+    #[test]
+    fn raw_secrets_do_not_show_in_debug_output() {
+        let text = "[redis]\nurl = \"redis://u:hunter2@h:6379\"\n[upstreams.a]\nkind = \"openai\"\n\
+                    base_url = \"http://x\"\napi_key = \"sk-hunter2\"\n[[keys]]\nname = \"k\"\nkey = \"sk-hunter2-client\"\n";
+        let raw: RawConfig = toml::from_str(text).expect("parses");
+        let debug = format!("{raw:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("u:***@h"), "{debug}");
     }
 }

@@ -103,7 +103,8 @@ impl Config {
     /// the file's other `[redis]` settings.
     pub fn with_redis(mut self, url: &str) -> Result<Self, ConfigError> {
         if !redis::is_redis_url(url) {
-            return Err(ConfigError::flag("--redis", format!("`{url}` is not a redis:// URL")));
+            let shown = crate::redis_client::redact_url(url);
+            return Err(ConfigError::flag("--redis", format!("`{shown}` is not a redis:// URL")));
         }
         let mut redis = self.gateway.redis.take().unwrap_or_else(|| RedisConfig::new(url));
         redis.url = url.to_owned();

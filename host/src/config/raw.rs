@@ -61,8 +61,8 @@ pub struct RawArm {
     pub route: Option<bool>,
 }
 
-/// `[[keys]]`
-#[derive(Debug, Deserialize)]
+/// `[[keys]]` (its `Debug` hides the secret)
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKey {
     /// The client's name in logs, metrics and stats. Required.
@@ -78,13 +78,23 @@ pub struct RawKey {
     pub budget_usd: Option<f64>,
     /// `hour`, `day`, `week`, `month` (30 days) or `total` (never resets). Default `total`.
     pub budget_period: Option<Spanned<String>>,
-    /// May call the `/admin/*` endpoints (stats, cache purge). Once keys are
-    /// configured, only such keys may. Default false.
+    /// May call the `/admin/*` endpoints (stats, cache purge) and read
+    /// `/metrics`. Once keys are configured, only such keys may. Default false.
     pub admin: Option<bool>,
+    /// May read `/metrics` (and nothing more of the admin endpoints). Once
+    /// keys are configured, `/metrics` needs a key with `metrics` or
+    /// `admin`. Default false.
+    pub metrics: Option<bool>,
 }
 
-/// `[redis]`
-#[derive(Debug, Deserialize)]
+impl std::fmt::Debug for RawKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawKey").field("name", &self.name).field("key", &"***").finish_non_exhaustive()
+    }
+}
+
+/// `[redis]` (its `Debug` hides the URL, which may hold a password)
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
     /// `redis://host:port/db`; `${VAR}` is replaced by the environment variable VAR.
@@ -173,8 +183,8 @@ pub struct RawLogging {
     pub format: Option<Spanned<String>>,
 }
 
-/// `[upstreams.NAME]`
-#[derive(Debug, Deserialize)]
+/// `[upstreams.NAME]` (its `Debug` hides the API key)
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     /// `openai`, `anthropic` or `engine`.
@@ -319,4 +329,21 @@ pub struct RawPlugins {
 pub enum Baseline {
     MiB(u64),
     Flag(bool),
+}
+
+impl std::fmt::Debug for RawRedis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = crate::redis_client::redact_url(self.url.get_ref());
+        f.debug_struct("RawRedis").field("url", &url).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for RawUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawUpstream")
+            .field("kind", self.kind.get_ref())
+            .field("base_url", &self.base_url.as_ref().map(|u| u.get_ref()))
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
 }

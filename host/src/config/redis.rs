@@ -11,7 +11,11 @@ impl Checker<'_> {
     pub(super) fn redis(&self, raw: &RawRedis) -> Result<RedisConfig, ConfigError> {
         let url = self.expand_env("redis.url", &raw.url)?;
         if !is_redis_url(&url) {
-            return self.err("redis.url", Some(raw.url.span()), format!("`{url}` is not a redis:// URL"));
+            return self.err(
+                "redis.url",
+                Some(raw.url.span()),
+                format!("`{}` is not a redis:// URL", crate::redis_client::redact_url(&url)),
+            );
         }
         let mut config = RedisConfig::new(&url);
         for (key, value) in [("redis.timeout_ms", raw.timeout_ms), ("redis.connect_timeout_ms", raw.connect_timeout_ms)]

@@ -55,12 +55,17 @@ pub enum Decision {
     Refused { retry_after_us: f64 },
 }
 
+/// The deepest debt a bucket can go into, in microseconds (a year): a charge
+/// beyond it (an upstream reporting absurd usage) saturates here, so the
+/// TAT stays a number both this code and Redis's integers can hold.
+pub const MAX_DEBT_US: f64 = 366.0 * 86_400e6;
+
 /// One step of the algorithm: the decision and the new TAT (`None` when it
 /// does not change).
 pub fn step(tat: f64, now: f64, rate: Rate, cost: f64, max_wait_us: f64, mode: Mode) -> (Decision, Option<f64>) {
     let tat = tat.max(now);
-    let charged = if mode == Mode::Peek { rate.interval_us } else { cost * rate.interval_us };
-    let new_tat = tat + charged;
+    let charged = if mode == Mode::Peek { rate.interval_us } else { cost.max(0.0) * rate.interval_us };
+    let new_tat = (tat + charged).min(now + rate.capacity_us + MAX_DEBT_US);
     if mode == Mode::Force {
         return (Decision::Allowed { wait_us: 0.0 }, Some(new_tat));
     }
@@ -89,6 +94,8 @@ if tat < now then tat = now end
 local charged = cost * interval
 if mode == 'peek' then charged = interval end
 local new_tat = tat + charged
+local max_tat = now + capacity + 31622400000000
+if new_tat > max_tat then new_tat = max_tat end
 local function store()
   local ttl = math.ceil((new_tat - now) / 1000) + 1000
   redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl)
@@ -154,5 +161,13 @@ mod tests {
         let tat = s.expect("stored");
         let (d, _) = step(tat, 0.0, rate, 0.0, 0.0, Mode::Peek);
         assert!(matches!(d, Decision::Refused { retry_after_us } if (retry_after_us - 90.6e6).abs() < 1.0), "{d:?}");
+    }
+
+    #[test]
+    fn an_absurd_charge_saturates_at_the_deepest_debt() {
+        let rate = Rate::per_minute(100);
+        let (_, s) = step(0.0, 0.0, rate, u64::MAX as f64, 0.0, Mode::Force);
+        assert_eq!(s, Some(rate.capacity_us + MAX_DEBT_US));
+        assert_eq!(MAX_DEBT_US, 31_622_400_000_000.0, "the Redis script's constant");
     }
 }

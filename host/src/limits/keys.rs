@@ -4,6 +4,12 @@
 //! configured an unknown or missing key is answered 401.
 //!
 //! Keys are held as BLAKE3 hashes, never as the secrets themselves.
+//!
+//! A spend budget ([`super::budget`]) is held before it is spent: a request
+//! reserves its estimated cost when its model is known
+//! ([`ClientKey::reserve`]) and settles the difference when it ends
+//! ([`ClientKey::charge`]), so concurrent requests cannot all pass one
+//! check and overspend together.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,13 +17,14 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
+use super::budget::{Budget, BudgetHold, Held};
 use super::gcra::{Mode, Rate};
-use super::limiter::{Limiter, spawn};
+use super::limiter::Limiter;
 use crate::error::GatewayError;
 use crate::redis_client::SharedRedis;
 
-/// `[[keys]]`: one client's key and allowances.
-#[derive(Debug, Clone, Default)]
+/// `[[keys]]`: one client's key and allowances. Its `Debug` hides the secret.
+#[derive(Clone, Default)]
 pub struct KeyConfig {
     /// The client's name in logs, metrics and plugin metadata.
     pub name: String,
@@ -29,81 +36,37 @@ pub struct KeyConfig {
     pub budget_usd: Option<f64>,
     /// The budget's period; `None`: the budget never resets.
     pub budget_period: Option<Duration>,
-    /// May call the `/admin/*` endpoints.
+    /// May call the `/admin/*` endpoints (and read `/metrics`).
     pub admin: bool,
+    /// May read `/metrics` (once keys are configured, only such keys and
+    /// admin keys may).
+    pub metrics: bool,
+}
+
+impl std::fmt::Debug for KeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyConfig")
+            .field("name", &self.name)
+            .field("key", &"***")
+            .field("rpm", &self.rpm)
+            .field("tpm", &self.tpm)
+            .field("budget_usd", &self.budget_usd)
+            .field("budget_period", &self.budget_period)
+            .field("admin", &self.admin)
+            .field("metrics", &self.metrics)
+            .finish()
+    }
 }
 
 /// A known client and its limits.
 pub struct ClientKey {
     pub name: String,
     pub admin: bool,
+    /// May read `/metrics`.
+    pub metrics: bool,
     rpm: Option<Limiter>,
     tpm: Option<Arc<Limiter>>,
     budget: Option<Arc<Budget>>,
-}
-
-/// A spend budget: USD per period, counted locally or in Redis.
-struct Budget {
-    limit_usd: f64,
-    period: Option<Duration>,
-    redis: Option<Arc<SharedRedis>>,
-    /// Spend of the current period on this replica: (period index, USD).
-    local: Mutex<(u64, f64)>,
-}
-
-impl Budget {
-    fn window(&self) -> u64 {
-        match self.period {
-            Some(p) if !p.is_zero() => crate::upstream::unix_now() / p.as_secs().max(1),
-            _ => 0,
-        }
-    }
-
-    fn local_spent(&self, window: u64) -> f64 {
-        match self.local.lock() {
-            Ok(g) if g.0 == window => g.1,
-            _ => 0.0,
-        }
-    }
-
-    async fn spent(&self, name: &str) -> f64 {
-        let window = self.window();
-        if let Some(redis) = &self.redis {
-            let key = redis.key(&format!("spend:{name}:{window}"));
-            let got: Option<Option<f64>> =
-                redis.run("budget", |mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await }).await;
-            if let Some(v) = got {
-                return v.unwrap_or(0.0);
-            }
-        }
-        self.local_spent(window)
-    }
-
-    fn add(self: &Arc<Self>, name: &str, usd: f64) {
-        let window = self.window();
-        if let Ok(mut g) = self.local.lock() {
-            if g.0 != window {
-                *g = (window, 0.0);
-            }
-            g.1 += usd;
-        }
-        if let Some(redis) = self.redis.clone() {
-            let key = redis.key(&format!("spend:{name}:{window}"));
-            let ttl = self.period.map_or(0, |p| p.as_secs() + 60);
-            spawn(async move {
-                let _: Option<()> = redis
-                    .run("budget", |mut c| async move {
-                        let mut pipe = redis::pipe();
-                        pipe.cmd("INCRBYFLOAT").arg(&key).arg(usd).ignore();
-                        if ttl > 0 {
-                            pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
-                        }
-                        pipe.query_async(&mut c).await
-                    })
-                    .await;
-            });
-        }
-    }
 }
 
 impl ClientKey {
@@ -124,15 +87,53 @@ impl ClientKey {
         Ok(())
     }
 
-    /// Charges a finished request's tokens and cost.
-    pub fn charge(&self, tokens: u64, cost_usd: f64) {
+    /// Whether the key has a spend budget (so may use priced models only).
+    pub fn has_budget(&self) -> bool {
+        self.budget.is_some()
+    }
+
+    /// Reserves a request's estimated cost before it is sent (`prompt_usd`
+    /// of it for the prompt alone), raising `hold` to `estimate_usd`. The
+    /// first reservation is refused (429) when spend and reservations
+    /// already reach the budget; a later one (a fallback or cascade tier of
+    /// the same admitted request) only tops the hold up.
+    pub async fn reserve(&self, hold: &mut BudgetHold, estimate_usd: f64, prompt_usd: f64) -> Result<(), GatewayError> {
+        let Some(budget) = &self.budget else { return Ok(()) };
+        let sane = |usd: f64| if usd.is_finite() { usd.max(0.0) } else { budget.limit_usd };
+        let (estimate, prompt) = (sane(estimate_usd), sane(prompt_usd));
+        if let Some(held) = &hold.held {
+            if let Ok(mut state) = held.state.lock()
+                && !state.2
+                && estimate > state.0
+            {
+                held.budget.add(&held.name, held.window, estimate - state.0);
+                *state = (estimate, prompt.max(state.1), false);
+            }
+            return Ok(());
+        }
+        let window = budget.window();
+        if !budget.reserve(&self.name, window, estimate).await {
+            return Err(GatewayError::BudgetExceeded { key: self.name.clone(), budget_usd: budget.limit_usd });
+        }
+        hold.held = Some(Arc::new(Held {
+            budget: budget.clone(),
+            name: self.name.clone(),
+            window,
+            state: Mutex::new((estimate, prompt.min(estimate), false)),
+        }));
+        Ok(())
+    }
+
+    /// Charges a finished request's tokens and cost, settling what it held
+    /// of the budget (the difference is charged, or given back).
+    pub fn charge(&self, tokens: u64, cost_usd: f64, hold: &BudgetHold) {
         if let Some(tpm) = &self.tpm {
             tpm.charge(tokens as f64);
         }
-        if let Some(budget) = &self.budget
-            && cost_usd > 0.0
-        {
-            budget.add(&self.name, cost_usd);
+        let Some(budget) = &self.budget else { return };
+        let cost = if cost_usd.is_finite() { cost_usd.max(0.0) } else { budget.limit_usd };
+        if !hold.settle(cost) && cost > 0.0 {
+            budget.add(&self.name, budget.window(), cost);
         }
     }
 }
@@ -151,6 +152,7 @@ impl KeyRing {
             let client = ClientKey {
                 name: k.name.clone(),
                 admin: k.admin,
+                metrics: k.metrics || k.admin,
                 rpm: k.rpm.map(|n| Limiter::new(scope("rpm"), Rate::per_minute(n), redis.clone())),
                 tpm: k.tpm.map(|n| Arc::new(Limiter::new(scope("tpm"), Rate::per_minute(n), redis.clone()))),
                 budget: k.budget_usd.map(|limit_usd| {
@@ -191,6 +193,18 @@ impl KeyRing {
         }
     }
 
+    /// Whether the caller may read `/metrics`: anyone when no keys are
+    /// configured, else only keys with `metrics = true` or `admin = true`
+    /// (401 for a missing or unknown key, 403 for another key).
+    pub fn admit_metrics(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
+        match self.identify(headers)? {
+            Some(client) if !client.metrics => {
+                Err(GatewayError::Forbidden(format!("Key `{}` may not read the metrics", client.name)))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The caller's key: `None` when no keys are configured.
     fn identify(&self, headers: &HeaderMap) -> Result<Option<Arc<ClientKey>>, GatewayError> {
         if self.by_hash.is_empty() {
@@ -210,5 +224,41 @@ impl KeyRing {
             return Err(GatewayError::Unauthorized("Incorrect API key provided".to_owned()));
         };
         Ok(Some(client.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(budget_usd: f64) -> (KeyRing, HeaderMap) {
+        let key = KeyConfig {
+            name: "k".into(),
+            key: "sk-k-secret".into(),
+            budget_usd: Some(budget_usd),
+            ..Default::default()
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer sk-k-secret"));
+        (KeyRing::build(&[key], None), headers)
+    }
+
+    #[tokio::test]
+    async fn reservations_count_against_the_budget_until_settled() {
+        let (keys, headers) = ring(1.0);
+        let client = keys.admit(&headers).await.expect("admitted").expect("a key");
+        let mut first = BudgetHold::default();
+        client.reserve(&mut first, 0.6, 0.1).await.expect("reserved");
+        let mut second = BudgetHold::default();
+        client.reserve(&mut second, 0.6, 0.1).await.expect("0.6 < 1.0: reserved");
+        let mut third = BudgetHold::default();
+        assert!(client.reserve(&mut third, 0.6, 0.1).await.is_err(), "1.2 reserved of 1.0");
+        client.charge(0, 0.2, &first);
+        client.charge(0, 0.2, &first.clone());
+        assert!((first.usd() - 0.6).abs() < 1e-9);
+        drop(second);
+        let budget = client.budget.as_ref().expect("budget");
+        let spent = budget.spent("k").await;
+        assert!((spent - 0.3).abs() < 1e-9, "settled once at 0.2, the dropped hold keeps its prompt's 0.1: {spent}");
     }
 }

@@ -64,13 +64,13 @@ impl Limiter {
         match self.decide(cost, max_wait, mode).await {
             Decision::Allowed { wait_us } => {
                 if wait_us > 0.0 {
-                    tokio::time::sleep(Duration::from_secs_f64(wait_us / 1e6)).await;
+                    tokio::time::sleep(micros(wait_us)).await;
                 }
                 Ok(())
             }
             Decision::Refused { retry_after_us } => {
                 metrics::counter!(crate::telemetry::RATE_LIMITED, "scope" => self.scope.clone()).increment(1);
-                Err(Duration::from_secs_f64(retry_after_us / 1e6))
+                Err(micros(retry_after_us))
             }
         }
     }
@@ -85,6 +85,12 @@ impl Limiter {
             me.decide(cost, Duration::ZERO, Mode::Force).await;
         });
     }
+}
+
+/// `us` microseconds as a `Duration`, saturating (a bucket deep in debt
+/// after a huge charge must not panic the conversion).
+fn micros(us: f64) -> Duration {
+    Duration::try_from_secs_f64(us.max(0.0) / 1e6).unwrap_or(Duration::MAX)
 }
 
 /// The GCRA script, hashed once (sent with EVALSHA, loaded on first use).

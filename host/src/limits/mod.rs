@@ -11,6 +11,7 @@
 //! This module does not decide what happens to a refused request: the
 //! pipeline's call loop moves on to a fallback, ingress answers 401/429.
 
+mod budget;
 pub mod gcra;
 mod keys;
 mod limiter;
@@ -18,6 +19,7 @@ mod limiter;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use budget::BudgetHold;
 pub use gcra::{Decision, Mode, Rate};
 pub use keys::{ClientKey, KeyConfig, KeyRing};
 pub use limiter::Limiter;

@@ -52,9 +52,10 @@ pub async fn call(
             }
         };
         if let Some(previous) = &ctx.route {
-            metrics::counter!(telemetry::FALLBACKS, "model" => previous.public.clone()).increment(1);
+            metrics::counter!(telemetry::FALLBACKS, "model" => previous.label.clone()).increment(1);
         }
         ctx.set_route(Some(route.clone()), routing);
+        ctx.hold_budget(&route, req).await?;
         req.model.clone_from(&route.upstream_model);
         if req.stream && route.upstream.config.kind == UpstreamKind::OpenAi {
             // Always ask for usage so tokens and cost are known; the usage
@@ -84,7 +85,7 @@ async fn call_model(
     let upstream = &route.upstream;
     let cfg = &upstream.config;
     let health = routing.upstream(upstream.name());
-    let stats = routing.model(&route.public);
+    let stats = routing.model(&route.label);
     let mut retries = 0;
     loop {
         if let Admission::Open(retry_after) = health.breaker.admit() {

@@ -132,9 +132,10 @@ fn escalate(
     let usage = usage_of(req, response);
     let cost = ctx.route.as_ref().and_then(|r| r.pricing).map_or(0.0, |p| p.cost(usage));
     ctx.discarded_cost += cost;
-    ctx.discarded_tokens += usage.prompt_tokens + usage.completion_tokens;
+    let tokens = usage.prompt_tokens.saturating_add(usage.completion_tokens);
+    ctx.discarded_tokens = ctx.discarded_tokens.saturating_add(tokens);
     if let Some(route) = &ctx.route {
-        gw.routing.upstream(route.upstream.name()).limits.charge_tokens(usage.prompt_tokens + usage.completion_tokens);
+        gw.routing.upstream(route.upstream.name()).limits.charge_tokens(tokens);
     }
     gw.routing.model(tier).discard(cost, score);
     ctx.steps.push(Step { model: tier.to_owned(), score, failed: false });

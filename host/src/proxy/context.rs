@@ -12,14 +12,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::accounting::count_prompt_tokens;
+use crate::api::chat::ChatRequest;
 use crate::api::chat::Usage;
 use crate::cache::{CacheControls, CacheOutcome, StorePlan};
 use crate::error::{ApiFlavor, GatewayError};
-use crate::limits::ClientKey;
+use crate::limits::{BudgetHold, ClientKey};
 use crate::models::ModelRoute;
 use crate::routing::{Routing, Stats, UpstreamHealth};
 use crate::stage::{CacheDecision, JudgeVerdict, RoutePlan};
 use crate::telemetry;
+
+/// Output tokens a budget reservation assumes when neither the request
+/// (`max_tokens`) nor the model (`context_window`) bounds them.
+pub const DEFAULT_OUTPUT_ESTIMATE: u32 = 4096;
 
 /// One cascade tier tried.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +77,9 @@ pub struct RequestContext {
     pub cache_plan: Option<StorePlan>,
     /// The virtual key the client authenticated with.
     pub client: Option<Arc<ClientKey>>,
+    /// What the request holds of the client's spend budget, settled when it
+    /// ends.
+    pub budget_hold: BudgetHold,
     /// The `x-sluice-user` header.
     pub user_header: Option<String>,
     /// The A/B arm the request landed in, with its statistics.
@@ -106,6 +115,7 @@ impl RequestContext {
             cache_similarity: None,
             cache_plan: None,
             client: None,
+            budget_hold: BudgetHold::default(),
             user_header: None,
             arm: None,
             route_state: None,
@@ -140,10 +150,40 @@ impl RequestContext {
     /// routing state it settles into.
     pub fn set_route(&mut self, route: Option<Arc<ModelRoute>>, routing: &Routing) {
         self.route_state = route.as_ref().map(|route| RouteState {
-            model: routing.model(&route.public),
+            model: routing.model(&route.label),
             upstream: routing.upstream(route.upstream.name()),
         });
         self.route = route;
+    }
+
+    /// Refuses a model without prices for a client key with a spend budget
+    /// (it could never be charged): 403.
+    pub fn require_priced(&self, route: &ModelRoute) -> Result<(), GatewayError> {
+        match &self.client {
+            Some(client) if client.has_budget() && route.pricing.is_none() => Err(GatewayError::Forbidden(format!(
+                "The model `{}` has no configured price, and key `{}` has a spend budget: it may use priced \
+                 models only",
+                route.public, client.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Before `route` is called: for a client key with a spend budget,
+    /// refuses an unpriced model and reserves the request's estimated cost
+    /// (prompt tokens at the input price, plus `max_tokens` — else the
+    /// model's context window, else [`DEFAULT_OUTPUT_ESTIMATE`] — at the
+    /// output price, for each of `n` choices). The hold is settled when the
+    /// request ends.
+    pub async fn hold_budget(&mut self, route: &ModelRoute, req: &ChatRequest) -> Result<(), GatewayError> {
+        let Some(client) = self.client.clone().filter(|c| c.has_budget()) else { return Ok(()) };
+        self.require_priced(route)?;
+        let Some(pricing) = route.pricing else { return Ok(()) };
+        let output = req.max_output_tokens().or(route.context_window).unwrap_or(DEFAULT_OUTPUT_ESTIMATE);
+        let output = u64::from(output).saturating_mul(u64::from(req.n.unwrap_or(1).max(1)));
+        let prompt = count_prompt_tokens(req);
+        let (estimate, prompt) = (pricing.cost(Usage::new(prompt, output)), pricing.cost(Usage::new(prompt, 0)));
+        client.reserve(&mut self.budget_hold, estimate, prompt).await
     }
 
     /// The A/B arm's name.

@@ -94,7 +94,7 @@ impl RequestContext {
     pub fn record(&self, status: u16, latency: Duration, ttft: Option<Duration>) {
         self.settle(status, latency, ttft);
         let (model, upstream) = match &self.route {
-            Some(r) => (r.public.clone(), self.upstream_label().unwrap_or_default().to_owned()),
+            Some(r) => (r.label.clone(), self.upstream_label().unwrap_or_default().to_owned()),
             None => (String::new(), String::new()),
         };
         let status = status.to_string();
@@ -129,7 +129,7 @@ impl RequestContext {
     /// arm's latency, cost and score.
     fn settle(&self, status: u16, latency: Duration, ttft: Option<Duration>) {
         let total_cost = self.cost.unwrap_or(0.0) + self.discarded_cost;
-        let tokens = self.usage.map_or(0, |u| u.prompt_tokens + u.completion_tokens);
+        let tokens = self.usage.map_or(0, |u| u.prompt_tokens.saturating_add(u.completion_tokens));
         let failed = status >= 500;
         let score = self.verdict.as_ref().map(|v| v.score);
         if let Some(state) = &self.route_state {
@@ -153,7 +153,7 @@ impl RequestContext {
             }
         }
         if let Some(client) = &self.client {
-            client.charge(tokens + self.discarded_tokens, total_cost);
+            client.charge(tokens.saturating_add(self.discarded_tokens), total_cost, &self.budget_hold);
         }
     }
 }

@@ -135,6 +135,7 @@ pub async fn embeddings(
         }
     }
     let route = gw.models.resolve(&model)?;
+    ctx.require_priced(&route)?;
     ctx.route = Some(route.clone());
     body.insert("model".to_owned(), Value::String(route.upstream_model.clone()));
 

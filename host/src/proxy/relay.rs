@@ -313,6 +313,24 @@ impl Relay {
     }
 }
 
+/// A stream that ends without [`Relay::finish`] (the client went away, or
+/// the upstream failed mid-stream) still pays for what was streamed: the
+/// prompt plus the tokens sent so far, recorded before the record drops.
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if matches!(self.origin, Origin::Cache { .. }) || self.record.ctx.usage.is_some() {
+            return;
+        }
+        let sent = crate::accounting::count_tokens(&self.text);
+        let usage = match self.usage {
+            Some(u) => Usage::new(u.prompt_tokens, u.completion_tokens.max(sent)),
+            None => Usage::new(crate::accounting::count_prompt_tokens(&self.req), sent),
+        };
+        self.record.ctx.usage = Some(usage);
+        self.record.ctx.cost = self.pricing.map(|p| p.cost(usage));
+    }
+}
+
 /// The event that ends a stream that failed after it started.
 fn error_event(api: ApiFlavor, error: &GatewayError) -> Bytes {
     let body = error.body_json(api);

@@ -91,6 +91,8 @@ mod tests {
         assert_eq!(crate::upstream::http::parse_retry_after("0.5"), Some(Duration::from_millis(500)));
         assert_eq!(crate::upstream::http::parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
         assert_eq!(crate::upstream::http::parse_retry_after("soon"), None);
+        assert_eq!(crate::upstream::http::parse_retry_after("1e20"), Some(Duration::MAX), "saturates");
+        assert_eq!(crate::upstream::http::parse_retry_after("inf"), None);
         let p = RetryPolicy { max_retries: 5, base: Duration::from_millis(100), max_wait: Duration::from_millis(300) };
         let e = GatewayError::UpstreamUnreachable { upstream: "u".into(), detail: "refused".into() };
         for retry in 1..=5 {

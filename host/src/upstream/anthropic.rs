@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Map, Value};
 
 use super::config::UpstreamConfig;
-use super::http::{HttpClient, MAX_RESPONSE, model_list, next_event, protocol, read_body, send};
+use super::http::{HttpClient, MAX_RESPONSE, credential, model_list, next_event, protocol, read_body, send};
 use super::reply::{ChatReply, ChunkEvent, Slot, unix_now};
 use crate::api::anthropic::{MessagesRequest, MessagesResponse, response_to_chat};
 use crate::api::anthropic_stream::{AnthropicDecoder, Decoded};
@@ -28,7 +28,7 @@ fn request(
         .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .header("anthropic-version", cfg.anthropic_version.as_str());
     if let Some(key) = &cfg.api_key {
-        builder = builder.header("x-api-key", key.as_str());
+        builder = builder.header("x-api-key", credential(cfg, key)?);
     }
     builder.body(Full::new(body)).map_err(|e| GatewayError::Internal(format!("building the upstream request: {e}")))
 }
@@ -99,4 +99,18 @@ pub async fn chat(
 pub async fn models(client: &HttpClient, cfg: &UpstreamConfig) -> Result<Vec<Value>, GatewayError> {
     let req = request(cfg, http::Method::GET, "/models", Bytes::new())?;
     model_list(client, cfg, ApiFlavor::Anthropic, req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::UpstreamKind;
+    use super::*;
+
+    #[test]
+    fn the_api_key_header_is_sensitive() {
+        let mut cfg = UpstreamConfig::new("an", UpstreamKind::Anthropic, "http://127.0.0.1:9/v1");
+        cfg.api_key = Some("sk-ant-secret".into());
+        let req = request(&cfg, http::Method::POST, "/messages", Bytes::new()).expect("request");
+        assert!(req.headers().get("x-api-key").expect("x-api-key").is_sensitive());
+    }
 }

@@ -28,8 +28,8 @@ impl UpstreamKind {
     }
 }
 
-/// `[upstreams.NAME]`, checked.
-#[derive(Debug, Clone)]
+/// `[upstreams.NAME]`, checked. Its `Debug` hides the API key.
+#[derive(Clone)]
 pub struct UpstreamConfig {
     pub name: String,
     pub kind: UpstreamKind,
@@ -73,5 +73,27 @@ impl UpstreamConfig {
             anthropic_version: "2023-06-01".to_owned(),
             engine: EngineConfig::default(),
         }
+    }
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("ca_cert", &self.ca_cert)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("first_byte_timeout", &self.first_byte_timeout)
+            .field("total_timeout", &self.total_timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("queue_timeout", &self.queue_timeout)
+            .field("passthrough", &self.passthrough)
+            .field("list_models", &self.list_models)
+            .field("default_max_tokens", &self.default_max_tokens)
+            .field("anthropic_version", &self.anthropic_version)
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
     }
 }

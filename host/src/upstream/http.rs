@@ -72,6 +72,17 @@ pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, String> {
         .build(https))
 }
 
+/// A credential header's value (`Authorization`, `x-api-key`), marked
+/// sensitive so HTTP/2's HPACK never indexes it and debug output hides it.
+/// The error does not repeat the value.
+pub fn credential(cfg: &UpstreamConfig, value: &str) -> Result<http::HeaderValue, GatewayError> {
+    let mut v = http::HeaderValue::from_str(value).map_err(|_| {
+        GatewayError::Internal(format!("the API key of upstream `{}` is not a valid header value", cfg.name))
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
 /// Sends `req` and waits for the response headers within `first_byte`.
 /// A non-2xx status becomes [`GatewayError::UpstreamStatus`] carrying the body.
 pub async fn send(
@@ -179,11 +190,13 @@ where
     }
 }
 
-/// Parses a `Retry-After` value: seconds, or an HTTP date.
+/// Parses a `Retry-After` value: seconds, or an HTTP date. A number too
+/// large for a `Duration` saturates (`1e20` waits "for ever", which the
+/// retry loop reads as "move on"); it never panics.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
 use super::config::UpstreamConfig;
-use super::http::{HttpClient, MAX_RESPONSE, model_list, next_event, protocol, read_body, send};
+use super::http::{HttpClient, MAX_RESPONSE, credential, model_list, next_event, protocol, read_body, send};
 use super::reply::{ChatReply, ChunkEvent, Slot};
 use crate::api::chat::{ChatChunk, ChatRequest, ChatResponse};
 use crate::error::{ApiFlavor, GatewayError};
@@ -17,7 +17,7 @@ fn post(cfg: &UpstreamConfig, path: &str, body: Bytes) -> Result<Request<Full<By
     let mut builder = Request::post(format!("{}{path}", cfg.base_url))
         .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(key) = &cfg.api_key {
-        builder = builder.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        builder = builder.header(header::AUTHORIZATION, credential(cfg, &format!("Bearer {key}"))?);
     }
     builder.body(Full::new(body)).map_err(|e| GatewayError::Internal(format!("building the upstream request: {e}")))
 }
@@ -96,8 +96,27 @@ pub async fn embeddings(client: &HttpClient, cfg: &UpstreamConfig, body: Bytes) 
 pub async fn models(client: &HttpClient, cfg: &UpstreamConfig) -> Result<Vec<Value>, GatewayError> {
     let mut builder = Request::get(format!("{}/models", cfg.base_url));
     if let Some(key) = &cfg.api_key {
-        builder = builder.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        builder = builder.header(header::AUTHORIZATION, credential(cfg, &format!("Bearer {key}"))?);
     }
     let req = builder.body(Full::new(Bytes::new())).map_err(|e| GatewayError::Internal(e.to_string()))?;
     model_list(client, cfg, ApiFlavor::OpenAi, req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::UpstreamKind;
+    use super::*;
+
+    #[test]
+    fn the_api_key_header_is_sensitive() {
+        let mut cfg = UpstreamConfig::new("oa", UpstreamKind::OpenAi, "http://127.0.0.1:9/v1");
+        cfg.api_key = Some("sk-secret".into());
+        let req = post(&cfg, "/chat/completions", Bytes::new()).expect("request");
+        let auth = req.headers().get(header::AUTHORIZATION).expect("authorization");
+        assert!(auth.is_sensitive());
+        assert!(!format!("{:?}", req.headers()).contains("sk-secret"));
+        cfg.api_key = Some("bad\nkey".into());
+        let e = post(&cfg, "/chat/completions", Bytes::new()).expect_err("not a header value");
+        assert!(!e.to_string().contains("bad"), "{e}");
+    }
 }

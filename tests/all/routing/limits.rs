@@ -35,9 +35,10 @@ async fn admin_endpoints_need_an_admin_key_once_keys_are_configured() {
     assert_eq!(client.call(Method::GET, &url, Bytes::new(), &ops).await.status, 200);
     let purge = client.call(Method::DELETE, &s.gateway.url("/admin/cache"), Bytes::new(), &[]).await;
     assert_eq!(purge.status, 401, "a purge needs the admin key too");
-    // Health and metrics stay open for probes and scrapers.
+    // Health stays open for probes; metrics need a metrics (or admin) key.
     assert_eq!(client.get(&s.gateway.url("/health")).await.status, 200);
-    assert_eq!(client.get(&s.gateway.url("/metrics")).await.status, 200);
+    assert_eq!(client.get(&s.gateway.url("/metrics")).await.status, 401);
+    assert_eq!(client.call(Method::GET, &s.gateway.url("/metrics"), Bytes::new(), &ops).await.status, 200);
 }
 
 #[tokio::test]
@@ -78,7 +79,7 @@ async fn unknown_keys_get_401_and_a_key_s_rpm_gets_429() {
     assert_eq!(reply.status, 429);
     assert!(reply.header("retry-after").and_then(|v| v.parse::<u64>().ok()).is_some_and(|s| s >= 1));
     assert_eq!(reply.json()["error"]["code"], "rate_limited");
-    // Another key has its own allowance; health and metrics need no key.
+    // Another key has its own allowance; health needs no key.
     let team_b = [("authorization", "Bearer sk-team-b-secret")];
     assert_eq!(client.call(Method::POST, &url, body(), &team_b).await.status, 200);
     assert_eq!(client.get(&s.gateway.url("/health")).await.status, 200);
