@@ -20,13 +20,43 @@ pub fn warm_up() {
     let _ = bpe();
 }
 
-/// Tokens in `text`.
+/// Runs without whitespace longer than this many bytes are counted by
+/// length: byte-pair encoding is quadratic in a piece's length, and a
+/// client's 1 MB word would hold a worker for minutes.
+pub const MAX_BPE_PIECE: usize = 256;
+
+/// Tokens in `text`: tiktoken's count, except that each run without
+/// whitespace longer than [`MAX_BPE_PIECE`] bytes counts a token per 4 bytes
+/// (the common rule, and about what BPE gives such runs). Text without such
+/// runs counts exactly as tiktoken does.
 pub fn count_tokens(text: &str) -> u64 {
-    match bpe() {
-        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
-        // Without tables fall back to the common 4-bytes-a-token rule.
-        None => text.len().div_ceil(4) as u64,
+    let Some(bpe) = bpe() else {
+        // Without tables fall back to the 4-bytes-a-token rule.
+        return text.len().div_ceil(4) as u64;
+    };
+    let mut total = 0u64;
+    let mut rest = text;
+    while let Some((start, end)) = long_run(rest) {
+        total += bpe.encode_ordinary(&rest[..start]).len() as u64;
+        total += (end - start).div_ceil(4) as u64;
+        rest = &rest[end..];
     }
+    total + bpe.encode_ordinary(rest).len() as u64
+}
+
+/// The byte range of the first run without whitespace longer than
+/// [`MAX_BPE_PIECE`] bytes in `text`.
+fn long_run(text: &str) -> Option<(usize, usize)> {
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        match (c.is_whitespace(), start) {
+            (true, Some(s)) if i - s > MAX_BPE_PIECE => return Some((s, i)),
+            (true, _) => start = None,
+            (false, None) => start = Some(i),
+            (false, Some(_)) => {}
+        }
+    }
+    start.filter(|s| text.len() - s > MAX_BPE_PIECE).map(|s| (s, text.len()))
 }
 
 /// Prompt tokens of a chat request, with OpenAI's per-message framing.
@@ -92,5 +122,25 @@ mod tests {
         let p = Pricing::from_config(Some(1.0), Some(2.0)).expect("priced");
         assert!((p.cost(Usage::new(1_000_000, 500_000)) - 2.0).abs() < 1e-9);
         assert_eq!(Pricing::from_config(None, None), None);
+    }
+
+    #[test]
+    fn long_runs_without_spaces_are_counted_by_length_in_bounded_time() {
+        // Normal text counts as tiktoken counts it.
+        let text = "The quick brown fox jumps over the lazy dog. ".repeat(200);
+        let bpe = bpe().expect("tables");
+        assert_eq!(count_tokens(&text), bpe.encode_ordinary(&text).len() as u64);
+        let word = "x".repeat(MAX_BPE_PIECE);
+        assert_eq!(count_tokens(&word), bpe.encode_ordinary(&word).len() as u64);
+
+        // A 1 MB word: a hang guard, not a timing (BPE of it alone takes
+        // about a minute in a debug build; counted by length, milliseconds).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let huge = format!("hello {} world", "a".repeat(1 << 20));
+            let _ = tx.send(count_tokens(&huge));
+        });
+        let n = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("counting 1 MB finished");
+        assert!((1 << 18..(1 << 18) + 8).contains(&n), "{n} tokens");
     }
 }

@@ -115,6 +115,7 @@ impl GatewayError {
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::RateLimited { .. } | GatewayError::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Plugin(e) if e.is_busy() => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Plugin(e) if e.is_fault() => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::Plugin(_) => StatusCode::BAD_REQUEST,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -140,6 +141,7 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::BudgetExceeded { .. } => "budget_exceeded",
             GatewayError::CircuitOpen { .. } => "circuit_open",
+            GatewayError::Plugin(e) if e.is_busy() => "plugin_busy",
             GatewayError::Plugin(e) if e.is_fault() => "plugin_fault",
             GatewayError::Plugin(_) => "plugin_rejected",
             GatewayError::CacheDisabled => "cache_disabled",
@@ -160,6 +162,7 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             GatewayError::UpstreamBusy { .. } => Some(Duration::from_secs(1)),
+            GatewayError::Plugin(e) if e.is_busy() => Some(Duration::from_secs(1)),
             GatewayError::RateLimited { retry_after, .. } | GatewayError::CircuitOpen { retry_after, .. } => {
                 Some(*retry_after)
             }

@@ -55,6 +55,31 @@ impl Checker<'_> {
         if let Some(n) = raw.max_consecutive_faults {
             d.max_consecutive_faults = n.max(1);
         }
+        if let Some(ms) = &raw.disabled_backoff_ms {
+            if *ms.get_ref() == 0 {
+                return self.err("plugins.disabled_backoff_ms", Some(ms.span()), "must be greater than 0");
+            }
+            d.disabled_backoff = Duration::from_millis(*ms.get_ref());
+        }
+        if let Some(ms) = &raw.disabled_backoff_max_ms {
+            if *ms.get_ref() == 0 {
+                return self.err("plugins.disabled_backoff_max_ms", Some(ms.span()), "must be greater than 0");
+            }
+            d.disabled_backoff_max = Duration::from_millis(*ms.get_ref());
+        }
+        if d.disabled_backoff_max < d.disabled_backoff {
+            let span = raw.disabled_backoff_max_ms.as_ref().or(raw.disabled_backoff_ms.as_ref()).map(|s| s.span());
+            return self.err("plugins.disabled_backoff_max_ms", span, "must not be less than disabled_backoff_ms");
+        }
+        if let Some(n) = &raw.max_concurrency {
+            if *n.get_ref() == 0 {
+                return self.err("plugins.max_concurrency", Some(n.span()), "must be greater than 0");
+            }
+            d.max_concurrency = *n.get_ref();
+        }
+        if let Some(ms) = raw.concurrency_wait_ms {
+            d.concurrency_wait = Duration::from_millis(ms);
+        }
         if let Some(n) = raw.warm_pool {
             d.warm_pool = n;
         }

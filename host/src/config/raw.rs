@@ -313,8 +313,22 @@ pub struct RawPlugins {
     pub deadline_ms: Option<Spanned<u64>>,
     /// Most linear memory an instance may grow to, in MiB. Default 64.
     pub memory_mib: Option<Spanned<u64>>,
-    /// Faults in a row after which a plugin is disabled (at least 1). Default 5.
+    /// Faults of the plugin's own in a row (traps, out of memory, deadline
+    /// overruns on a host that was not overloaded) after which it is
+    /// disabled (at least 1). Default 5.
     pub max_consecutive_faults: Option<u32>,
+    /// How long a disabled plugin stays off before one probe call runs, in
+    /// ms; a failed probe doubles it. Default 30000.
+    pub disabled_backoff_ms: Option<Spanned<u64>>,
+    /// Longest back-off of a disabled plugin, in ms. Default 600000.
+    pub disabled_backoff_max_ms: Option<Spanned<u64>>,
+    /// Most calls of one plugin running at once (a manifest may override
+    /// it). Default 64.
+    pub max_concurrency: Option<Spanned<usize>>,
+    /// How long a call over `max_concurrency` waits for a slot, in ms,
+    /// before the stage's failure mode applies (open: skipped; closed:
+    /// 503). Default 10.
+    pub concurrency_wait_ms: Option<u64>,
     /// Most idle warm instances kept per warm plugin. Default 4.
     pub warm_pool: Option<usize>,
     /// Fresh instances made ahead of their calls per fresh-instance plugin;

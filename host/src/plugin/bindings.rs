@@ -28,36 +28,140 @@ wasmtime::component::bindgen!({
 pub use exports::sluice::plugin::{caching, compression, judging, routing};
 pub use sluice::plugin::{host, types};
 
-/// What a plugin's stores share: its name and manifest.
+/// What a plugin's stores share: its name and manifest, and the count of
+/// the whole host's plugin calls in flight (to tell load from a slow plugin).
 #[derive(Debug)]
 pub struct PluginMeta {
     pub name: Arc<str>,
     pub manifest: Manifest,
+    pub host_in_flight: Arc<AtomicUsize>,
 }
 
-/// Denies memory and table growth past the plugin's limit, and remembers
-/// that it did so (an out-of-memory fault, not a plain trap).
+/// What the running call has seen and done so far (reset when a call's
+/// deadline is armed).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CallWatch {
+    /// Most host plugin calls in flight at a tick (or at the start).
+    pub peak_in_flight: usize,
+    /// `host.log` lines logged.
+    pub log_lines: u32,
+    /// `host.log` lines dropped over the per-call cap.
+    pub log_dropped: u32,
+}
+
+impl CallWatch {
+    /// Note the host's calls in flight at an epoch tick of the running guest.
+    pub fn tick(&mut self, in_flight: usize) {
+        self.peak_in_flight = self.peak_in_flight.max(in_flight);
+    }
+}
+
+/// Most `host.log` lines one call may log; the rest are dropped and
+/// counted.
+pub const MAX_LOG_LINES: u32 = 100;
+
+/// Longest `host.log` message logged; longer ones are cut (on a character
+/// boundary) and marked.
+pub const MAX_LOG_BYTES: usize = 4096;
+
+/// `message` cut to [`MAX_LOG_BYTES`] at a character boundary.
+pub fn clip_log(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.len() <= MAX_LOG_BYTES {
+        return message.into();
+    }
+    let mut end = MAX_LOG_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... [{} bytes cut]", &message[..end], message.len() - end).into()
+}
+
+/// Denies memory and table growth that would take the whole instance past
+/// the plugin's limit, and remembers that it did so (an out-of-memory fault,
+/// not a plain trap). The limit bounds the sum over every memory and table
+/// of the instance (a component may hold several core instances, each with
+/// its own), not each one alone.
 #[derive(Debug)]
 pub struct Limiter {
     pub memory_bytes: usize,
     pub hit: bool,
+    /// Bytes of every memory and table of the instance, as granted so far.
+    total: usize,
+    /// The growth granted last, taken back if wasmtime then fails it.
+    last_grant: usize,
+}
+
+/// What a table element is counted as (a function reference: a pointer).
+const TABLE_ELEMENT_BYTES: usize = 8;
+
+/// Most memories and tables one instance may have.
+const MAX_MEMORIES: usize = 32;
+const MAX_TABLES: usize = 64;
+
+impl Limiter {
+    pub fn new(memory_bytes: usize) -> Limiter {
+        Limiter { memory_bytes, hit: false, total: 0, last_grant: 0 }
+    }
+
+    /// Bytes the instance holds in memories and tables.
+    #[cfg(test)]
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Grant growing one memory or table from `current` to `desired` bytes
+    /// if the whole instance stays within the limit.
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let more = desired.saturating_sub(current);
+        let total = self.total.saturating_add(more);
+        if total > self.memory_bytes {
+            self.hit = true;
+            self.last_grant = 0;
+            return false;
+        }
+        self.total = total;
+        self.last_grant = more;
+        true
+    }
+
+    fn grow_failed(&mut self) {
+        self.total = self.total.saturating_sub(std::mem::take(&mut self.last_grant));
+    }
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
-            self.hit = true;
-            return Ok(false);
-        }
-        Ok(true)
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.grow(current, desired))
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed();
+        Ok(())
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > 1_000_000 {
             self.hit = true;
             return Ok(false);
         }
-        Ok(true)
+        Ok(self.grow(current.saturating_mul(TABLE_ELEMENT_BYTES), desired.saturating_mul(TABLE_ELEMENT_BYTES)))
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed();
+        Ok(())
+    }
+
+    fn instances(&self) -> usize {
+        MAX_MEMORIES.max(MAX_TABLES)
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 
@@ -67,6 +171,8 @@ pub struct HostState {
     pub limiter: Limiter,
     /// When the running call (or instantiation) must be over.
     pub deadline: Instant,
+    /// What the running call has seen and done.
+    pub watch: CallWatch,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -95,8 +201,15 @@ impl HostState {
             b.inherit_network();
             b.allow_ip_name_lookup(true);
         }
-        let limiter = Limiter { memory_bytes: meta.manifest.memory_bytes, hit: false };
-        HostState { meta, limiter, deadline: Instant::now(), wasi: b.build(), table: ResourceTable::new() }
+        let limiter = Limiter::new(meta.manifest.memory_bytes);
+        HostState {
+            meta,
+            limiter,
+            deadline: Instant::now(),
+            watch: CallWatch::default(),
+            wasi: b.build(),
+            table: ResourceTable::new(),
+        }
     }
 }
 
@@ -118,6 +231,16 @@ impl types::Host for HostState {}
 
 impl host::Host for HostState {
     fn log(&mut self, level: host::LogLevel, message: String) {
+        let watch = &mut self.watch;
+        if watch.log_lines >= MAX_LOG_LINES {
+            if watch.log_dropped == 0 {
+                tracing::warn!(plugin = %self.meta.name, "plugin logged over {MAX_LOG_LINES} lines in one call; dropping the rest");
+            }
+            watch.log_dropped = watch.log_dropped.saturating_add(1);
+            return;
+        }
+        watch.log_lines += 1;
+        let message = clip_log(&message);
         let plugin = &*self.meta.name;
         match level {
             host::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
@@ -249,5 +372,52 @@ impl OutputStream for LogWriter {
 
     fn check_write(&mut self) -> StreamResult<usize> {
         Ok(MAX_LINE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::ResourceLimiter;
+
+    use super::super::config::PluginDefaults;
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn the_memory_limit_bounds_the_whole_instance() {
+        let mut l = Limiter::new(10 * MIB);
+        // Two memories of 6 MiB each: the second takes the instance over.
+        assert!(l.memory_growing(0, 6 * MIB, None).expect("no error"));
+        assert!(!l.memory_growing(0, 6 * MIB, None).expect("no error"));
+        assert!(l.hit);
+        assert_eq!(l.total(), 6 * MIB);
+        // Growth is counted by what it adds; a failed growth is taken back.
+        assert!(l.memory_growing(6 * MIB, 8 * MIB, None).expect("no error"));
+        l.memory_grow_failed(wasmtime::Error::msg("no room")).expect("no error");
+        assert_eq!(l.total(), 6 * MIB);
+        // Tables count too.
+        assert!(!l.table_growing(0, 600_000, None).expect("no error"));
+        assert!(l.table_growing(0, 1000, None).expect("no error"));
+        assert_eq!(l.total(), 6 * MIB + 8000);
+    }
+
+    fn state() -> HostState {
+        let manifest = Manifest::defaults(&PluginDefaults::default());
+        HostState::new(Arc::new(PluginMeta { name: "noisy".into(), manifest, host_in_flight: Arc::default() }))
+    }
+
+    #[test]
+    fn host_log_is_capped_in_lines_and_length() {
+        let mut s = state();
+        for i in 0..150 {
+            host::Host::log(&mut s, host::LogLevel::Info, format!("line {i}"));
+        }
+        assert_eq!((s.watch.log_lines, s.watch.log_dropped), (MAX_LOG_LINES, 50));
+        let long = "é".repeat(10_000);
+        let clipped = clip_log(&long);
+        assert!(clipped.len() < MAX_LOG_BYTES + 40, "{}", clipped.len());
+        assert!(clipped.ends_with("bytes cut]"), "{clipped}");
+        assert_eq!(clip_log("short"), "short");
     }
 }

@@ -23,6 +23,16 @@ pub struct CallStats {
     pub traps: AtomicU64,
     pub deadlines: AtomicU64,
     pub out_of_memory: AtomicU64,
+    /// Deadline overruns while the host was overloaded (counted in
+    /// `faults` and `deadlines`, not towards disabling the plugin).
+    pub overruns_under_load: AtomicU64,
+    /// Calls refused at the concurrency cap (not faults).
+    pub busy: AtomicU64,
+    /// Probe calls of the disabled plugin.
+    pub probes: AtomicU64,
+    /// `host.log` lines dropped over the per-call cap.
+    pub log_lines_dropped: AtomicU64,
+    /// Faults of the plugin's own in a row.
     pub consecutive_faults: AtomicU32,
     pub disabled: AtomicBool,
     /// Fresh-instance calls that found no spare ready and instantiated
@@ -56,6 +66,10 @@ impl CallStats {
             (&self.traps, &from.traps),
             (&self.deadlines, &from.deadlines),
             (&self.out_of_memory, &from.out_of_memory),
+            (&self.overruns_under_load, &from.overruns_under_load),
+            (&self.busy, &from.busy),
+            (&self.probes, &from.probes),
+            (&self.log_lines_dropped, &from.log_lines_dropped),
         ] {
             to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
         }

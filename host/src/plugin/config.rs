@@ -15,8 +15,21 @@ pub struct PluginDefaults {
     pub deadline: Duration,
     /// Most linear memory an instance may grow to (default 64 MiB).
     pub memory_bytes: usize,
-    /// Faults in a row after which a plugin is disabled (default 5).
+    /// Faults of its own in a row after which a plugin is disabled (default
+    /// 5). Deadline overruns while the host was overloaded and instances
+    /// the host could not make do not count (see `fault.rs`).
     pub max_consecutive_faults: u32,
+    /// How long a disabled plugin stays off before one probe call may run
+    /// (default 30 s); each failed probe doubles it, up to
+    /// `disabled_backoff_max`.
+    pub disabled_backoff: Duration,
+    /// Longest back-off of a disabled plugin (default 10 min).
+    pub disabled_backoff_max: Duration,
+    /// Most calls of one plugin running at once (default 64).
+    pub max_concurrency: usize,
+    /// How long a call over `max_concurrency` waits for a running one to
+    /// finish before its stage's failure mode applies (default 10 ms).
+    pub concurrency_wait: Duration,
     /// Most idle warm instances kept per warm plugin (default 4).
     pub warm_pool: usize,
     /// Fresh instances made ahead of their calls, off the request path,
@@ -30,6 +43,10 @@ impl Default for PluginDefaults {
             deadline: Duration::from_millis(50),
             memory_bytes: 64 << 20,
             max_consecutive_faults: 5,
+            disabled_backoff: Duration::from_secs(30),
+            disabled_backoff_max: Duration::from_secs(600),
+            max_concurrency: 64,
+            concurrency_wait: Duration::from_millis(10),
             warm_pool: 4,
             spares: 2,
         }

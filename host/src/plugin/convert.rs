@@ -35,18 +35,35 @@ fn has_non_text(m: &Message) -> bool {
     parts || m.tool_calls.as_ref().is_some_and(|c| !c.is_empty())
 }
 
-/// The `metadata` object of the request (OpenAI's field), as string pairs.
-fn metadata(req: &ChatRequest) -> Vec<(String, String)> {
-    match req.extra.get("metadata") {
+/// Metadata keys only the gateway sets: a client's `metadata` may not carry
+/// them, whether or not the gateway set them on this request.
+const HOST_KEYS: [&str; 3] = ["client", "user", "ab_arm"];
+
+/// Prefixes of metadata keys only the gateway sets.
+const HOST_PREFIXES: [&str; 1] = ["candidate."];
+
+/// Whether only the gateway may set metadata `key`.
+fn host_key(key: &str) -> bool {
+    HOST_KEYS.contains(&key) || HOST_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+/// The plugins' metadata: the request's `metadata` object (OpenAI's field),
+/// as string pairs, then the gateway's own pairs (`host`). A client key that
+/// is the gateway's (see [`host_key`]) or that the gateway set is dropped,
+/// so a plugin never mistakes a client's value for the gateway's.
+fn metadata(req: &ChatRequest, host: &[(String, String)]) -> Vec<(String, String)> {
+    let client: Vec<(String, String)> = match req.extra.get("metadata") {
         Some(Value::Object(map)) => map
             .iter()
+            .filter(|(k, _)| !host_key(k) && !host.iter().any(|(h, _)| h == *k))
             .map(|(k, v)| match v {
                 Value::String(s) => (k.clone(), s.clone()),
                 other => (k.clone(), other.to_string()),
             })
             .collect(),
         _ => Vec::new(),
-    }
+    };
+    client.into_iter().chain(host.iter().cloned()).collect()
 }
 
 /// Headers a plugin never sees.
@@ -95,7 +112,7 @@ pub fn request_to_wit(req: &ChatRequest, ctx: &StageContext) -> types::ChatReque
         has_tools: req.tools.as_ref().is_some_and(|t| !t.is_empty()),
         wants_json,
         user: req.user.clone(),
-        metadata: metadata(req).into_iter().chain(ctx.metadata.iter().cloned()).collect(),
+        metadata: metadata(req, &ctx.metadata),
         headers: headers(ctx),
     }
 }

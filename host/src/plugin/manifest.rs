@@ -72,6 +72,10 @@ struct RawManifest {
     deadline_ms: Option<u64>,
     memory_mib: Option<u64>,
     max_consecutive_faults: Option<u32>,
+    disabled_backoff_ms: Option<u64>,
+    disabled_backoff_max_ms: Option<u64>,
+    max_concurrency: Option<usize>,
+    concurrency_wait_ms: Option<u64>,
     instances: Option<InstanceMode>,
     warm_pool: Option<usize>,
     spares: Option<usize>,
@@ -90,6 +94,14 @@ pub struct Manifest {
     pub deadline: Duration,
     pub memory_bytes: usize,
     pub max_consecutive_faults: u32,
+    /// Off-time after being disabled, before a probe call (doubles on a
+    /// failed probe, up to `disabled_backoff_max`).
+    pub disabled_backoff: Duration,
+    pub disabled_backoff_max: Duration,
+    /// Most calls running at once (at least 1).
+    pub max_concurrency: usize,
+    /// How long a call over the cap waits for a slot.
+    pub concurrency_wait: Duration,
     pub instances: InstanceMode,
     /// Most warm instances kept idle.
     pub warm_pool: usize,
@@ -109,6 +121,10 @@ impl Manifest {
             deadline: d.deadline,
             memory_bytes: d.memory_bytes,
             max_consecutive_faults: d.max_consecutive_faults,
+            disabled_backoff: d.disabled_backoff,
+            disabled_backoff_max: d.disabled_backoff_max,
+            max_concurrency: d.max_concurrency.max(1),
+            concurrency_wait: d.concurrency_wait,
             instances: InstanceMode::Auto,
             warm_pool: d.warm_pool,
             spares: d.spares,
@@ -129,6 +145,10 @@ impl Manifest {
             deadline: raw.deadline_ms.map_or(base.deadline, Duration::from_millis),
             memory_bytes: raw.memory_mib.map_or(base.memory_bytes, |m| usize::try_from(m << 20).unwrap_or(usize::MAX)),
             max_consecutive_faults: raw.max_consecutive_faults.unwrap_or(base.max_consecutive_faults).max(1),
+            disabled_backoff: raw.disabled_backoff_ms.map_or(base.disabled_backoff, Duration::from_millis),
+            disabled_backoff_max: raw.disabled_backoff_max_ms.map_or(base.disabled_backoff_max, Duration::from_millis),
+            max_concurrency: raw.max_concurrency.unwrap_or(base.max_concurrency).max(1),
+            concurrency_wait: raw.concurrency_wait_ms.map_or(base.concurrency_wait, Duration::from_millis),
             instances: raw.instances.unwrap_or(base.instances),
             warm_pool: raw.warm_pool.unwrap_or(base.warm_pool),
             spares: raw.spares.unwrap_or(base.spares),

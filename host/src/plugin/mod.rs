@@ -7,7 +7,11 @@
 //! Invariant: a plugin can never crash the host. Traps, deadline overruns and
 //! out-of-memory are caught, counted and turned into the plugin's failure
 //! mode; a component that does not load is rejected with the previous version
-//! still serving. This module does not serve HTTP: the gateway exposes
+//! still serving. Invariant: no client can switch a plugin off. Only faults
+//! that are the plugin's own count towards disabling it (not deadline
+//! overruns on an overloaded host, not a refusal at its concurrency cap,
+//! not an instance the host could not make: `fault.rs`), and a disabled
+//! plugin is probed again after a back-off. This module does not serve HTTP: the gateway exposes
 //! [`PluginHost::list`] at `GET /admin/plugins`.
 //!
 //! [`PluginHost`] is called only through the stage traits ([`Compressor`],
@@ -96,8 +100,22 @@ pub struct PluginInfo {
     pub traps: u64,
     pub deadline_overruns: u64,
     pub out_of_memory: u64,
+    /// Deadline overruns while the host was overloaded: counted above, not
+    /// towards disabling the plugin.
+    pub overruns_under_load: u64,
+    /// Faults of its own in a row (what disables it).
     pub consecutive_faults: u32,
     pub disabled: bool,
+    /// While disabled: how long it stays off before a probe call.
+    pub disabled_backoff_ms: Option<u64>,
+    /// Probe calls made while it was disabled.
+    pub probes: u64,
+    /// Calls running now.
+    pub in_flight: usize,
+    /// Calls refused at its concurrency cap (`max_concurrency`).
+    pub busy: u64,
+    /// `host.log` lines dropped over the per-call cap.
+    pub log_lines_dropped: u64,
     /// Median of recent call durations (microseconds, including instantiation).
     pub p50_us: Option<f64>,
     pub p99_us: Option<f64>,
@@ -176,8 +194,14 @@ impl PluginHost {
                     traps: s.faults.load(Ordering::Relaxed),
                     deadline_overruns: s.deadlines.load(Ordering::Relaxed),
                     out_of_memory: s.out_of_memory.load(Ordering::Relaxed),
+                    overruns_under_load: s.overruns_under_load.load(Ordering::Relaxed),
                     consecutive_faults: s.consecutive_faults.load(Ordering::Relaxed),
                     disabled: s.disabled.load(Ordering::Relaxed),
+                    disabled_backoff_ms: p.disabled_backoff().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    probes: s.probes.load(Ordering::Relaxed),
+                    in_flight: p.in_flight(),
+                    busy: s.busy.load(Ordering::Relaxed),
+                    log_lines_dropped: s.log_lines_dropped.load(Ordering::Relaxed),
                     p50_us: p50,
                     p99_us: p99,
                     load_error: self.shared.load_error(p.name()),
@@ -201,8 +225,14 @@ impl PluginHost {
             traps: 0,
             deadline_overruns: 0,
             out_of_memory: 0,
+            overruns_under_load: 0,
             consecutive_faults: 0,
             disabled: false,
+            disabled_backoff_ms: None,
+            probes: 0,
+            in_flight: 0,
+            busy: 0,
+            log_lines_dropped: 0,
             p50_us: None,
             p99_us: None,
             load_error: Some(error),

@@ -24,14 +24,18 @@ use wasmtime::component::{Instance, InstancePre};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::runtime::in_tokio;
 
-use super::bindings::{HostState, PluginMeta};
+use super::bindings::{CallWatch, HostState, PluginMeta};
 use super::fault::{CallFault, classify};
 use crate::stage::FaultKind;
 
 /// Arm `store`'s deadline `deadline` from now: the epoch callback checks it
-/// at every tick.
+/// at every tick. Starts a new call's watch (ticks run, load seen, lines
+/// logged).
 fn arm(store: &mut Store<HostState>, deadline: Duration) {
-    store.data_mut().deadline = Instant::now() + deadline;
+    let data = store.data_mut();
+    data.deadline = Instant::now() + deadline;
+    let in_flight = data.meta.host_in_flight.load(Ordering::Relaxed);
+    data.watch = CallWatch { peak_in_flight: in_flight, ..CallWatch::default() };
     store.set_epoch_deadline(1);
 }
 
@@ -90,8 +94,11 @@ impl InstancePool {
         store.limiter(|s| &mut s.limiter);
         // At every epoch tick the guest yields to the async worker, so a
         // long call never holds a worker thread, until its deadline passes.
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
+        store.epoch_deadline_callback(|mut ctx| {
+            let data = ctx.data_mut();
+            let in_flight = data.meta.host_in_flight.load(Ordering::Relaxed);
+            data.watch.tick(in_flight);
+            if Instant::now() >= data.deadline {
                 Err(wasmtime::Trap::Interrupt.into())
             } else {
                 Ok(UpdateDeadline::Yield(1))
@@ -170,6 +177,12 @@ impl InstancePool {
         for live in idle {
             let _ = retire(live, None);
         }
+    }
+
+    /// Make and keep instances again (a disabled plugin re-enabled by a
+    /// successful probe).
+    pub fn reopen(&self) {
+        self.closed.store(false, Ordering::Relaxed);
     }
 
     /// Whether the caller should queue a refill of the spares: there are

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,6 +74,8 @@ pub struct Shared {
     errors: Mutex<HashMap<String, String>>,
     /// Scans of the folder so far.
     rescans: AtomicU64,
+    /// Calls of every plugin in flight (see `fault::is_own`).
+    in_flight: Arc<AtomicUsize>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -91,6 +93,7 @@ impl Shared {
             attempts: Mutex::default(),
             errors: Mutex::default(),
             rescans: AtomicU64::new(0),
+            in_flight: Arc::default(),
         }
     }
 
@@ -266,7 +269,7 @@ impl Shared {
             InstanceMode::Fresh => false,
             InstanceMode::Auto => bytes.len() >= WARM_THRESHOLD_BYTES,
         };
-        let meta = Arc::new(PluginMeta { name: name.into(), manifest });
+        let meta = Arc::new(PluginMeta { name: name.into(), manifest, host_in_flight: self.in_flight.clone() });
         let rt = runtime()?;
         let cache_dir = self.cache_dir();
         if let Some(min) = self.config.baseline_min_bytes

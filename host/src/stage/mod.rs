@@ -61,6 +61,12 @@ impl StageError {
     pub fn is_fault(&self) -> bool {
         matches!(self, StageError::Fault { .. })
     }
+
+    /// Whether this is a closed-mode plugin at its concurrency cap: the
+    /// gateway is busy (503), the plugin did nothing wrong.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StageError::Fault { kind: FaultKind::Busy, .. })
+    }
 }
 
 /// Rewrites a request's messages to save tokens. Several compressors chain.

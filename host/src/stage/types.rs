@@ -53,8 +53,12 @@ pub enum FaultKind {
     OutOfMemory,
     /// A fresh instance could not be created.
     Instantiate,
-    /// The plugin was disabled after too many consecutive faults.
+    /// The plugin was disabled after too many consecutive faults of its own
+    /// (it is retried after a back-off, see `plugin/fault.rs`).
     Disabled,
+    /// The plugin was at its concurrency cap and no call finished within
+    /// the wait: the host's load, never counted as the plugin's fault.
+    Busy,
 }
 
 impl FaultKind {
@@ -65,6 +69,7 @@ impl FaultKind {
             FaultKind::OutOfMemory => "out-of-memory",
             FaultKind::Instantiate => "instantiate",
             FaultKind::Disabled => "disabled",
+            FaultKind::Busy => "busy",
         }
     }
 }

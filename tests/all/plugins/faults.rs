@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sluice::error::GatewayError;
 use sluice::stage::{FaultKind, Judge, StageError, StageKind};
 
-use super::support::{Folder, NO_CONTEXT, built, fixtures, response, user};
+use super::support::{Folder, NO_CONTEXT, built, eventually_async, fixtures, response, user};
 
 fn info(host: &sluice::plugin::PluginHost, name: &str) -> sluice::plugin::PluginInfo {
     host.list().into_iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name} listed"))
@@ -304,4 +304,114 @@ async fn plugins_see_request_metadata_and_headers_without_credentials() {
     };
     let v = host.judge(&req, &ctx, &response("a", "stop")).await.expect("ok").expect("verdict");
     assert_eq!(v.votes[0].reason, "metadata app=docs,tenant=acme; headers x-request-id=r1");
+}
+
+#[tokio::test]
+async fn client_metadata_cannot_pose_as_the_gateways() {
+    built();
+    let folder = Folder::new();
+    folder.add_fixture("ctx", "[config]\nmode = \"context\"\n");
+    let host = folder.host(false);
+    let mut req = user("q");
+    req.extra.insert(
+        "metadata".into(),
+        serde_json::json!({
+            "app": "docs", "client": "admin", "user": "root", "ab_arm": "b",
+            "candidate.gpt.circuit": "open", "tenant": "spoofed",
+        }),
+    );
+    let ctx = sluice::stage::StageContext {
+        metadata: vec![("tenant".into(), "acme".into()), ("client".into(), "alice".into())],
+        headers: Vec::new(),
+    };
+    let v = host.judge(&req, &ctx, &response("a", "stop")).await.expect("ok").expect("verdict");
+    assert_eq!(v.votes[0].reason, "metadata app=docs,tenant=acme,client=alice; headers ");
+    // Without gateway values, the gateway's keys are still not the client's to set.
+    let v = host.judge(&req, &NO_CONTEXT, &response("a", "stop")).await.expect("ok").expect("verdict");
+    assert_eq!(v.votes[0].reason, "metadata app=docs,tenant=spoofed; headers ");
+}
+
+#[test]
+fn deadline_overruns_of_a_flooded_host_do_not_disable_a_plugin() {
+    built();
+    let folder = Folder::new();
+    folder.add_fixture("spin", "deadline_ms = 100\nmax_consecutive_faults = 2\n[config]\nmode = \"spin\"\n");
+    let host = folder.host(false);
+    // Two workers, 24 calls at once: each waits for a worker between ticks.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    rt.block_on(async {
+        let calls: Vec<_> = (0..24)
+            .map(|_| {
+                let h = host.clone();
+                tokio::spawn(async move { h.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.expect("no panic"), Ok(None), "open: skipped");
+        }
+    });
+    let i = info(&host, "spin");
+    assert_eq!((i.deadline_overruns, i.overruns_under_load), (24, 24), "{i:?}");
+    assert_eq!((i.consecutive_faults, i.disabled), (0, false), "{i:?}");
+
+    // On an idle host its overruns are its own: two in a row disable it.
+    for expected in [1, 2] {
+        assert_eq!(rt.block_on(host.judge(&user("q"), &NO_CONTEXT, &response("a", "stop"))), Ok(None));
+        assert_eq!(info(&host, "spin").consecutive_faults, expected);
+    }
+    assert!(info(&host, "spin").disabled);
+}
+
+#[tokio::test]
+async fn a_disabled_plugin_is_probed_after_its_backoff_and_comes_back() {
+    built();
+    let folder = Folder::new();
+    folder.add_fixture("flaky", "max_consecutive_faults = 2\ndisabled_backoff_ms = 200\n[config]\nmode = \"ok\"\n");
+    let host = folder.host(false);
+    let call = async |answer: &str| host.judge(&user("q"), &NO_CONTEXT, &response(answer, "stop")).await;
+    for _ in 0..2 {
+        assert_eq!(call("TRAP").await, Ok(None), "open: skipped");
+    }
+    let i = info(&host, "flaky");
+    assert_eq!((i.disabled, i.disabled_backoff_ms, i.traps), (true, Some(200), 2));
+
+    // After the back-off one call probes it; it traps again: twice the back-off.
+    let probed = eventually_async(Duration::from_secs(20), async || {
+        let _ = call("TRAP").await;
+        info(&host, "flaky").probes == 1
+    })
+    .await;
+    assert!(probed, "no probe");
+    let i = info(&host, "flaky");
+    assert_eq!((i.disabled, i.disabled_backoff_ms, i.traps), (true, Some(400), 3), "{i:?}");
+
+    // A probe that succeeds enables it again.
+    let back = eventually_async(Duration::from_secs(20), async || call("fine").await.is_ok_and(|v| v.is_some())).await;
+    assert!(back, "not re-enabled");
+    let i = info(&host, "flaky");
+    assert_eq!((i.disabled, i.disabled_backoff_ms, i.probes, i.consecutive_faults), (false, None, 2, 0), "{i:?}");
+    let v = call("fine").await.expect("ok").expect("verdict");
+    assert!(v.pass);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_over_the_concurrency_cap_fail_busy_and_are_not_the_plugins_fault() {
+    built();
+    let folder = Folder::new();
+    folder.add_fixture(
+        "slow",
+        "failure = \"closed\"\nmax_concurrency = 1\nconcurrency_wait_ms = 1\nmax_consecutive_faults = 1\n\
+         deadline_ms = 20000\n[config]\nmode = \"slow\"\nslow_ms = 1500\n",
+    );
+    let host = folder.host(false);
+    let h = host.clone();
+    let first = tokio::spawn(async move { h.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await });
+    assert!(eventually_async(Duration::from_secs(20), async || info(&host, "slow").in_flight == 1).await);
+    let err = host.judge(&user("q"), &NO_CONTEXT, &response("a", "stop")).await.expect_err("closed: busy");
+    assert!(matches!(&err, StageError::Fault { kind: FaultKind::Busy, plugin, .. } if plugin == "slow"), "{err:?}");
+    assert_eq!(GatewayError::from(err).status(), 503);
+    let v = first.await.expect("no panic").expect("the first call ran").expect("verdict");
+    assert!(v.pass);
+    let i = info(&host, "slow");
+    assert_eq!((i.calls, i.busy, i.traps, i.consecutive_faults, i.disabled), (1, 1, 0, 0, false), "{i:?}");
 }
