@@ -239,6 +239,30 @@ async fn client_controls_bypass_skip_storing_and_separate_namespaces() {
     assert_eq!(cache_header(&post(&gw, &short, &[]).await), "miss", "expired");
 }
 
+#[tokio::test]
+async fn clients_cannot_overwrite_or_outlive_a_shared_answer() {
+    let mock = MockUpstream::start().await;
+    let gw = gateway(&mock, CacheConfig { ttl: Duration::from_secs(2), ..exact_cache() }, None).await;
+
+    // A `no-cache` answer (here with a 1 s lifetime) does not replace the
+    // live one others are served.
+    let body = ask("priced", "a shared answer");
+    assert_eq!(cache_header(&post(&gw, &body, &[]).await), "miss");
+    let bypass = post(&gw, &body, &[("cache-control", "no-cache"), ("x-sluice-cache-ttl", "1")]).await;
+    assert_eq!(cache_header(&bypass), "bypass");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(cache_header(&post(&gw, &body, &[]).await), "hit", "the stored answer was kept");
+
+    // A client TTL shortens the policy's (2 s here), never lengthens it, and
+    // the largest one is no overflow.
+    let long = ask("priced", "a long-lived answer");
+    let first = post(&gw, &long, &[("x-sluice-cache-ttl", "18446744073709551615")]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(cache_header(&post(&gw, &long, &[]).await), "hit");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(cache_header(&post(&gw, &long, &[]).await), "miss", "expired with the policy's TTL");
+}
+
 async fn stats(gw: &TestGateway) -> Value {
     let reply = Client::new().get(&gw.url("/admin/cache/stats")).await;
     assert_eq!(reply.status, 200);

@@ -282,9 +282,13 @@ impl ResponseCache {
             usage,
             cost,
             upstream_ms: u64::try_from(upstream.as_millis()).unwrap_or(u64::MAX),
-            expires_at_ms: now_ms() + u64::try_from(plan.ttl.as_millis()).unwrap_or(u64::MAX),
+            expires_at_ms: now_ms().saturating_add(u64::try_from(plan.ttl.as_millis()).unwrap_or(u64::MAX)),
         });
         if let Some(local) = &self.local {
+            if !plan.overwrite && local.get(&plan.key).is_some_and(|e| e.expires_at_ms > now_ms()) {
+                // A live answer is there; a `no-cache` answer does not replace it.
+                return;
+            }
             local.insert(plan.key.clone(), entry.clone());
         }
         self.counters.stores.fetch_add(1, Ordering::Relaxed);
@@ -302,11 +306,21 @@ impl ResponseCache {
             && let Ok(json) = serde_json::to_vec(&*entry)
         {
             let key = self.redis_key(redis, &plan.namespace, &plan.key);
-            let _: Option<()> = redis
+            let overwrite = plan.overwrite;
+            let set: Option<Option<String>> = redis
                 .run("cache_set", |mut c| async move {
-                    redis::cmd("SET").arg(&key).arg(json).arg("PX").arg(ttl_ms).query_async(&mut c).await
+                    let mut set = redis::cmd("SET");
+                    set.arg(&key).arg(json).arg("PX").arg(ttl_ms);
+                    if !overwrite {
+                        set.arg("NX");
+                    }
+                    set.query_async(&mut c).await
                 })
                 .await;
+            if matches!(set, Some(None)) {
+                // `NX` found an answer there: it stays, with its vector.
+                return;
+            }
         }
         let Some(mut semantic) = plan.semantic else { return };
         let embedding = match semantic.embedding.take() {

@@ -38,7 +38,8 @@ pub(super) fn plan(
         if t.is_zero() {
             return None;
         }
-        ttl = t;
+        // A client may shorten the policy's lifetime, never lengthen it.
+        ttl = ttl.min(t);
     }
     let semantic =
         (semantic && config.semantic && semantic_ready).then(|| key::question(req)).flatten().map(|question| {
@@ -55,6 +56,7 @@ pub(super) fn plan(
         ttl,
         lookup: !controls.no_cache,
         store: !controls.no_store,
+        overwrite: !controls.no_cache,
         semantic,
     })
 }

@@ -174,6 +174,10 @@ pub struct StorePlan {
     pub ttl: Duration,
     pub lookup: bool,
     pub store: bool,
+    /// Whether the answer may replace an entry already stored under its key.
+    /// A `Cache-Control: no-cache` request's answer may not: it only fills a
+    /// gap, so a client cannot overwrite an answer others are served.
+    pub overwrite: bool,
     pub semantic: Option<SemanticPlan>,
 }
 
