@@ -118,6 +118,11 @@ async fn admit(
     }
     ctx.user_header = headers.get("x-sluice-user").and_then(|v| v.to_str().ok()).map(str::to_owned);
     ctx.client = gw.keys.admit(headers).await?;
+    if ctx.pinned && ctx.client.as_ref().is_some_and(|c| !c.pin) {
+        return Err(GatewayError::Forbidden(
+            "this key may not pin a route (`x-sluice-route: pinned`); that needs a key with `pin = true`".to_owned(),
+        ));
+    }
     Ok(())
 }
 

@@ -65,6 +65,7 @@ impl Checker<'_> {
             budget_period,
             admin: k.admin.unwrap_or(false),
             metrics: k.metrics.unwrap_or(false),
+            pin: k.pin.unwrap_or(false),
         })
     }
 }

@@ -85,6 +85,10 @@ pub struct RawKey {
     /// keys are configured, `/metrics` needs a key with `metrics` or
     /// `admin`. Default false.
     pub metrics: Option<bool>,
+    /// May send `x-sluice-route: pinned` to bypass routing and get exactly
+    /// the model asked for. Once keys are configured, only such keys may
+    /// (others get 403). Default false.
+    pub pin: Option<bool>,
 }
 
 impl std::fmt::Debug for RawKey {

@@ -41,6 +41,9 @@ pub struct KeyConfig {
     /// May read `/metrics` (once keys are configured, only such keys and
     /// admin keys may).
     pub metrics: bool,
+    /// May bypass routing with `x-sluice-route: pinned` (once keys are
+    /// configured, only such keys may).
+    pub pin: bool,
 }
 
 impl std::fmt::Debug for KeyConfig {
@@ -54,6 +57,7 @@ impl std::fmt::Debug for KeyConfig {
             .field("budget_period", &self.budget_period)
             .field("admin", &self.admin)
             .field("metrics", &self.metrics)
+            .field("pin", &self.pin)
             .finish()
     }
 }
@@ -64,6 +68,8 @@ pub struct ClientKey {
     pub admin: bool,
     /// May read `/metrics`.
     pub metrics: bool,
+    /// May pin a route (`x-sluice-route: pinned`).
+    pub pin: bool,
     rpm: Option<Limiter>,
     tpm: Option<Arc<Limiter>>,
     budget: Option<Arc<Budget>>,
@@ -153,6 +159,7 @@ impl KeyRing {
                 name: k.name.clone(),
                 admin: k.admin,
                 metrics: k.metrics || k.admin,
+                pin: k.pin,
                 rpm: k.rpm.map(|n| Limiter::new(scope("rpm"), Rate::per_minute(n), redis.clone())),
                 tpm: k.tpm.map(|n| Arc::new(Limiter::new(scope("tpm"), Rate::per_minute(n), redis.clone()))),
                 budget: k.budget_usd.map(|limit_usd| {

@@ -18,6 +18,30 @@ fn key(name: &str, secret: &str) -> KeyConfig {
 }
 
 #[tokio::test]
+async fn only_keys_allowed_to_pin_may_bypass_routing() {
+    let s = Setup::with(|c| {
+        c.gateway.keys = vec![key("plain", "sk-plain-key"), KeyConfig { pin: true, ..key("pinner", "sk-pinner-key") }];
+    })
+    .await;
+    let url = s.gateway.url("/v1/chat/completions");
+    let body = Bytes::from(ask("priced", "hi").to_string());
+    let send = |headers: Vec<(&'static str, &'static str)>| {
+        let (url, body) = (url.clone(), body.clone());
+        async move { Client::new().call(Method::POST, &url, body, &headers).await }
+    };
+    let pinned = |secret: &'static str| vec![("authorization", secret), ("x-sluice-route", "pinned")];
+    let refused = send(pinned("Bearer sk-plain-key")).await;
+    assert_eq!(refused.status, 403, "{}", String::from_utf8_lossy(&refused.body));
+    assert_eq!(refused.json()["error"]["type"], "permission_error", "{}", String::from_utf8_lossy(&refused.body));
+    let allowed = send(pinned("Bearer sk-pinner-key")).await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(allowed.header("x-sluice-model"), Some("priced"));
+    // Without the header, the plain key is routed as usual.
+    let plain = send(vec![("authorization", "Bearer sk-plain-key")]).await;
+    assert_eq!(plain.status, 200);
+}
+
+#[tokio::test]
 async fn admin_endpoints_need_an_admin_key_once_keys_are_configured() {
     let s = Setup::with(|c| {
         let mut ops = key("ops", "sk-ops-admin-secret");
