@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sluice::cache::CacheConfig;
 use sluice::config::Config;
+use sluice::limits::KeyConfig;
 use sluice::redis_client::RedisConfig;
 use sluice_testkit::{Client, MockUpstream, RedisServer, TestGateway, require_redis};
 
@@ -261,6 +262,48 @@ async fn clients_cannot_overwrite_or_outlive_a_shared_answer() {
     assert_eq!(cache_header(&post(&gw, &long, &[]).await), "hit");
     tokio::time::sleep(Duration::from_millis(2200)).await;
     assert_eq!(cache_header(&post(&gw, &long, &[]).await), "miss", "expired with the policy's TTL");
+}
+
+#[tokio::test]
+async fn with_keys_every_entry_stays_in_its_tenant() {
+    let mock = MockUpstream::start().await;
+    let key = |name: &str, secret: &str, tenant: Option<&str>| KeyConfig {
+        name: name.into(),
+        key: secret.into(),
+        tenant: tenant.map(str::to_owned),
+        ..KeyConfig::default()
+    };
+    let gw = TestGateway::start(config_for(&mock, |c: &mut Config| {
+        c.gateway.cache = Some(exact_cache());
+        c.gateway.keys = vec![
+            key("alice", "sk-alice-key", None),
+            key("bob", "sk-bob-key", None),
+            key("team-1", "sk-team-one", Some("team")),
+            key("team-2", "sk-team-two", Some("team")),
+        ];
+    }))
+    .await;
+    let body = ask("priced", "what did the other tenant ask?");
+    let as_key = |secret: &'static str, extra: &[(&'static str, &'static str)]| {
+        let mut headers = vec![("authorization", secret)];
+        headers.extend_from_slice(extra);
+        headers
+    };
+    assert_eq!(cache_header(&post(&gw, &body, &as_key("Bearer sk-alice-key", &[])).await), "miss");
+    assert_eq!(cache_header(&post(&gw, &body, &as_key("Bearer sk-alice-key", &[])).await), "hit");
+    // Another key sees nothing of it, whatever namespace it asks for (its
+    // probes store nothing of their own).
+    for namespace in ["", "default", "alice", "tenant5:alice/default"] {
+        let mut headers = vec![("cache-control", "no-store")];
+        if !namespace.is_empty() {
+            headers.push(("x-sluice-cache-namespace", namespace));
+        }
+        let reply = post(&gw, &body, &as_key("Bearer sk-bob-key", &headers)).await;
+        assert_eq!(cache_header(&reply), "miss", "namespace {namespace:?}");
+    }
+    // Keys of one tenant share their entries.
+    assert_eq!(cache_header(&post(&gw, &body, &as_key("Bearer sk-team-one", &[])).await), "miss");
+    assert_eq!(cache_header(&post(&gw, &body, &as_key("Bearer sk-team-two", &[])).await), "hit");
 }
 
 async fn stats(gw: &TestGateway) -> Value {

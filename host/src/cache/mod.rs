@@ -141,10 +141,11 @@ impl ResponseCache {
         &self,
         decision: Option<&CacheDecision>,
         controls: &CacheControls,
+        tenant: Option<&str>,
         req: &ChatRequest,
         model: &str,
     ) -> Option<StorePlan> {
-        plan::plan(&self.config, self.embedder.is_some(), decision, controls, req, model)
+        plan::plan(&self.config, self.embedder.is_some(), decision, controls, tenant, req, model)
     }
 
     /// Counts a request the cache did not look up for.

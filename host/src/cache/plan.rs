@@ -12,12 +12,16 @@ use crate::stage::CacheDecision;
 
 /// The plan for `req`, routed to `model`: `None` bypasses the cache (the
 /// policy said not cacheable, or the client asked for a zero TTL).
-/// `semantic_ready`: whether the embedding model is loaded.
+/// `semantic_ready`: whether the embedding model is loaded. `tenant`: the
+/// client key's tenant when keys are configured; every entry of the plan
+/// (exact and semantic, every tier) is then inside that tenant's scope,
+/// whatever namespace the policy or the client chose.
 pub(super) fn plan(
     config: &CacheConfig,
     semantic_ready: bool,
     decision: Option<&CacheDecision>,
     controls: &CacheControls,
+    tenant: Option<&str>,
     req: &ChatRequest,
     model: &str,
 ) -> Option<StorePlan> {
@@ -33,6 +37,9 @@ pub(super) fn plan(
     if let Some(ns) = &controls.namespace {
         // A client namespace narrows the policy's, never escapes it.
         namespace = if namespace == config.namespace { ns.clone() } else { format!("{namespace}/{ns}") };
+    }
+    if let Some(tenant) = tenant {
+        namespace = tenant_namespace(tenant, &namespace);
     }
     if let Some(t) = controls.ttl {
         if t.is_zero() {
@@ -59,4 +66,10 @@ pub(super) fn plan(
         overwrite: !controls.no_cache,
         semantic,
     })
+}
+
+/// `namespace` inside `tenant`'s scope. The tenant's length leads, so no
+/// namespace of one tenant can spell another's.
+fn tenant_namespace(tenant: &str, namespace: &str) -> String {
+    format!("tenant{}:{tenant}/{namespace}", tenant.len())
 }

@@ -41,6 +41,9 @@ impl Checker<'_> {
         if k.budget_usd.is_some_and(|b| !(b.is_finite() && b >= 0.0)) {
             return self.err(&format!("{name}.budget_usd"), Some(spanned.span()), "must be a non-negative number");
         }
+        if k.tenant.as_ref().is_some_and(|t| t.trim().is_empty()) {
+            return self.err(&format!("{name}.tenant"), Some(spanned.span()), "must not be empty");
+        }
         let day = 86_400;
         let budget_period = match k.budget_period.as_ref().map(|p| (p, p.get_ref().as_str())) {
             None | Some((_, "total")) => None,
@@ -66,6 +69,7 @@ impl Checker<'_> {
             admin: k.admin.unwrap_or(false),
             metrics: k.metrics.unwrap_or(false),
             pin: k.pin.unwrap_or(false),
+            tenant: k.tenant.clone(),
         })
     }
 }

@@ -89,6 +89,12 @@ pub struct RawKey {
     /// the model asked for. Once keys are configured, only such keys may
     /// (others get 403). Default false.
     pub pin: Option<bool>,
+    /// The cache scope this key's requests share with other keys of the
+    /// same tenant. Once keys are configured, every cache entry (exact and
+    /// semantic, in-process and Redis) is scoped to the client key's tenant:
+    /// no header, body field or plugin reaches another tenant's entries.
+    /// Default: the key's own name.
+    pub tenant: Option<String>,
 }
 
 impl std::fmt::Debug for RawKey {

@@ -44,6 +44,9 @@ pub struct KeyConfig {
     /// May bypass routing with `x-sluice-route: pinned` (once keys are
     /// configured, only such keys may).
     pub pin: bool,
+    /// The cache scope the key's requests share; `None`: the key's own
+    /// (its name).
+    pub tenant: Option<String>,
 }
 
 impl std::fmt::Debug for KeyConfig {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for KeyConfig {
             .field("admin", &self.admin)
             .field("metrics", &self.metrics)
             .field("pin", &self.pin)
+            .field("tenant", &self.tenant)
             .finish()
     }
 }
@@ -70,6 +74,8 @@ pub struct ClientKey {
     pub metrics: bool,
     /// May pin a route (`x-sluice-route: pinned`).
     pub pin: bool,
+    /// The cache scope of its requests: its tenant, or its own name.
+    pub tenant: String,
     rpm: Option<Limiter>,
     tpm: Option<Arc<Limiter>>,
     budget: Option<Arc<Budget>>,
@@ -160,6 +166,7 @@ impl KeyRing {
                 admin: k.admin,
                 metrics: k.metrics || k.admin,
                 pin: k.pin,
+                tenant: k.tenant.clone().unwrap_or_else(|| k.name.clone()),
                 rpm: k.rpm.map(|n| Limiter::new(scope("rpm"), Rate::per_minute(n), redis.clone())),
                 tpm: k.tpm.map(|n| Arc::new(Limiter::new(scope("tpm"), Rate::per_minute(n), redis.clone()))),
                 budget: k.budget_usd.map(|limit_usd| {

@@ -94,7 +94,8 @@ async fn cache_lookup(
 ) -> Option<crate::cache::Hit> {
     let cache = gw.cache.as_ref()?;
     let model = models.first()?;
-    let Some(mut plan) = cache.plan(ctx.cache_decision.as_ref(), &ctx.cache_controls, req, model) else {
+    let tenant = ctx.client.as_ref().map(|c| c.tenant.as_str());
+    let Some(mut plan) = cache.plan(ctx.cache_decision.as_ref(), &ctx.cache_controls, tenant, req, model) else {
         cache.note_bypass();
         ctx.cache_outcome = Some(CacheOutcome::Bypass);
         return None;
