@@ -31,6 +31,7 @@ use crate::cache::replay::{Assembler, chunks_of};
 use crate::cache::{Provenance, ResponseCache, StorePlan};
 use crate::error::{ApiFlavor, GatewayError};
 use crate::gateway::Gateway;
+use crate::stage::{Judge, StageContext};
 use crate::upstream::{ChunkEvent, ChunkStream};
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
@@ -190,6 +191,8 @@ struct Relay {
     /// A miss's answer, assembled to be stored once the stream has
     /// finished cleanly.
     store: Option<(Arc<ResponseCache>, StorePlan, Assembler)>,
+    /// The judges, asked about the assembled answer before it is stored.
+    judges: Option<Arc<dyn Judge>>,
 }
 
 impl Relay {
@@ -213,6 +216,7 @@ impl Relay {
             text: String::new(),
             template: None,
             store,
+            judges: gw.plugins.clone().map(|host| host as Arc<dyn Judge>),
         }
     }
 
@@ -257,6 +261,31 @@ impl Relay {
         }
     }
 
+    /// Stores a streamed answer as a whole one is stored: only if the
+    /// judges pass it. An answer judged already (an accepted cascade tier)
+    /// keeps its verdict; otherwise the judges are asked off the stream's
+    /// path, and a judge's fault keeps the answer out too.
+    fn store_judged(&self, cache: Arc<ResponseCache>, plan: StorePlan, response: ChatResponse, made: Provenance) {
+        if let Some(verdict) = &self.record.ctx.verdict {
+            if verdict.pass {
+                cache.store(plan, &response, None, made);
+            }
+            return;
+        }
+        let Some(judges) = self.judges.clone() else {
+            cache.store(plan, &response, None, made);
+            return;
+        };
+        let req = self.req.clone();
+        tokio::spawn(async move {
+            if let Ok(verdict) = judges.judge(&req, &StageContext::default(), &response).await
+                && verdict.is_none_or(|v| v.pass)
+            {
+                cache.store(plan, &response, None, made);
+            }
+        });
+    }
+
     /// The stream failed after it started: the final error event.
     fn fail(&mut self, error: &GatewayError) -> Bytes {
         self.record.ctx.note_error(error);
@@ -284,7 +313,7 @@ impl Relay {
         {
             let upstream = self.record.ctx.started.elapsed();
             let made = Provenance { model: self.public_model.clone(), usage, cost, upstream };
-            cache.store(plan, &response, None, made);
+            self.store_judged(cache, plan, response, made);
         }
         let mut tail = BytesMut::new();
         if let Some(cost) = cost {

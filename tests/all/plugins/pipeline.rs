@@ -125,3 +125,54 @@ async fn a_router_dropped_in_takes_effect_without_a_restart() {
     }
     assert!(routed, "the new router took over");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_answers_the_judges_fail_are_not_cached() {
+    built();
+    let folder = Folder::new();
+    folder.add_example("judge", "judge");
+    let mock = MockUpstream::start().await;
+    let gateway = TestGateway::start(config_for(&mock, |config: &mut Config| {
+        with_plugins(&folder)(config);
+        config.gateway.cache = Some(sluice::cache::CacheConfig {
+            semantic: false,
+            embedding_model_dir: None,
+            ..sluice::cache::CacheConfig::default()
+        });
+    }))
+    .await;
+    let client = Client::new();
+    let url = gateway.url("/v1/chat/completions");
+    let stream = |model: &str, text: &str| {
+        let mut body = ask(model, text);
+        body["stream"] = json!(true);
+        body
+    };
+
+    // A refusal, streamed: the client gets it, the cache does not keep it.
+    let refused = client.post_json(&url, &stream("mock-refuse", "a question")).await;
+    assert_eq!(refused.status, 200);
+    assert!(String::from_utf8_lossy(&refused.body).contains("sorry"), "the stream carried the refusal");
+    // A good answer, streamed, is kept (once the judges have passed it).
+    let good = client.post_json(&url, &stream("mock-good", "a question")).await;
+    assert_eq!(good.status, 200);
+    let kept = |model: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            // Probes look up but store nothing of their own.
+            let probe = bytes::Bytes::from(ask(model, "a question").to_string());
+            for _ in 0..200 {
+                let reply =
+                    client.call(http::Method::POST, &url, probe.clone(), &[("cache-control", "no-store")]).await;
+                if reply.header("x-sluice-cache") == Some("hit") {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            false
+        }
+    };
+    assert!(kept("mock-good").await, "the judged good answer was stored");
+    let again = client.post_json(&url, &ask("mock-refuse", "a question")).await;
+    assert_eq!(again.header("x-sluice-cache"), Some("miss"), "the refusal was not stored");
+}
