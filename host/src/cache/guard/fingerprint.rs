@@ -153,6 +153,14 @@ mod tests {
     }
 
     #[test]
+    fn number_words_saturate_instead_of_overflowing() {
+        // The largest number, scaled, then continued by an ordinal.
+        let f = Fingerprint::of("18446744073709551615 hundred ninety first");
+        assert!(f.numbers.iter().any(|n| n == &format!("#{}", u64::MAX)), "{:?}", f.numbers);
+        assert!(same("the 5th of 18446744073709551615 thousand", "the 5th of 18446744073709551615 thousand"));
+    }
+
+    #[test]
     fn quotes_after_a_merged_phrase_keep_their_words() {
         // "machine learning" becomes one alias token before the quote's
         // range is read: the range must follow it.

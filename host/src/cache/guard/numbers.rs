@@ -178,7 +178,7 @@ impl NumberBuilder {
             Atom::Ordinal(n) => {
                 // "twenty-first" continues a number; "third" starts one.
                 if self.active && self.last == Last::Tens && n < 10 {
-                    self.current += n;
+                    self.current = self.current.saturating_add(n);
                 } else {
                     self.flush(false);
                     (self.current, self.active) = (n, true);
