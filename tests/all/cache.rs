@@ -518,3 +518,106 @@ async fn semantic_hits_cross_replicas_and_the_guard_refuses_near_misses() {
     let reply = post(&c, &ask("priced", "Tell me the capital of France."), &[]).await;
     assert_eq!(cache_header(&reply), "semantic-hit");
 }
+
+/// A labelled set of question pairs: (a, b, should hit, kind).
+fn labelled_pairs(set: &str) -> Vec<(String, String, bool, String)> {
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data")).join(set);
+    let text = std::fs::read_to_string(&path).expect("labelled pairs");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("pair JSON");
+            let field = |name: &str| v[name].as_str().expect("a string field").to_owned();
+            (field("a"), field("b"), field("label") == "hit", field("kind"))
+        })
+        .collect()
+}
+
+fn guard_accepts(a: &str, b: &str) -> bool {
+    use sluice::cache::guard::Fingerprint;
+    let (fa, fb) = (Fingerprint::of(a), Fingerprint::of(b));
+    let ok = fa.compatible(&fb);
+    assert_eq!(ok, fb.compatible(&fa), "the guard is asymmetric on {a:?} / {b:?}");
+    // Through Redis's text form too.
+    let decoded = Fingerprint::decode(&fa.encode()).expect("a fingerprint round-trips");
+    assert_eq!(decoded.compatible(&fb), ok, "decoded fingerprint disagrees on {a:?} / {b:?}");
+    ok
+}
+
+#[test]
+fn the_guard_refuses_swapped_roles_and_accepts_reordered_paraphrases() {
+    // The adversarial pair: a conversion's direction.
+    assert!(!guard_accepts("convert 5 miles to km", "convert 5 km to miles"));
+    assert!(!guard_accepts("How many km is 5 miles?", "How many miles is 5 km?"));
+    assert!(guard_accepts("convert 5 miles to km", "How many km is 5 miles?"));
+    assert!(guard_accepts("convert 5 miles to km", "5 miles to km, please convert"));
+    assert!(!guard_accepts("Did Germany beat Brazil?", "Did Brazil beat Germany?"));
+    assert!(guard_accepts("Did Microsoft acquire GitHub?", "Was GitHub acquired by Microsoft?"));
+    assert!(guard_accepts("From Paris to Rome, how far is it?", "How far is it from Paris to Rome?"));
+    assert!(!guard_accepts("How far is it from Paris to Rome?", "How far is it from Rome to Paris?"));
+    assert!(guard_accepts("difference between TCP and UDP", "UDP vs TCP difference"));
+}
+
+/// The guard alone on both labelled sets: it refuses the near-misses it is
+/// meant to see (changed numbers, negations, entities and swapped roles:
+/// every kind but `topic`, left to the embedding threshold) but for 2% (the
+/// lowercase place names it cannot tell apart, "seattle" / "portland"), and
+/// accepts at least 90% of the paraphrases.
+#[test]
+fn the_guard_meets_its_targets_on_both_labelled_sets() {
+    for set in ["semantic_pairs.jsonl", "order_swaps.jsonl"] {
+        let pairs = labelled_pairs(set);
+        let paraphrases: Vec<_> = pairs.iter().filter(|p| p.2).collect();
+        let near_misses: Vec<_> = pairs.iter().filter(|p| !p.2 && p.3 != "topic").collect();
+        let accepted = paraphrases.iter().filter(|p| guard_accepts(&p.0, &p.1)).count();
+        let wrong: Vec<_> = near_misses.iter().filter(|p| guard_accepts(&p.0, &p.1)).collect();
+        let refused: Vec<_> = paraphrases.iter().filter(|p| !guard_accepts(&p.0, &p.1)).map(|p| (&p.0, &p.1)).collect();
+        eprintln!(
+            "{set}: guard accepts {accepted}/{} paraphrases (refuses {refused:?}), {}/{} near-misses: {:?}",
+            paraphrases.len(),
+            wrong.len(),
+            near_misses.len(),
+            wrong.iter().map(|p| (&p.0, &p.1)).collect::<Vec<_>>()
+        );
+        assert!(accepted * 10 >= paraphrases.len() * 9, "{set}: recall {accepted}/{}", paraphrases.len());
+        assert!(wrong.len() * 50 <= near_misses.len(), "{set}: {} wrong hits of {}", wrong.len(), near_misses.len());
+    }
+}
+
+/// The targets on both labelled sets, for the whole semantic decision
+/// (embedding similarity at the default threshold, then the guard): recall
+/// at least 70% on paraphrases, wrong hits at most 1% of near-misses. The
+/// figures print with `--nocapture` (tests/BENCHMARKS.md).
+#[tokio::test]
+async fn semantic_targets_hold_on_both_labelled_sets() {
+    let Some(dir) = embedding_model() else { return };
+    let embedder = sluice_engine::EmbedHandle::start(&dir).expect("embedding model loads");
+    let threshold = CacheConfig::default().similarity_threshold;
+    for set in ["semantic_pairs.jsonl", "order_swaps.jsonl"] {
+        let pairs = labelled_pairs(set);
+        let (mut tp, mut fp, mut fp_off, mut pos, mut neg) = (0, 0, 0, 0, 0);
+        for (a, b, hit, kind) in &pairs {
+            let v = embedder.embed(vec![a.clone(), b.clone()]).await.expect("embeddings");
+            let sim: f32 = v[0].iter().zip(&v[1]).map(|(x, y)| x * y).sum();
+            let served = sim >= threshold && guard_accepts(a, b);
+            if *hit {
+                pos += 1;
+                tp += usize::from(served);
+            } else {
+                neg += 1;
+                fp += usize::from(served);
+                fp_off += usize::from(sim >= threshold);
+                if served {
+                    eprintln!("wrong hit {sim:.3} [{kind}] {a:?} / {b:?}");
+                }
+            }
+        }
+        eprintln!(
+            "{set} at {threshold}: recall {:.1}% ({tp}/{pos}), wrong-hit rate {:.2}% ({fp}/{neg}; guard off {fp_off})",
+            100.0 * tp as f64 / pos as f64,
+            100.0 * fp as f64 / neg as f64
+        );
+        assert!(tp * 10 >= pos * 7, "{set}: recall {tp}/{pos}");
+        assert!(fp * 100 <= neg, "{set}: {fp} wrong hits of {neg}");
+    }
+}

@@ -2,15 +2,19 @@
 //!
 //! 1. Semantic quality on the labelled pairs in `tests/data/semantic_pairs.jsonl`
 //!    (paraphrases that should hit; negations, changed numbers, entities and
-//!    topics that must not): recall and wrong-hit rate at the default
-//!    threshold, with and without the false-hit guard, and a threshold sweep.
+//!    topics that must not) and `tests/data/order_swaps.jsonl` (the same
+//!    words with roles swapped: conversions both ways, from/to, than,
+//!    before/after, who does what to whom; and reordering paraphrases):
+//!    recall and wrong-hit rate at the default threshold, with and without
+//!    the false-hit guard, and a threshold sweep, per set.
 //! 2. End-to-end hit latency through the gateway: exact hits from the
 //!    in-process tier, exact hits from Redis (a gateway with no local tier),
 //!    and semantic hits including the embedding.
 //!
 //! Run: `cargo bench -p sluice-tests --bench cache` (needs the models from
 //! `engine/fetch-models.sh` and `redis-server`). `SLUICE_BENCH_REQUESTS` sets
-//! the requests per latency phase (default 3000).
+//! the requests per latency phase (default 3000); `SLUICE_BENCH_QUALITY_ONLY=1`
+//! runs the quality part alone (no Redis needed).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -37,8 +41,15 @@ struct Pair {
     kind: String,
 }
 
+/// The labelled sets the quality part measures, each on its own.
+const SETS: [&str; 2] = ["tests/data/semantic_pairs.jsonl", "tests/data/order_swaps.jsonl"];
+
 fn pairs() -> Vec<Pair> {
-    let text = std::fs::read_to_string(root().join("tests/data/semantic_pairs.jsonl")).expect("labelled pairs");
+    pairs_in(SETS[0])
+}
+
+fn pairs_in(set: &str) -> Vec<Pair> {
+    let text = std::fs::read_to_string(root().join(set)).expect("labelled pairs");
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
@@ -60,7 +71,14 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 async fn quality(default_threshold: f32) {
     let embedder =
         sluice_engine::EmbedHandle::start(&root().join("models/all-minilm-l6-v2")).expect("embedding model loads");
-    let pairs = pairs();
+    for set in SETS {
+        quality_of(&embedder, set, default_threshold).await;
+    }
+    timing(&embedder).await;
+}
+
+async fn quality_of(embedder: &sluice_engine::EmbedHandle, set: &str, default_threshold: f32) {
+    let pairs = pairs_in(set);
     let mut scored = Vec::new();
     for p in &pairs {
         let v = embedder.embed(vec![p.a.clone(), p.b.clone()]).await.expect("embeddings");
@@ -69,7 +87,10 @@ async fn quality(default_threshold: f32) {
     }
     let positives = pairs.iter().filter(|p| p.hit).count();
     let negatives = pairs.len() - positives;
-    println!("## Semantic quality: {} labelled pairs ({positives} should hit, {negatives} must not)\n", pairs.len());
+    println!(
+        "## Semantic quality, `{set}`: {} labelled pairs ({positives} should hit, {negatives} must not)\n",
+        pairs.len()
+    );
     println!("| threshold | guard | recall | wrong-hit rate | wrong hits |");
     println!("|---|---|---|---|---|");
     let mut thresholds: Vec<f32> = (0..=10).map(|i| 0.70 + 0.025 * i as f32).collect();
@@ -102,7 +123,19 @@ async fn quality(default_threshold: f32) {
         println!("- {kind}: {with} / {without} of {}", of_kind.len());
     }
     println!();
+    let wrong: Vec<_> = pairs
+        .iter()
+        .zip(&scored)
+        .filter(|(p, (sim, ok))| !p.hit && *sim >= default_threshold && *ok)
+        .map(|(p, (sim, _))| format!("- {sim:.3} [{}] {:?} / {:?}", p.kind, p.a, p.b))
+        .collect();
+    if !wrong.is_empty() {
+        println!("Wrong hits at the default threshold, guard on:\n\n{}\n", wrong.join("\n"));
+    }
+}
 
+async fn timing(embedder: &sluice_engine::EmbedHandle) {
+    let pairs = pairs();
     // The embedding alone, one short question at a time.
     let mut times = Vec::new();
     for p in pairs.iter().cycle().take(300) {
@@ -275,6 +308,8 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         quality(CacheConfig::default().similarity_threshold).await;
-        latency(requests).await;
+        if std::env::var_os("SLUICE_BENCH_QUALITY_ONLY").is_none() {
+            latency(requests).await;
+        }
     });
 }

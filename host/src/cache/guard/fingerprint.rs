@@ -16,10 +16,13 @@ use super::entities::{is_entity, is_stopword, word_key};
 use super::negation::negation_cues;
 use super::numbers::numbers;
 use super::polarity::{antonym_flip, polar_words};
+use super::roles::{Roles, roles, roles_swapped};
 use super::tokens::tokenize;
 
-/// Version tag of [`Fingerprint::encode`]'s format.
-const ENCODING_TAG: &str = "g1";
+/// Version tag of [`Fingerprint::encode`]'s format. "g1" had no roles: a
+/// stored "g1" fingerprint does not decode, so its entry is not loaded into
+/// the semantic index (its exact-cache entry still serves).
+const ENCODING_TAG: &str = "g2";
 
 /// What must agree between two queries for one's answer to serve the other.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -35,6 +38,8 @@ pub struct Fingerprint {
     entities: Vec<String>,
     /// Bloom set of the keys of every non-stopword token.
     words: WordSet,
+    /// Content words in order and what the role markers govern.
+    roles: Roles,
 }
 
 impl Fingerprint {
@@ -75,6 +80,7 @@ impl Fingerprint {
             polar: polar_words(&tokens).into_iter().collect(),
             entities: entities.into_iter().collect(),
             words,
+            roles: roles(&tokens),
         }
     }
 
@@ -85,12 +91,13 @@ impl Fingerprint {
             && !antonym_flip(&self.polar, &other.polar)
             && self.entities.iter().all(|e| other.mentions(e))
             && other.entities.iter().all(|e| self.mentions(e))
+            && !roles_swapped(&self.roles, &other.roles)
     }
 
     /// A compact string form for storage (e.g. in Redis) and its parser;
-    /// round-trips. Layout: `g1;<negated 0|1>;<numbers>;<polar>;<entities>;
-    /// <words as hex>`, lists comma-separated, `%`, `;` and `,` in items
-    /// percent-escaped.
+    /// round-trips. Layout: `g2;<negated 0|1>;<numbers>;<polar>;<entities>;
+    /// <words as hex>;<roles>`, lists comma-separated, `%`, `;` and `,` in
+    /// items percent-escaped; the roles are three lists joined by `|`.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(64 + BLOOM_WORDS * 16);
         out.push_str(ENCODING_TAG);
@@ -107,6 +114,8 @@ impl Fingerprint {
         for w in self.words {
             out.push_str(&format!("{w:016x}"));
         }
+        out.push(';');
+        self.roles.encode(&mut out);
         out
     }
 
@@ -124,6 +133,7 @@ impl Fingerprint {
         let polar = parse_list(parts.next()?)?.iter().map(|p| p.parse::<u16>().ok()).collect::<Option<Vec<u16>>>()?;
         let entities = parse_list(parts.next()?)?;
         let hex = parts.next()?;
+        let roles = Roles::decode(parts.next()?)?;
         if parts.next().is_some() || hex.len() != BLOOM_WORDS * 16 || !hex.is_ascii() {
             return None;
         }
@@ -131,7 +141,7 @@ impl Fingerprint {
         for (i, w) in words.iter_mut().enumerate() {
             *w = u64::from_str_radix(&hex[i * 16..(i + 1) * 16], 16).ok()?;
         }
-        Some(Fingerprint { numbers, negated, polar, entities, words })
+        Some(Fingerprint { numbers, negated, polar, entities, words, roles })
     }
 
     /// Whether this question names `entity`, as an entity or as plain words.
@@ -244,6 +254,28 @@ mod tests {
     }
 
     #[test]
+    fn swapped_roles_differ() {
+        assert!(!same("convert 5 miles to km", "convert 5 km to miles"));
+        assert!(!same("How many km is 5 miles?", "How many miles is 5 km?"));
+        assert!(!same("Is Canada bigger than Russia?", "Is Russia bigger than Canada?"));
+        assert!(!same("Should I stretch before running?", "Should I run before stretching?"));
+        assert!(!same("Did Germany beat Brazil?", "Did Brazil beat Germany?"));
+        assert!(!same("Redirect HTTP to HTTPS", "Redirect HTTPS to HTTP"));
+        assert!(!same("Can I gift stock to my son?", "Can my son gift stock to me?"));
+        assert!(!same("Is a square a rectangle?", "Is a rectangle a square?"));
+    }
+
+    #[test]
+    fn reordered_roles_agree() {
+        assert!(same("convert 5 miles to km", "How many km is 5 miles?"));
+        assert!(same("From Paris to Rome, how far is it?", "How far is it from Paris to Rome?"));
+        assert!(same("Before running, should I stretch?", "Should I stretch before running?"));
+        assert!(same("Did Microsoft acquire GitHub?", "Was GitHub acquired by Microsoft?"));
+        assert!(same("difference between TCP and UDP", "UDP vs TCP difference"));
+        assert!(same("Is Venus closer to the Sun than Earth?", "Compared to Earth, is Venus closer to the Sun?"));
+    }
+
+    #[test]
     fn aliases() {
         assert!(same("population of the US", "How many people live in the United States?"));
         assert!(same("renew a US passport", "renew a passport in the USA"));
@@ -272,7 +304,13 @@ mod tests {
             assert_eq!(Fingerprint::decode(&encoded), Some(fp), "{encoded}");
         }
         assert_eq!(Fingerprint::decode(&Fingerprint::default().encode()), Some(Fingerprint::default()));
-        for bad in ["", "g1", "g2;0;;;;", "g1;2;;;;", "g1;0;;x;;", "g1;0;;;;zz", "g1;0;%G1;;;"] {
+        // A "g1" fingerprint (before roles) is not read.
+        let old = Fingerprint::default().encode().replacen("g2", "g1", 1);
+        let old = old.rsplit_once(';').map(|(head, _)| head.to_string()).unwrap_or_default();
+        assert_eq!(Fingerprint::decode(&old), None, "{old}");
+        for bad in
+            ["", "g2", "g1;0;;;;", "g2;2;;;;;||", "g2;0;;x;;;||", "g2;0;;;;zz;||", "g2;0;%G1;;;;||", "g2;0;;;;;|"]
+        {
             assert_eq!(Fingerprint::decode(bad), None, "{bad}");
         }
     }

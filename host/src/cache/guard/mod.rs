@@ -32,11 +32,17 @@
 //!   other side has it as an entity or merely as a word (a 512-bit Bloom set
 //!   of its words), so "France" / "france" agree while "France" / "Spain"
 //!   differ.
+//! - **roles**: the same words in swapped roles ("convert 5 km to miles" /
+//!   "5 miles to km", "A bigger than B" / "B bigger than A", "A beat B" /
+//!   "B beat A"): what the role markers (to, from, than, over, before,
+//!   after, by, against) govern, and the order of the content words (see
+//!   `roles`). Reorderings that keep each word's role agree.
 //!
 //! What it cannot catch: swapped subjects that look like ordinary words
 //! ("bake bread" / "bake cookies", "weather in seattle" / "in portland",
-//! "measles" / "mumps"), which are left to the embedding threshold; swapped
-//! roles of the same things ("convert km to miles" / "miles to km"); the
+//! "measles" / "mumps"), which are left to the embedding threshold; roles
+//! swapped without a marker or an order change ("to buy alcohol for a minor"
+//! / "for a minor to buy alcohol"); the
 //! opposite said with words outside the lists ("raise" / "cut"); and a
 //! lowercase "go" (the language), which is too common a verb to list. It also
 //! rejects some true paraphrases: an opposite phrased with a negation ("with
@@ -51,8 +57,8 @@
 //!
 //! Module map: `fingerprint` (the fingerprint, its comparison and its text
 //! form, with `encoding` for the lists in it); `tokens` (the tokeniser);
-//! `aliases`, `numbers`, `negation`, `polarity` (antonyms) and `entities`,
-//! one check each; `bloom` (the word set). The word lists are text files in
+//! `aliases`, `numbers`, `negation`, `polarity` (antonyms), `entities` and
+//! `roles`, one check each; `bloom` (the word set). The word lists are text files in
 //! `words/`, read by `words` and parsed by each check on first use.
 
 mod aliases;
@@ -63,6 +69,7 @@ mod fingerprint;
 mod negation;
 mod numbers;
 mod polarity;
+mod roles;
 mod tokens;
 mod words;
 
