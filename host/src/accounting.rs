@@ -82,10 +82,8 @@ pub fn usage_or_count<S: AsRef<str>>(
 
 /// A whole answer's usage: reported, or counted from its choices' text.
 pub fn usage_of(req: &ChatRequest, response: &ChatResponse) -> Usage {
-    if let Some(usage) = response.usage {
-        return usage;
-    }
-    usage_or_count(None, req, response.choices.iter().map(|c| c.message.text_content()))
+    // The texts are only read when the upstream reported no usage.
+    usage_or_count(response.usage, req, response.choices.iter().map(|c| c.message.text_content()))
 }
 
 /// Model prices in USD per million tokens.
