@@ -35,7 +35,7 @@ fn start(
     p: SamplingParams,
 ) -> (Instant, tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>) {
     let t0 = Instant::now();
-    let rx = e.generate(GenerateRequest { prompt, sampling: p }).expect("generate");
+    let rx = e.generate(GenerateRequest::new(prompt, p)).expect("generate");
     (t0, rx)
 }
 

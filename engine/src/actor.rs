@@ -8,7 +8,7 @@ use crate::device::device;
 use crate::error::EngineError;
 use crate::kv::KvStore;
 use crate::model::{Batch, Llama, SeqInput};
-use crate::request::{FinishReason, GenerationEvent, SamplingParams};
+use crate::request::{FinishReason, GenerationEvent, Owner, SamplingParams};
 use crate::scheduler::{Limits, Scheduler, Seq};
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
@@ -39,7 +39,7 @@ pub struct EngineStats {
 /// Requests to the actor.
 pub enum Command {
     /// Generate from these prompt tokens.
-    Generate { tokens: Vec<u32>, sampling: SamplingParams, tx: UnboundedSender<GenerationEvent> },
+    Generate { tokens: Vec<u32>, sampling: SamplingParams, owner: Owner, tx: UnboundedSender<GenerationEvent> },
 }
 
 /// What `Engine::start` needs from loading.
@@ -82,6 +82,7 @@ pub fn load(cfg: &EngineConfig) -> Result<Loaded, EngineError> {
             max_batch: cfg.max_batch.max(1),
             prefill_chunk: cfg.prefill_chunk.max(1),
             prefix_caching: cfg.prefix_caching,
+            client_share: cfg.client_share,
         },
     );
     let stats = Arc::new(Mutex::new(EngineStats::default()));
@@ -124,7 +125,7 @@ impl Actor {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Generate { tokens, mut sampling, tx } => {
+            Command::Generate { tokens, mut sampling, owner, tx } => {
                 let need = (tokens.len() + 1).div_ceil(self.kv.block_size);
                 if need > self.sched.blocks.total() {
                     let _ = tx.send(GenerationEvent::Error("prompt does not fit in the KV cache".into()));
@@ -135,7 +136,7 @@ impl Actor {
                 let room = (self.model.cfg.context - tokens.len())
                     .min(self.sched.blocks.total() * self.kv.block_size - tokens.len());
                 sampling.max_tokens = sampling.max_tokens.min(room);
-                self.sched.waiting.push_back(Seq::new(tokens, &sampling, tx));
+                self.sched.waiting.push_back(Seq::new(tokens, &sampling, owner, tx));
             }
         }
     }

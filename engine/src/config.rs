@@ -25,8 +25,15 @@ pub struct EngineConfig {
     pub prefill_chunk: usize,
     /// Weight storage after loading.
     pub weight_format: WeightFormat,
-    /// Reuse cached KV blocks of identical prompt prefixes.
+    /// Reuse cached KV blocks of identical prompt prefixes (within one
+    /// [`Owner::scope`](crate::Owner::scope)).
     pub prefix_caching: bool,
+    /// The largest fraction of the batch slots and of the KV blocks that one
+    /// client ([`Owner::client`](crate::Owner::client)) holds while another
+    /// client's sequence waits, in (0, 1]. A client alone may use everything;
+    /// when another arrives, the first client's newest sequences over its
+    /// share are preempted to make room. 1 turns fairness off.
+    pub client_share: f64,
 }
 
 impl Default for EngineConfig {
@@ -40,6 +47,7 @@ impl Default for EngineConfig {
             prefill_chunk: 512,
             weight_format: WeightFormat::Packed,
             prefix_caching: true,
+            client_share: 0.5,
         }
     }
 }

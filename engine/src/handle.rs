@@ -126,7 +126,7 @@ impl Engine {
             return Err(EngineError::InvalidRequest("token id out of range".into()));
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let cmd = actor::Command::Generate { tokens, sampling: req.sampling, tx };
+        let cmd = actor::Command::Generate { tokens, sampling: req.sampling, owner: req.owner, tx };
         self.inner.tx.send(cmd).map_err(|_| EngineError::Shutdown)?;
         Ok(rx)
     }

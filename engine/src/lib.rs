@@ -39,6 +39,6 @@ pub use error::EngineError;
 pub use handle::Engine;
 pub use model::WeightFormat;
 pub use request::{
-    ChatMessage, FinishReason, GenerateRequest, GenerationEvent, MAX_STOP_BYTES, MAX_STOP_SEQUENCES, Prompt,
+    ChatMessage, FinishReason, GenerateRequest, GenerationEvent, MAX_STOP_BYTES, MAX_STOP_SEQUENCES, Owner, Prompt,
     SamplingParams,
 };

@@ -55,6 +55,21 @@ impl Default for SamplingParams {
     }
 }
 
+/// Who a sequence belongs to: its prefix-cache scope and the client whose
+/// share of the engine it uses. The default is the shared scope and no client.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    /// Sequences reuse (and fill) cached prompt blocks only within one scope,
+    /// so neither the cache's speed nor `cached_prompt_tokens` tells one scope
+    /// what another asked. `None` is the shared scope.
+    pub scope: Option<String>,
+    /// The client holding the sequence. While another client's sequence
+    /// waits, one client holds at most its share of the batch slots and KV
+    /// blocks ([`EngineConfig::client_share`](crate::EngineConfig::client_share)).
+    /// `None` is not counted against any share.
+    pub client: Option<String>,
+}
+
 /// A generation request.
 #[derive(Clone, Debug)]
 pub struct GenerateRequest {
@@ -62,6 +77,15 @@ pub struct GenerateRequest {
     pub prompt: Prompt,
     /// Sampling settings.
     pub sampling: SamplingParams,
+    /// Whose sequence it is.
+    pub owner: Owner,
+}
+
+impl GenerateRequest {
+    /// A request in the shared scope, held by no client.
+    pub fn new(prompt: Prompt, sampling: SamplingParams) -> Self {
+        Self { prompt, sampling, owner: Owner::default() }
+    }
 }
 
 /// Why generation ended.

@@ -94,7 +94,7 @@ fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>) -> Out
 }
 
 fn run(e: &Engine, prompt: Prompt, sampling: SamplingParams) -> Out {
-    collect(e.generate(GenerateRequest { prompt, sampling }).expect("generate"))
+    collect(e.generate(GenerateRequest::new(prompt, sampling)).expect("generate"))
 }
 
 fn chat(user: &str) -> Prompt {
@@ -203,10 +203,8 @@ fn batch_of_8_matches_alone() {
     let _g = serial();
     let Some(e) = engine() else { return };
     let alone: Vec<Vec<u32>> = QUESTIONS.iter().map(|q| run(e, chat(q), greedy(20)).ids).collect();
-    let rxs: Vec<_> = QUESTIONS
-        .iter()
-        .map(|q| e.generate(GenerateRequest { prompt: chat(q), sampling: greedy(20) }).expect("generate"))
-        .collect();
+    let rxs: Vec<_> =
+        QUESTIONS.iter().map(|q| e.generate(GenerateRequest::new(chat(q), greedy(20))).expect("generate")).collect();
     let batched: Vec<Vec<u32>> = rxs.into_iter().map(|rx| collect(rx).ids).collect();
     assert!(e.stats().steps > 0);
     assert_eq!(batched, alone);
@@ -229,7 +227,7 @@ fn chunked_prefill_and_preemption_match() {
     let want: Vec<Vec<u32>> = QUESTIONS[..4].iter().map(|q| run(e, chat(q), greedy(30)).ids).collect();
     let rxs: Vec<_> = QUESTIONS[..4]
         .iter()
-        .map(|q| small.generate(GenerateRequest { prompt: chat(q), sampling: greedy(30) }).expect("generate"))
+        .map(|q| small.generate(GenerateRequest::new(chat(q), greedy(30))).expect("generate"))
         .collect();
     let got: Vec<Vec<u32>> = rxs.into_iter().map(|rx| collect(rx).ids).collect();
     assert_eq!(got, want);
@@ -290,9 +288,8 @@ fn cancellation_frees_blocks() {
     let _g = serial();
     let Some(e) = engine() else { return };
     let total = e.stats().total_blocks;
-    let mut rx = e
-        .generate(GenerateRequest { prompt: chat("Write a long essay about the ocean."), sampling: greedy(500) })
-        .expect("generate");
+    let mut rx =
+        e.generate(GenerateRequest::new(chat("Write a long essay about the ocean."), greedy(500))).expect("generate");
     for _ in 0..3 {
         assert!(matches!(rx.blocking_recv(), Some(GenerationEvent::Token { .. })));
     }
@@ -378,7 +375,7 @@ fn special_token_text_in_content_is_plain_text() {
 #[test]
 fn max_tokens_0_and_unbounded_stop_sequences_are_refused() {
     let Some(e) = engine() else { return };
-    let refused = |sampling: SamplingParams| match e.generate(GenerateRequest { prompt: chat("hi"), sampling }) {
+    let refused = |sampling: SamplingParams| match e.generate(GenerateRequest::new(chat("hi"), sampling)) {
         Err(sluice_engine::EngineError::InvalidParameter { param, .. }) => param,
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("accepted"),

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use tiktoken_rs::CoreBPE;
 
 use crate::api::chat::{ChatRequest, ChatResponse, Usage};
+use crate::blocking::off_async;
 
 fn bpe() -> Option<&'static CoreBPE> {
     static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
@@ -25,11 +26,21 @@ pub fn warm_up() {
 /// client's 1 MB word would hold a worker for minutes.
 pub const MAX_BPE_PIECE: usize = 256;
 
+/// Texts longer than this are counted off the async workers
+/// ([`off_async`]): counting is linear, but a megabyte takes milliseconds
+/// that other requests on the same worker would wait.
+pub const OFF_WORKER_BYTES: usize = 16 * 1024;
+
 /// Tokens in `text`: tiktoken's count, except that each run without
 /// whitespace longer than [`MAX_BPE_PIECE`] bytes counts a token per 4 bytes
 /// (the common rule, and about what BPE gives such runs). Text without such
-/// runs counts exactly as tiktoken does.
+/// runs counts exactly as tiktoken does. Long texts are counted off the
+/// async workers.
 pub fn count_tokens(text: &str) -> u64 {
+    if text.len() > OFF_WORKER_BYTES { off_async(|| count_here(text)) } else { count_here(text) }
+}
+
+fn count_here(text: &str) -> u64 {
     let Some(bpe) = bpe() else {
         // Without tables fall back to the 4-bytes-a-token rule.
         return text.len().div_ceil(4) as u64;
@@ -59,11 +70,14 @@ fn long_run(text: &str) -> Option<(usize, usize)> {
     start.filter(|s| text.len() - s > MAX_BPE_PIECE).map(|s| (s, text.len()))
 }
 
-/// Prompt tokens of a chat request, with OpenAI's per-message framing.
+/// Prompt tokens of a chat request, with OpenAI's per-message framing;
+/// counted off the async workers when the texts are long together.
 pub fn count_prompt_tokens(req: &ChatRequest) -> u64 {
     let per_message = 4;
     let framing = 3;
-    req.messages.iter().map(|m| per_message + count_tokens(&m.text_content())).sum::<u64>() + framing
+    let texts: Vec<String> = req.messages.iter().map(|m| m.text_content()).collect();
+    let count = || texts.iter().map(|t| per_message + count_here(t)).sum::<u64>() + framing;
+    if texts.iter().map(String::len).sum::<usize>() > OFF_WORKER_BYTES { off_async(count) } else { count() }
 }
 
 /// Usage as the upstream reported it, or, when it sent none, counted: the
@@ -140,5 +154,36 @@ mod tests {
         });
         let n = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("counting 1 MB finished");
         assert!((1 << 18..(1 << 18) + 8).contains(&n), "{n} tokens");
+    }
+
+    #[test]
+    fn long_texts_are_counted_without_stalling_the_worker() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        // One worker: without the hand-off, the other task could not run
+        // until counting ended.
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("runtime");
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ran_meanwhile = rt.block_on(async {
+            let t = ticks.clone();
+            let ticker = tokio::spawn(async move {
+                loop {
+                    t.fetch_add(1, Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            });
+            let t = ticks.clone();
+            let counting = tokio::spawn(async move {
+                let text = "The quick brown fox jumps over the lazy dog. ".repeat(40_000);
+                let before = t.load(Relaxed);
+                let n = count_tokens(&text);
+                assert_eq!(n, bpe().expect("tables").encode_ordinary(&text).len() as u64, "counted exactly");
+                t.load(Relaxed) - before
+            });
+            let ran = counting.await.expect("counted");
+            ticker.abort();
+            ran
+        });
+        assert!(ran_meanwhile > 0, "the worker's other task ran while 1.8 MB was counted");
     }
 }

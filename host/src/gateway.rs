@@ -50,8 +50,8 @@ pub struct ServerConfig {
     /// Interval of SSE keep-alive comments on quiet streams.
     pub sse_keepalive: Duration,
     pub tls: Option<TlsConfig>,
-    /// Time a client has to send its request head (HTTP/1), and to send
-    /// anything at all once connected; the connection is closed after it.
+    /// Time a connection with no request in progress has to bring the next
+    /// request's whole head (HTTP/1 and HTTP/2); it is closed after it.
     pub header_read_timeout: Duration,
     /// Time a client has to complete the TLS handshake.
     pub tls_handshake_timeout: Duration,

@@ -12,6 +12,7 @@
 pub mod accounting;
 pub mod api;
 pub mod bench;
+pub mod blocking;
 pub mod body;
 pub mod cache;
 pub mod cli;

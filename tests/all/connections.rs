@@ -229,6 +229,66 @@ async fn an_http2_stream_left_unread_frees_its_upstream_slot() {
     drop(unread);
 }
 
+/// An HTTP/2 frame header: length, type, flags, stream 0.
+fn h2_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, 0, 0, 0, 0, 0];
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[tokio::test]
+async fn an_http2_connection_that_only_pings_is_closed() {
+    let s = Setup::with(|c| c.gateway.server.header_read_timeout = Duration::from_millis(300)).await;
+    let stream = TcpStream::connect(s.gateway.addr).await.expect("connect");
+    let (mut read, mut write) = stream.into_split();
+    // The preface and settings, then a ping every 50 ms and never a request:
+    // bytes keep coming, so only a deadline on requests can end it.
+    let mut opening = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    opening.extend(h2_frame(0x4, &[]));
+    write.write_all(&opening).await.expect("preface");
+    let pinger = tokio::spawn(async move {
+        while write.write_all(&h2_frame(0x6, &[7; 8])).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let closed = tokio::time::timeout(GUARD, async {
+        let mut buf = [0u8; 1024];
+        while matches!(read.read(&mut buf).await, Ok(n) if n > 0) {}
+    });
+    assert!(closed.await.is_ok(), "a pinging HTTP/2 connection with no request stayed open");
+    pinger.abort();
+}
+
+#[tokio::test]
+async fn an_http2_connection_stays_open_while_requests_come_and_closes_when_idle() {
+    let s = Setup::with(|c| c.gateway.server.header_read_timeout = Duration::from_millis(300)).await;
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(s.gateway.addr).await.expect("connect"));
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.expect("handshake");
+    let mut connection = tokio::spawn(connection);
+    let post = |model: &str| {
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        http::Request::post(s.gateway.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+            .expect("request")
+    };
+    // A request that takes longer than the idle deadline is in progress, not idle.
+    let slow = sender.send_request(post("mock-slow800")).await.expect("a slow answer");
+    assert_eq!(slow.status(), 200);
+    // Requests 100 ms apart for longer than the deadline: never idle for long.
+    for _ in 0..6 {
+        let reply = sender.send_request(post("priced")).await.expect("an answer");
+        assert_eq!(reply.status(), 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!connection.is_finished(), "a busy connection was closed");
+    // Then idle: the gateway closes it.
+    let ended = tokio::time::timeout(GUARD, &mut connection).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection stayed open");
+}
+
 /// Polls an async condition every 20 ms for up to [`GUARD`].
 async fn eventually_async<F: std::future::Future<Output = bool>>(mut cond: impl FnMut() -> F) -> bool {
     let deadline = tokio::time::Instant::now() + GUARD;

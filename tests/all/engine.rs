@@ -46,33 +46,37 @@ fn models_present() -> bool {
     present
 }
 
+/// A gateway in front of the bundled engine, on its own runtime (built off
+/// the test's) that outlives every test.
+fn start(tweak: impl FnOnce(&mut Config)) -> Shared {
+    // The engine's default paths are relative to the repository root.
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let mut config = Config::default().with_engine(None);
+    let engine = &mut config.gateway.upstreams[0].engine;
+    engine.model_path = root.join(&engine.model_path);
+    engine.embedding_model_dir = engine.embedding_model_dir.as_ref().map(|d| root.join(d));
+    config.gateway.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    tweak(&mut config);
+    std::thread::spawn(move || {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let (addr, gateway) = runtime.block_on(async {
+            let gateway = Gateway::new(config.gateway).expect("gateway builds");
+            let server = Server::bind(gateway.clone()).await.expect("gateway binds");
+            let addr = server.local_addr();
+            tokio::spawn(server.run(std::future::pending()));
+            (addr, gateway)
+        });
+        Shared { _runtime: runtime, addr, gateway }
+    })
+    .join()
+    .expect("engine gateway starts")
+}
+
 /// The gateway in front of the bundled engine, started on first use.
 fn gateway() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(|| {
-        // The engine's default paths are relative to the repository root.
-        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-        let mut config = Config::default().with_engine(None);
-        let engine = &mut config.gateway.upstreams[0].engine;
-        engine.model_path = root.join(&engine.model_path);
-        engine.embedding_model_dir = engine.embedding_model_dir.as_ref().map(|d| root.join(d));
-        config.gateway.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        // Its own runtime, built off the test's, outlives every test.
-        std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-            let (addr, gateway) = runtime.block_on(async {
-                let gateway = Gateway::new(config.gateway).expect("gateway builds");
-                let server = Server::bind(gateway.clone()).await.expect("gateway binds");
-                let addr = server.local_addr();
-                tokio::spawn(server.run(std::future::pending()));
-                (addr, gateway)
-            });
-            Shared { _runtime: runtime, addr, gateway }
-        })
-        .join()
-        .expect("engine gateway starts")
-    })
+    SHARED.get_or_init(|| start(|_| {}))
 }
 
 fn ask(text: &str, extra: Value) -> Value {
@@ -300,4 +304,48 @@ fn engine_default_max_tokens_0_is_a_config_error() {
     let text = "[upstreams.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\ndefault_max_tokens = 0\n";
     let Err(error) = Config::parse(text, "sluice.toml", &|_| None) else { panic!("default_max_tokens = 0 accepted") };
     assert_eq!(error.key, "upstreams.local.default_max_tokens", "{error}");
+}
+
+#[tokio::test]
+async fn engine_prefix_cache_and_cached_tokens_are_scoped_by_tenant() {
+    if !models_present() {
+        return;
+    }
+    let key = |name: &str, tenant: Option<&str>| sluice::limits::KeyConfig {
+        name: name.into(),
+        key: format!("sk-{name}"),
+        tenant: tenant.map(str::to_owned),
+        ..Default::default()
+    };
+    // Its own small engine (no embeddings, a small KV pool), never dropped:
+    // a runtime cannot be dropped inside the test's.
+    static KEYED: OnceLock<Shared> = OnceLock::new();
+    let gw = KEYED.get_or_init(|| {
+        start(|c| {
+            // No response cache: every answer comes from the engine.
+            c.gateway.cache = None;
+            c.gateway.upstreams[0].engine.embedding_model_dir = None;
+            c.gateway.upstreams[0].engine.kv_blocks = 128;
+            c.gateway.keys = vec![key("alice", Some("acme")), key("bob", Some("acme")), key("eve", None)];
+        })
+    });
+    let client = Client::new();
+    let prompt = "Here is a long and particular preamble that only this test sends, so that the \
+        prefix cache holds several whole blocks of it: the quick brown fox jumps over the lazy dog \
+        while the five boxing wizards jump quickly. Now answer: what is two plus two?";
+    let cached = |who: &'static str| {
+        let (client, url) = (&client, gw.url("/v1/chat/completions"));
+        async move {
+            let auth = format!("Bearer sk-{who}");
+            let body = Bytes::from(ask(prompt, json!({"max_tokens": 1})).to_string());
+            let reply = client.call(Method::POST, &url, body, &[("authorization", &auth)]).await;
+            assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+            reply.json()["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().expect("cached_tokens")
+        }
+    };
+    assert_eq!(cached("alice").await, 0, "a new prompt");
+    assert!(cached("alice").await > 16, "alice's own prefix is cached");
+    assert!(cached("bob").await > 16, "bob shares alice's tenant");
+    assert_eq!(cached("eve").await, 0, "eve's tenant never sees acme's prefix");
+    assert!(cached("eve").await > 16, "but has her own");
 }

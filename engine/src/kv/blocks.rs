@@ -34,6 +34,19 @@ pub struct BlockManager {
     tick: u64,
 }
 
+/// The hash a scope's block chains start from: 0 for the shared scope. Blocks
+/// are found only through chains from the same root, so one scope never
+/// reuses (or learns of) another's cached prefixes.
+pub fn scope_root(scope: Option<&str>) -> u64 {
+    scope.map_or(0, |scope| {
+        let mut h = DefaultHasher::new();
+        "sluice-prefix-scope".hash(&mut h);
+        scope.hash(&mut h);
+        // 0 stays the shared scope's.
+        h.finish().max(1)
+    })
+}
+
 /// Hash of a block's tokens chained onto its parent's hash.
 pub fn block_hash(parent: u64, tokens: &[u32]) -> u64 {
     let mut h = DefaultHasher::new();
@@ -109,11 +122,12 @@ impl BlockManager {
         }
     }
 
-    /// Longest cached prefix of `tokens` in whole blocks: the blocks (each now
-    /// referenced once more) and the hash of the last one.
-    pub fn lookup(&mut self, tokens: &[u32]) -> (Vec<BlockId>, u64) {
+    /// Longest cached prefix of `tokens` in whole blocks, in the scope whose
+    /// chains start at `root` ([`scope_root`]): the blocks (each now
+    /// referenced once more) and the hash of the last one (`root` if none).
+    pub fn lookup(&mut self, root: u64, tokens: &[u32]) -> (Vec<BlockId>, u64) {
         self.tick += 1;
-        let mut parent = 0u64;
+        let mut parent = root;
         let mut out = Vec::new();
         for chunk in tokens.chunks_exact(self.block_size) {
             let h = block_hash(parent, chunk);
@@ -163,16 +177,30 @@ mod tests {
         bm.register(b, h, &[3, 4]);
         bm.release(&[a, b]);
         assert_eq!(bm.available(), 4);
-        let (hit, _) = bm.lookup(&[1, 2, 3, 4, 5]);
+        let (hit, _) = bm.lookup(0, &[1, 2, 3, 4, 5]);
         assert_eq!(hit, vec![a, b]);
         assert_eq!(bm.available(), 2);
         bm.release(&hit);
         // Miss on different content.
-        assert!(bm.lookup(&[1, 9, 3, 4]).0.is_empty());
+        assert!(bm.lookup(0, &[1, 9, 3, 4]).0.is_empty());
         // Exhaust: free blocks first, then the LRU cached ones.
         let got: Vec<_> = (0..4).filter_map(|_| bm.allocate()).collect();
         assert_eq!(got.len(), 4);
         assert!(bm.allocate().is_none());
-        assert!(bm.lookup(&[1, 2]).0.is_empty());
+        assert!(bm.lookup(0, &[1, 2]).0.is_empty());
+    }
+
+    #[test]
+    fn scopes_do_not_share_prefixes() {
+        let mut bm = BlockManager::new(4, 2);
+        let (a, b) = (scope_root(Some("tenant-a")), scope_root(Some("tenant-b")));
+        assert!(a != 0 && b != 0 && a != b);
+        let block = bm.allocate().expect("block");
+        bm.register(block, a, &[1, 2]);
+        bm.release(&[block]);
+        assert!(bm.lookup(b, &[1, 2, 3]).0.is_empty(), "another scope");
+        assert!(bm.lookup(0, &[1, 2, 3]).0.is_empty(), "the shared scope");
+        let (hit, _) = bm.lookup(a, &[1, 2, 3]);
+        assert_eq!(hit, vec![block], "its own scope");
     }
 }

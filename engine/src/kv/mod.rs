@@ -5,7 +5,7 @@
 
 mod blocks;
 
-pub use blocks::{BlockId, BlockManager};
+pub use blocks::{BlockId, BlockManager, scope_root};
 
 /// The K/V memory of every layer: `[slot][kv_head][head_dim]` rows, where a
 /// token's slot is `block * block_size + offset`. It lives in host memory.

@@ -295,4 +295,18 @@ budget_period = "day"
         assert_eq!(ok.defaults.memory_bytes, 8 << 20);
         assert_eq!(ok.defaults.max_consecutive_faults, 1);
     }
+
+    #[test]
+    fn the_engine_client_share_is_a_fraction_for_engines_only() {
+        let engine = |extra: &str| parse(&format!("[upstreams.local]\nkind = \"engine\"\n{extra}"));
+        let ok = engine("client_share = 0.25\n").expect("valid");
+        assert_eq!(ok.gateway.upstreams[0].engine.client_share, 0.25);
+        for bad in ["0", "1.5", "-0.5", "nan"] {
+            let e = engine(&format!("client_share = {bad}\n")).expect_err(bad);
+            assert_eq!(e.key, "upstreams.local.client_share", "{bad}");
+        }
+        let e = parse("[upstreams.oa]\nkind = \"openai\"\nbase_url = \"http://x/v1\"\nclient_share = 0.5\n")
+            .expect_err("not an engine");
+        assert_eq!(e.key, "upstreams.oa.client_share");
+    }
 }

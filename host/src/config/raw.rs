@@ -154,9 +154,10 @@ pub struct RawServer {
     pub sse_keepalive_ms: Option<u64>,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<RawTls>,
-    /// Time a client has to send its request head (HTTP/1) and, once
-    /// connected, its first bytes, in ms; the connection is closed after it.
-    /// Default 10000.
+    /// Time a connection with no request in progress has to bring the next
+    /// request's whole head, in ms (HTTP/1 and HTTP/2; from connecting, and
+    /// from the end of the previous request): the connection is closed after
+    /// it, so it also bounds idle keep-alive connections. Default 10000.
     pub header_read_timeout_ms: Option<Spanned<u64>>,
     /// Time a client has to complete the TLS handshake, in ms. Default 10000.
     pub tls_handshake_timeout_ms: Option<Spanned<u64>>,
@@ -261,6 +262,10 @@ pub struct RawUpstream {
     pub kv_blocks: Option<usize>,
     /// `engine` only: most sequences decoded together. Default 32.
     pub max_batch: Option<usize>,
+    /// `engine` only: the largest fraction of the batch and of the KV blocks
+    /// one client key holds while another key's request waits, in (0, 1].
+    /// A key alone may use all of it. Default 0.5.
+    pub client_share: Option<f64>,
 }
 
 /// `[[models]]`

@@ -102,6 +102,7 @@ impl Checker<'_> {
             ("embedding_model_dir", u.embedding_model_dir.is_some()),
             ("kv_blocks", u.kv_blocks.is_some()),
             ("max_batch", u.max_batch.is_some()),
+            ("client_share", u.client_share.is_some()),
         ];
         if let Some((field, _)) = engine_only.iter().find(|(_, set)| *set).filter(|_| out.kind != UpstreamKind::Engine)
         {
@@ -122,6 +123,12 @@ impl Checker<'_> {
                 Some(v) => *target = v,
                 None => {}
             }
+        }
+        if let Some(share) = u.client_share {
+            if !(share > 0.0 && share <= 1.0) {
+                return self.err(&key("client_share"), Some(spanned.span()), "must be greater than 0 and at most 1");
+            }
+            out.engine.client_share = share;
         }
         Ok(())
     }

@@ -29,14 +29,24 @@ pub(super) struct Held {
     pub(super) budget: Arc<Budget>,
     pub(super) name: String,
     pub(super) window: u64,
-    /// (USD reserved, USD of the prompt alone, settled).
-    pub(super) state: Mutex<(f64, f64, bool)>,
+    pub(super) state: Mutex<HeldState>,
+}
+
+/// Where a hold stands.
+#[derive(Clone, Copy)]
+pub(super) struct HeldState {
+    /// USD reserved.
+    pub(super) reserved: f64,
+    /// USD of the prompt alone: charged even if the client goes away.
+    pub(super) prompt: f64,
+    /// Settled against the real cost.
+    pub(super) settled: bool,
 }
 
 impl BudgetHold {
     /// USD reserved.
     pub fn usd(&self) -> f64 {
-        self.held.as_ref().and_then(|h| h.state.lock().ok().map(|s| s.0)).unwrap_or(0.0)
+        self.held.as_ref().and_then(|h| h.state.lock().ok().map(|s| s.reserved)).unwrap_or(0.0)
     }
 
     /// Settles the hold against the request's `cost`: `false` when there is
@@ -44,11 +54,11 @@ impl BudgetHold {
     pub(super) fn settle(&self, cost: f64) -> bool {
         let Some(held) = &self.held else { return false };
         let Ok(mut state) = held.state.lock() else { return false };
-        if state.2 {
+        if state.settled {
             return true;
         }
-        state.2 = true;
-        let delta = cost - state.0;
+        state.settled = true;
+        let delta = cost - state.reserved;
         drop(state);
         if delta != 0.0 {
             held.budget.add(&held.name, held.window, delta);
@@ -60,7 +70,7 @@ impl BudgetHold {
 impl Drop for Held {
     fn drop(&mut self) {
         let Ok(state) = self.state.lock() else { return };
-        let (reserved, prompt, settled) = *state;
+        let HeldState { reserved, prompt, settled } = *state;
         drop(state);
         if !settled && reserved > prompt {
             self.budget.add(&self.name, self.window, prompt - reserved);

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
-use super::budget::{Budget, BudgetHold, Held};
+use super::budget::{Budget, BudgetHold, Held, HeldState};
 use super::gcra::{Mode, Rate};
 use super::limiter::Limiter;
 use crate::error::GatewayError;
@@ -115,11 +115,11 @@ impl ClientKey {
         let (estimate, prompt) = (sane(estimate_usd), sane(prompt_usd));
         if let Some(held) = &hold.held {
             if let Ok(mut state) = held.state.lock()
-                && !state.2
-                && estimate > state.0
+                && !state.settled
+                && estimate > state.reserved
             {
-                held.budget.add(&held.name, held.window, estimate - state.0);
-                *state = (estimate, prompt.max(state.1), false);
+                held.budget.add(&held.name, held.window, estimate - state.reserved);
+                *state = HeldState { reserved: estimate, prompt: prompt.max(state.prompt), settled: false };
             }
             return Ok(());
         }
@@ -131,7 +131,7 @@ impl ClientKey {
             budget: budget.clone(),
             name: self.name.clone(),
             window,
-            state: Mutex::new((estimate, prompt.min(estimate), false)),
+            state: Mutex::new(HeldState { reserved: estimate, prompt: prompt.min(estimate), settled: false }),
         }));
         Ok(())
     }

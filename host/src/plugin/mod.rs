@@ -63,11 +63,12 @@ pub use error::PluginError;
 pub use manifest::{DirGrant, FailureMode, Grants, InstanceMode};
 
 use crate::api::chat::{ChatRequest, ChatResponse};
+use crate::blocking::off_async;
 use crate::stage::{
     CacheDecision, CachePolicy, CompressOutcome, Compressor, Judge, JudgeVerdict, RouteCandidate, RoutePlan, Router,
     StageContext, StageError, StageKind,
 };
-use registry::{Shared, off_async};
+use registry::Shared;
 
 /// One plugin, for `GET /admin/plugins`.
 #[derive(Debug, Clone, PartialEq, Serialize)]

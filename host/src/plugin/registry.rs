@@ -379,18 +379,3 @@ pub fn watch(shared: Arc<Shared>) -> Result<RecommendedWatcher, PluginError> {
         .map_err(|e| PluginError::Dir(PathBuf::from("<watch thread>"), e))?;
     Ok(watcher)
 }
-
-/// Run blocking plugin work (a rescan: loading, instantiating) where it may
-/// enter a Tokio runtime of its own, which panics inside an async task unless
-/// the worker is first handed off with `block_in_place`.
-pub fn off_async<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Err(_) => f(),
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }),
-    }
-}

@@ -96,7 +96,7 @@ async fn call_model(
         }
         let started = Instant::now();
         let mut attempt = UpstreamCall::start(stats.clone(), health.clone(), started);
-        let result = match upstream.chat(req).await {
+        let result = match upstream.chat(req, &ctx.caller()).await {
             Ok(reply) => first_chunk(reply, cfg).await,
             Err(e) => Err(e),
         };

@@ -22,6 +22,7 @@ use crate::models::ModelRoute;
 use crate::routing::{Routing, Stats, UpstreamHealth};
 use crate::stage::{CacheDecision, JudgeVerdict, RoutePlan};
 use crate::telemetry;
+use crate::upstream::Caller;
 
 /// Output tokens a budget reservation assumes when neither the request
 /// (`max_tokens`) nor the model (`context_window`) bounds them.
@@ -80,6 +81,9 @@ pub struct RequestContext {
     /// What the request holds of the client's spend budget, settled when it
     /// ends.
     pub budget_hold: BudgetHold,
+    /// The prompt's token count for budget estimates, counted once for every
+    /// model of a fallback plan or cascade.
+    prompt_estimate: Option<u64>,
     /// The `x-sluice-user` header.
     pub user_header: Option<String>,
     /// The A/B arm the request landed in, with its statistics.
@@ -96,6 +100,14 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// Who upstream calls are for: the client key and its tenant.
+    pub fn caller(&self) -> Caller {
+        match &self.client {
+            Some(key) => Caller { key: Some(key.name.clone()), tenant: Some(key.tenant.clone()) },
+            None => Caller::default(),
+        }
+    }
+
     pub fn new(api: ApiFlavor, started: Instant) -> Self {
         RequestContext {
             api,
@@ -116,6 +128,7 @@ impl RequestContext {
             cache_plan: None,
             client: None,
             budget_hold: BudgetHold::default(),
+            prompt_estimate: None,
             user_header: None,
             arm: None,
             route_state: None,
@@ -181,7 +194,7 @@ impl RequestContext {
         let Some(pricing) = route.pricing else { return Ok(()) };
         let output = req.max_output_tokens().or(route.context_window).unwrap_or(DEFAULT_OUTPUT_ESTIMATE);
         let output = u64::from(output).saturating_mul(u64::from(req.n.unwrap_or(1).max(1)));
-        let prompt = count_prompt_tokens(req);
+        let prompt = *self.prompt_estimate.get_or_insert_with(|| count_prompt_tokens(req));
         let (estimate, prompt) = (pricing.cost(Usage::new(prompt, output)), pricing.cost(Usage::new(prompt, 0)));
         client.reserve(&mut self.budget_hold, estimate, prompt).await
     }

@@ -12,11 +12,12 @@
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use sluice_engine::{
-    ChatMessage, Engine, EngineError, FinishReason, GenerateRequest, GenerationEvent, Prompt, SamplingParams,
+    ChatMessage, Engine, EngineError, FinishReason, GenerateRequest, GenerationEvent, Owner, Prompt, SamplingParams,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use super::caller::Caller;
 use super::config::UpstreamConfig;
 use super::reply::{ChatReply, ChunkEvent, Slot, unix_now};
 use crate::api::chat::{
@@ -50,7 +51,7 @@ fn engine_error(cfg: &UpstreamConfig, e: EngineError) -> GatewayError {
     }
 }
 
-fn request(cfg: &UpstreamConfig, req: &ChatRequest) -> Result<GenerateRequest, GatewayError> {
+fn request(cfg: &UpstreamConfig, req: &ChatRequest, caller: &Caller) -> Result<GenerateRequest, GatewayError> {
     if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
         return Err(GatewayError::Unsupported { upstream: cfg.name.clone(), what: "tools" });
     }
@@ -72,7 +73,10 @@ fn request(cfg: &UpstreamConfig, req: &ChatRequest) -> Result<GenerateRequest, G
         max_tokens: req.max_output_tokens().unwrap_or(cfg.default_max_tokens) as usize,
         stop: req.stop_sequences(),
     };
-    Ok(GenerateRequest { prompt: Prompt::Chat(messages), sampling })
+    // The prefix cache is scoped like the response cache (by tenant), the
+    // batch shared fairly by key.
+    let owner = Owner { scope: caller.tenant.clone(), client: caller.key.clone() };
+    Ok(GenerateRequest { prompt: Prompt::Chat(messages), sampling, owner })
 }
 
 fn finish_reason(reason: FinishReason) -> &'static str {
@@ -102,9 +106,10 @@ pub async fn chat(
     model: &str,
     cfg: &UpstreamConfig,
     req: &ChatRequest,
+    caller: &Caller,
     permit: Slot,
 ) -> Result<ChatReply, GatewayError> {
-    let generate = request(cfg, req)?;
+    let generate = request(cfg, req, caller)?;
     let events = engine.generate(generate).map_err(|e| engine_error(cfg, e))?;
     let completion = Completion { id: completion_id(), created: unix_now(), model: model.to_owned() };
     if req.stream {

@@ -7,6 +7,7 @@
 //! retry, fall back or cache: those are stages above it.
 
 mod anthropic;
+mod caller;
 mod config;
 mod engine;
 pub mod http;
@@ -21,6 +22,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
+pub use caller::Caller;
 pub use config::{UpstreamConfig, UpstreamKind};
 pub use reply::{ChatReply, ChunkEvent, ChunkStream, Slot, unix_now};
 
@@ -85,13 +87,14 @@ impl Upstream {
         Ok(Slot { _permit: permit, gauge })
     }
 
-    /// Sends a chat request whose `model` is already the upstream's model id.
-    pub async fn chat(&self, req: &ChatRequest) -> Result<ChatReply, GatewayError> {
+    /// Sends a chat request whose `model` is already the upstream's model id,
+    /// on `caller`'s behalf.
+    pub async fn chat(&self, req: &ChatRequest, caller: &Caller) -> Result<ChatReply, GatewayError> {
         let permit = self.slot().await?;
         match &self.backend {
             Backend::OpenAi(client) => openai::chat(client, &self.config, req, permit).await,
             Backend::Anthropic(client) => anthropic::chat(client, &self.config, req, permit).await,
-            Backend::Engine(engine, model) => engine::chat(engine, model, &self.config, req, permit).await,
+            Backend::Engine(engine, model) => engine::chat(engine, model, &self.config, req, caller, permit).await,
         }
     }
 

@@ -176,3 +176,34 @@ async fn streamed_answers_the_judges_fail_are_not_cached() {
     let again = client.post_json(&url, &ask("mock-refuse", "a question")).await;
     assert_eq!(again.header("x-sluice-cache"), Some("miss"), "the refusal was not stored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_megabyte_without_spaces_is_counted_by_length_by_plugins_and_the_usage_fallback() {
+    built();
+    let folder = Folder::new();
+    // The compressor counts each message's tokens through the host.
+    folder.add_example("compressor", "compressor");
+    let mock = MockUpstream::start().await;
+    let gateway = TestGateway::start(config_for(&mock, |c| {
+        with_plugins(&folder)(c);
+        // Reports no usage: the gateway counts the tokens it is charged for.
+        c.gateway.models[0].upstream_model = "mock-nousage".into();
+    }))
+    .await;
+    let client = Client::new();
+    let word = "a".repeat(1 << 20);
+    let reply = client.post_json(&gateway.url("/v1/chat/completions"), &ask("priced", &word)).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    // A token per 4 bytes of the run: the prompt (plus OpenAI's message
+    // framing, 4 + 3) at $1 and the echoed answer ("echo: " and the run) at
+    // $2 per million tokens. Byte-pair encoding would count the run
+    // differently (and take minutes).
+    let cost: f64 = reply.header("x-sluice-cost-usd").and_then(|v| v.parse().ok()).expect("a cost");
+    let expected = ((1 << 18) + 7) as f64 * 1e-6 + ((1 << 18) + 3) as f64 * 2e-6;
+    assert!((cost - expected).abs() < 2e-5, "cost {cost}, expected about {expected}");
+    let admin = client.get(&gateway.url("/admin/plugins")).await.json();
+    let compressor = &admin["plugins"][0];
+    let n = |field: &str| compressor[field].as_u64();
+    let counts = [n("calls"), n("errors"), n("traps"), n("deadline_overruns"), n("out_of_memory")];
+    assert_eq!(counts, [Some(1), Some(0), Some(0), Some(0), Some(0)], "the compressor ran cleanly: {admin}");
+}

@@ -5,29 +5,31 @@
 //!
 //! Slow and idle clients are bounded here: at most `max_connections` are
 //! served at once (more are closed as soon as accepted), the TLS handshake
-//! has a deadline, and so do a connection's first bytes and each HTTP/1
-//! request head (`header_read_timeout`), and bytes a client leaves unread
-//! (`sse_send_timeout`). Request bodies and each stream's chunks have their
-//! own deadlines, in `ingress` and `proxy::relay`.
+//! has a deadline, and `client_io` keeps two more: a connection with no
+//! request in progress must bring the next request's head within
+//! `header_read_timeout` (HTTP/1 and HTTP/2 alike: idle keep-alive
+//! connections, trickled heads and frames that start no request all end
+//! there), and bytes a client leaves unread fail after `sse_send_timeout`.
+//! Request bodies and each stream's chunks have their own deadlines, in
+//! `ingress` and `proxy::relay`.
+
+mod client_io;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
+
+use client_io::{ClientIo, Requests, Tracked};
 
 use crate::gateway::{Gateway, TlsConfig};
 use crate::ingress;
@@ -103,9 +105,13 @@ impl Server {
             refusing = false;
             let _ = stream.set_nodelay(true);
             let gateway = self.gateway.clone();
+            let requests = Requests::new();
+            let in_progress = requests.clone();
             let service = service_fn(move |req| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(ingress::handle(gateway, req).await) }
+                // In progress until its response body is done with.
+                let request = in_progress.begin();
+                async move { Ok::<_, Infallible>(ingress::handle(gateway, req).await.map(|b| Tracked::new(b, request))) }
             });
             let builder = builder.clone();
             let watcher = graceful.watcher();
@@ -114,13 +120,18 @@ impl Server {
                 let _permit = permit;
                 let result = match tls {
                     None => {
-                        let io = TokioIo::new(ClientIo::new(stream, header_read_timeout, send_timeout));
+                        let io = TokioIo::new(ClientIo::new(stream, requests, header_read_timeout, send_timeout));
                         watcher.watch(builder.serve_connection(io, service).into_owned()).await
                     }
                     Some(acceptor) => {
                         match tokio::time::timeout(tls_handshake_timeout, acceptor.accept(stream)).await {
                             Ok(Ok(tls_stream)) => {
-                                let io = TokioIo::new(ClientIo::new(tls_stream, header_read_timeout, send_timeout));
+                                let io = TokioIo::new(ClientIo::new(
+                                    tls_stream,
+                                    requests,
+                                    header_read_timeout,
+                                    send_timeout,
+                                ));
                                 watcher.watch(builder.serve_connection(io, service).into_owned()).await
                             }
                             Ok(Err(e)) => {
@@ -142,104 +153,6 @@ impl Server {
         if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
             tracing::warn!("connections still open after 10 s; closing them");
         }
-    }
-}
-
-/// A client connection with two deadlines hyper does not keep itself:
-///
-/// - its opening: until the client has sent [`OPENING_BYTES`] or the gateway
-///   has answered, a read that waits past `opening` fails. This closes
-///   connections that send nothing, or trickle the bytes hyper reads to
-///   choose HTTP/1 or HTTP/2 (hyper's header-read timeout starts after).
-/// - a stalled write: bytes the client leaves unread for `send` fail the
-///   write, and hyper drops the connection with whatever it was sending (a
-///   client that stops reading a stream would otherwise hold it forever).
-struct ClientIo<I> {
-    io: I,
-    opening: Option<Pin<Box<Sleep>>>,
-    received: usize,
-    send: Duration,
-    /// Set while a write waits for the client.
-    stalled: Option<Pin<Box<Sleep>>>,
-}
-
-/// The length of the HTTP/2 connection preface: every request's opening,
-/// HTTP/1 or HTTP/2, is at least this long.
-const OPENING_BYTES: usize = 24;
-
-impl<I> ClientIo<I> {
-    fn new(io: I, opening: Duration, send: Duration) -> Self {
-        ClientIo { io, opening: Some(Box::pin(tokio::time::sleep(opening))), received: 0, send, stalled: None }
-    }
-
-    /// Passes on a write's outcome; a write pending for longer than `send`
-    /// becomes an error.
-    fn write_outcome<T>(&mut self, cx: &mut Context<'_>, outcome: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if outcome.is_ready() {
-            self.stalled = None;
-            return outcome;
-        }
-        let send = self.send;
-        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(send)));
-        match stalled.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading"))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for ClientIo<I> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                this.received += buf.filled().len() - before;
-                if this.received >= OPENING_BYTES {
-                    this.opening = None;
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => match this.opening.as_mut().map(|d| d.as_mut().poll(cx)) {
-                Some(Poll::Ready(())) => {
-                    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client sent no request in time")))
-                }
-                _ => Poll::Pending,
-            },
-            ready => ready,
-        }
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for ClientIo<I> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.opening = None;
-        let outcome = Pin::new(&mut self.io).poll_write(cx, buf);
-        self.write_outcome(cx, outcome)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.opening = None;
-        let outcome = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        self.write_outcome(cx, outcome)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let outcome = Pin::new(&mut self.io).poll_flush(cx);
-        self.write_outcome(cx, outcome)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let outcome = Pin::new(&mut self.io).poll_shutdown(cx);
-        self.write_outcome(cx, outcome)
     }
 }
 
