@@ -2,7 +2,7 @@
 # Installs what Sluice needs to build, run and test, on a fresh machine.
 # Idempotent: what is already there is kept.
 #   scripts/setup.sh          the wasm target, the models, the benchmark data, the example plugins
-#   scripts/setup.sh --test   also the official SDKs the tests drive
+#   scripts/setup.sh --test   also the official SDKs the tests drive, Redis and Chromium
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,13 +18,17 @@ if [ -x plugins/build.sh ]; then
 fi
 
 if [ "${1:-}" = "--test" ]; then
-  # The tests start private Redis servers (and kill them, for outage tests).
-  if ! command -v redis-server >/dev/null 2>&1; then
+  # The tests start private Redis servers (and kill them, for outage tests),
+  # and open the dashboard in headless Chromium.
+  missing=""
+  command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+  command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+  if [ -n "$missing" ]; then
     if command -v apt-get >/dev/null 2>&1; then
       SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-      $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
+      $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
     else
-      echo "setup: redis-server is needed for the tests; install it" >&2
+      echo "setup: the tests need$missing; install it" >&2
       exit 1
     fi
   fi

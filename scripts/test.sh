@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
-export SLUICE_REQUIRE_MODELS=1 SLUICE_REQUIRE_SDKS=1 SLUICE_REQUIRE_REDIS=1 SLUICE_REQUIRE_DATA=1
+export SLUICE_REQUIRE_MODELS=1 SLUICE_REQUIRE_SDKS=1 SLUICE_REQUIRE_REDIS=1 SLUICE_REQUIRE_DATA=1 SLUICE_REQUIRE_BROWSER=1
 # Tests run in parallel on few cores: candle's spinning worker pool stalls
 # under that contention, one matmul thread per engine does not.
 export CANDLE_NUM_THREADS="${CANDLE_NUM_THREADS:-1}"

@@ -34,6 +34,10 @@ pub struct EngineStats {
     pub preemptions: u64,
     /// Model steps run since start.
     pub steps: u64,
+    /// Tokens generated since start.
+    pub generated_tokens: u64,
+    /// Time spent running steps since start, in ns (busy time).
+    pub busy_ns: u64,
 }
 
 /// Requests to the actor.
@@ -87,7 +91,16 @@ pub fn load(cfg: &EngineConfig) -> Result<Loaded, EngineError> {
     );
     let stats = Arc::new(Mutex::new(EngineStats::default()));
     let (tx, rx) = std::sync::mpsc::channel();
-    let actor = Actor { model, kv, sched, tokenizer: tokenizer.clone(), stats: stats.clone(), steps: 0 };
+    let actor = Actor {
+        model,
+        kv,
+        sched,
+        tokenizer: tokenizer.clone(),
+        stats: stats.clone(),
+        steps: 0,
+        generated: 0,
+        busy_ns: 0,
+    };
     actor.publish();
     std::thread::Builder::new()
         .name("sluice-engine".into())
@@ -103,6 +116,8 @@ struct Actor {
     tokenizer: Arc<Tokenizer>,
     stats: Arc<Mutex<EngineStats>>,
     steps: u64,
+    generated: u64,
+    busy_ns: u64,
 }
 
 impl Actor {
@@ -118,7 +133,9 @@ impl Actor {
             while let Ok(c) = rx.try_recv() {
                 self.handle(c);
             }
+            let started = std::time::Instant::now();
             self.step();
+            self.busy_ns = self.busy_ns.saturating_add(started.elapsed().as_nanos() as u64);
             self.publish();
         }
     }
@@ -151,6 +168,8 @@ impl Actor {
                 prefix_cache_hit_tokens: self.sched.hit_tokens,
                 preemptions: self.sched.preemptions,
                 steps: self.steps,
+                generated_tokens: self.generated,
+                busy_ns: self.busy_ns,
             };
         }
     }
@@ -221,6 +240,7 @@ impl Actor {
         let s = &mut self.sched.running[i];
         let id = s.sampler.sample(logits);
         s.tokens.push(id);
+        self.generated += 1;
         if self.tokenizer.is_eos(id) {
             // Release text held back as a possible stop-sequence start.
             let tail = s.text.flush();

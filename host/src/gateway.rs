@@ -16,6 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::cache::{CacheConfig, ResponseCache};
 use crate::limits::{KeyConfig, KeyRing};
+use crate::live::Live;
 use crate::models::{ModelConfig, ModelRegistry};
 use crate::plugin::{PluginConfig, PluginHost};
 use crate::redis_client::{RedisConfig, SharedRedis};
@@ -103,6 +104,8 @@ pub struct Gateway {
     pub routing: Arc<Routing>,
     /// Client API keys and their limits.
     pub keys: KeyRing,
+    /// The live dashboard's per-second counters.
+    pub live: Arc<Live>,
 }
 
 /// Why a gateway could not be built from a config.
@@ -132,6 +135,7 @@ impl Gateway {
         let cache = config.cache.clone().map(|c| ResponseCache::new(c, redis.clone()));
         let routing = Arc::new(Routing::build(config.routing.clone(), &upstreams, &models, redis.clone()));
         let keys = KeyRing::build(&config.keys, redis.clone());
-        Ok(Arc::new(Gateway { config, upstreams, models, metrics, plugins, redis, cache, routing, keys }))
+        let live = Arc::new(Live::default());
+        Ok(Arc::new(Gateway { config, upstreams, models, metrics, plugins, redis, cache, routing, keys, live }))
     }
 }

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::api::anthropic::MessagesRequest;
 use crate::api::chat::ChatRequest;
 use crate::body::{Body, full};
+use crate::dashboard;
 use crate::error::{ApiFlavor, GatewayError};
 use crate::gateway::{Gateway, ServerConfig};
 use crate::proxy::{self, RequestContext};
@@ -27,13 +28,23 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
     let path = req.uri().path().trim_end_matches('/');
     let api = if path.ends_with("/messages") { ApiFlavor::Anthropic } else { ApiFlavor::OpenAi };
     let mut ctx = RequestContext::new(api, started);
+    if is_api_call(path) {
+        // API calls count on the live dashboard; its own polls, health
+        // checks and scrapes do not.
+        ctx.live = Some(gw.live.clone());
+    }
     ctx.pinned = req.headers().get("x-sluice-route").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"pinned"));
     if gw.cache.is_some() {
         ctx.cache_controls = crate::cache::CacheControls::from_headers(req.headers());
     }
     if let Err(error) = admit(&gw, &mut ctx, path, req.headers()).await {
         ctx.note_error(&error);
-        return ctx.finish(error.into_response(api));
+        let mut response = error.into_response(api);
+        if dashboard::owns(path) && response.status() == StatusCode::UNAUTHORIZED {
+            // A browser asks for the admin key (as the password).
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"sluice\""));
+        }
+        return ctx.finish(response);
     }
     let result = match (req.method(), path) {
         (&Method::GET, "/health") => Ok(json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))),
@@ -59,6 +70,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         (&Method::GET, "/admin/routing/stats") => {
             Ok(json_response(StatusCode::OK, Bytes::from(gw.routing.admin_json(&gw.models).to_string())))
         }
+        (&Method::GET, path) if dashboard::owns(path) => dashboard::respond(&gw, path, req.uri().query()).await,
         (&Method::GET, "/v1/models" | "/models") => {
             let list = gw.models.list(&gw.upstreams).await;
             Ok(json_response(StatusCode::OK, Bytes::from(list.to_string())))
@@ -113,7 +125,7 @@ async fn admit(
     if path == "/metrics" {
         return gw.keys.admit_metrics(headers);
     }
-    if path.starts_with("/admin/") || path == "/admin" {
+    if path.starts_with("/admin/") || path == "/admin" || dashboard::owns(path) {
         return gw.keys.admit_admin(headers);
     }
     ctx.user_header = headers.get("x-sluice-user").and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -124,6 +136,12 @@ async fn admit(
         ));
     }
     Ok(())
+}
+
+/// The OpenAI and Anthropic API calls (not health, metrics, admin, the
+/// dashboard or the model list).
+fn is_api_call(path: &str) -> bool {
+    path.ends_with("/chat/completions") || path.ends_with("/messages") || path.ends_with("/embeddings")
 }
 
 /// A query parameter's value, percent-decoded.

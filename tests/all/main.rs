@@ -7,6 +7,7 @@ mod bench;
 mod cache;
 mod config_cli;
 mod connections;
+mod dashboard;
 mod engine;
 mod errors;
 mod hardening;

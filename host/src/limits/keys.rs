@@ -224,11 +224,13 @@ impl KeyRing {
         if self.by_hash.is_empty() {
             return Ok(None);
         }
-        let bearer = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
+        let authorization = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        // A browser (the dashboard) sends the key as a Basic password.
+        let basic = authorization.and_then(basic_password);
+        let bearer = authorization
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+            .or(basic.as_deref())
             .map(str::trim)
             .filter(|k| !k.is_empty());
         let Some(secret) = bearer else {
@@ -239,6 +241,15 @@ impl KeyRing {
         };
         Ok(Some(client.clone()))
     }
+}
+
+/// The password of a `Basic` authorization (any user name).
+fn basic_password(authorization: &str) -> Option<String> {
+    use base64::Engine;
+    let encoded = authorization.strip_prefix("Basic ").or_else(|| authorization.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':').map(|(_, password)| password.to_owned())
 }
 
 #[cfg(test)]

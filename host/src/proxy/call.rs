@@ -53,6 +53,7 @@ pub async fn call(
         };
         if let Some(previous) = &ctx.route {
             metrics::counter!(telemetry::FALLBACKS, "model" => previous.label.clone()).increment(1);
+            ctx.fell_back = true;
         }
         ctx.set_route(Some(route.clone()), routing);
         ctx.hold_budget(&route, req).await?;

@@ -18,6 +18,7 @@ use crate::api::chat::Usage;
 use crate::cache::{CacheControls, CacheOutcome, StorePlan};
 use crate::error::{ApiFlavor, GatewayError};
 use crate::limits::{BudgetHold, ClientKey};
+use crate::live::Live;
 use crate::models::ModelRoute;
 use crate::routing::{Routing, Stats, UpstreamHealth};
 use crate::stage::{CacheDecision, JudgeVerdict, RoutePlan};
@@ -81,6 +82,10 @@ pub struct RequestContext {
     /// What the request holds of the client's spend budget, settled when it
     /// ends.
     pub budget_hold: BudgetHold,
+    /// A model of the route plan failed and the next one was called.
+    pub fell_back: bool,
+    /// The live dashboard's counters, which the finished request adds to.
+    pub live: Option<Arc<Live>>,
     /// The prompt's token count for budget estimates, counted once for every
     /// model of a fallback plan or cascade.
     prompt_estimate: Option<u64>,
@@ -128,6 +133,8 @@ impl RequestContext {
             cache_plan: None,
             client: None,
             budget_hold: BudgetHold::default(),
+            fell_back: false,
+            live: None,
             prompt_estimate: None,
             user_header: None,
             arm: None,

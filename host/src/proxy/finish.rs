@@ -12,6 +12,8 @@ use http::{HeaderName, HeaderValue, Response};
 use super::context::RequestContext;
 use crate::accounting::format_cost;
 use crate::body::Body;
+use crate::cache::CacheOutcome;
+use crate::live::{CacheResult, Finished};
 use crate::telemetry;
 
 pub const X_UPSTREAM: HeaderName = HeaderName::from_static("x-sluice-upstream");
@@ -93,6 +95,7 @@ impl RequestContext {
     /// Records the request's counters and histograms, and settles it.
     pub fn record(&self, status: u16, latency: Duration, ttft: Option<Duration>) {
         self.settle(status, latency, ttft);
+        self.record_live(status, latency, ttft);
         let (model, upstream) = match &self.route {
             Some(r) => (r.label.clone(), self.upstream_label().unwrap_or_default().to_owned()),
             None => (String::new(), String::new()),
@@ -122,6 +125,29 @@ impl RequestContext {
         if let Some(cost) = self.total_cost() {
             metrics::gauge!(telemetry::COST, "model" => model, "upstream" => upstream).increment(cost);
         }
+    }
+
+    /// Adds the request to the live dashboard's current second.
+    fn record_live(&self, status: u16, latency: Duration, ttft: Option<Duration>) {
+        let Some(live) = &self.live else { return };
+        let cache = match self.cache_outcome {
+            Some(CacheOutcome::Hit) => Some(CacheResult::Hit),
+            Some(CacheOutcome::SemanticHit) => Some(CacheResult::SemanticHit),
+            Some(CacheOutcome::Miss) => Some(CacheResult::Miss),
+            Some(CacheOutcome::Bypass) | None => None,
+        };
+        live.record(&Finished {
+            status,
+            latency,
+            ttft,
+            tokens_in: self.usage.map_or(0, |u| u.prompt_tokens),
+            tokens_out: self.usage.map_or(0, |u| u.completion_tokens),
+            cost_usd: self.total_cost().unwrap_or(0.0),
+            cache,
+            tokens_saved: u64::from(self.tokens_saved),
+            escalated: self.escalated(),
+            fell_back: self.fell_back,
+        });
     }
 
     /// Files the finished request into statistics and budgets: the model's

@@ -77,6 +77,7 @@ impl Server {
         builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
         builder.http2().timer(TokioTimer::new());
         let connections = Arc::new(Semaphore::new(config.max_connections));
+        crate::dashboard::spawn_sampler(&self.gateway);
         let mut refusing = false;
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);

@@ -68,6 +68,11 @@ impl Upstream {
         &self.config.name
     }
 
+    /// Calls holding a slot now.
+    pub fn in_flight(&self) -> usize {
+        self.config.max_in_flight.saturating_sub(self.slots.available_permits())
+    }
+
     /// Waits (up to the queue timeout) for an in-flight slot.
     async fn slot(&self) -> Result<Slot, GatewayError> {
         let permit = match self.slots.clone().try_acquire_owned() {
