@@ -10,6 +10,7 @@ mod connections;
 mod engine;
 mod errors;
 mod hardening;
+mod monitoring;
 mod openai;
 mod plugins;
 mod routing;
