@@ -138,4 +138,14 @@ impl Gateway {
         let live = Arc::new(Live::default());
         Ok(Arc::new(Gateway { config, upstreams, models, metrics, plugins, redis, cache, routing, keys, live }))
     }
+
+    /// The `/metrics` text. The metrics whose state lives elsewhere (the
+    /// engine's scheduler, key budgets) are read first.
+    pub fn render_metrics(&self) -> String {
+        for upstream in self.upstreams.iter() {
+            upstream.record_engine_stats();
+        }
+        self.keys.record_budgets();
+        self.metrics.render()
+    }
 }

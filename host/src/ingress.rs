@@ -160,7 +160,7 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
 }
 
 fn metrics_response(gw: &Gateway) -> Response<Body> {
-    let text = gw.metrics.render();
+    let text = gw.render_metrics();
     let mut response = Response::new(full(text));
     response
         .headers_mut()

@@ -152,6 +152,16 @@ fn describe() {
     describe_counter!(REDIS_ERRORS, "Redis operations that failed or timed out, by operation");
     describe_counter!(REDIS_SKIPPED, "Redis operations skipped while backing off after a failure, by operation");
     describe_histogram!(REDIS_LATENCY, Unit::Seconds, "Redis operation latency, by operation");
+    describe_gauge!(PLUGIN_STATE, "Plugin state: 0 enabled, 1 disabled after consecutive faults");
+    describe_gauge!(ENGINE_RUNNING, "Sequences in the bundled engine's running batch, by upstream");
+    describe_gauge!(ENGINE_WAITING, "Sequences waiting for the bundled engine's batch, by upstream");
+    describe_gauge!(ENGINE_KV_FREE, "KV-cache blocks the engine can allocate (free or evictable), by upstream");
+    describe_gauge!(ENGINE_KV_CAPACITY, "KV-cache blocks in the engine's pool, by upstream");
+    describe_counter!(ENGINE_PREFIX_HIT_TOKENS, "Prompt tokens the engine served from its prefix cache");
+    describe_counter!(ENGINE_PREEMPTIONS, "Engine sequences preempted for lack of KV blocks");
+    describe_counter!(ENGINE_STEPS, "Engine model steps run");
+    describe_gauge!(KEY_BUDGET, "A client key's spend budget per period in USD, by key");
+    describe_gauge!(KEY_SPEND, "A client key's spend and reservations this period on this replica in USD, by key");
 }
 
 /// Installs the log subscriber. `RUST_LOG` wins over the configured level.
@@ -183,3 +193,31 @@ pub const PLUGIN_LOAD_ERRORS: &str = "sluice_plugin_load_errors_total";
 pub const PLUGIN_OPTIMISED: &str = "sluice_plugin_optimised_total";
 /// Counter: scans of the plugin folder.
 pub const PLUGIN_RESCANS: &str = "sluice_plugin_rescans_total";
+/// Gauge `{plugin}`: 0 enabled, 1 disabled after consecutive faults (until
+/// a probe call succeeds or its file changes).
+pub const PLUGIN_STATE: &str = "sluice_plugin_state";
+
+// Read when `/metrics` is scraped (`Gateway::render_metrics`), not on the
+// request path: the bundled engine's scheduler, labelled by `upstream`, and
+// client keys' spend budgets, labelled by `key`.
+
+/// Gauge `{upstream}`: sequences in the engine's running batch.
+pub const ENGINE_RUNNING: &str = "sluice_engine_running_sequences";
+/// Gauge `{upstream}`: sequences waiting for admission to the batch.
+pub const ENGINE_WAITING: &str = "sluice_engine_waiting_sequences";
+/// Gauge `{upstream}`: KV-cache blocks that can be allocated (free, or
+/// cached and evictable).
+pub const ENGINE_KV_FREE: &str = "sluice_engine_kv_blocks_free";
+/// Gauge `{upstream}`: KV-cache blocks in the pool.
+pub const ENGINE_KV_CAPACITY: &str = "sluice_engine_kv_blocks_capacity";
+/// Counter `{upstream}`: prompt tokens served from the prefix cache.
+pub const ENGINE_PREFIX_HIT_TOKENS: &str = "sluice_engine_prefix_cache_hit_tokens_total";
+/// Counter `{upstream}`: sequences preempted for lack of KV blocks.
+pub const ENGINE_PREEMPTIONS: &str = "sluice_engine_preemptions_total";
+/// Counter `{upstream}`: model steps run.
+pub const ENGINE_STEPS: &str = "sluice_engine_steps_total";
+/// Gauge `{key}`: the key's spend budget per period, in USD.
+pub const KEY_BUDGET: &str = "sluice_key_budget_usd";
+/// Gauge `{key}`: the key's spend and reservations in the current period on
+/// this replica, in USD (replicas sharing a budget through Redis: sum them).
+pub const KEY_SPEND: &str = "sluice_key_spend_usd";

@@ -18,14 +18,14 @@ use tokio::io::AsyncWriteExt;
 use crate::openai::sse_data;
 
 /// The gateway serving, and its state, to reach the engine's statistics.
-struct Shared {
+pub struct Shared {
     _runtime: tokio::runtime::Runtime,
     addr: SocketAddr,
     gateway: Arc<Gateway>,
 }
 
 impl Shared {
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
@@ -35,7 +35,7 @@ impl Shared {
     }
 }
 
-fn models_present() -> bool {
+pub fn models_present() -> bool {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let defaults = sluice_engine::EngineConfig::default();
     let present = std::path::Path::new(root).join(&defaults.model_path).exists();
@@ -73,8 +73,9 @@ fn start(tweak: impl FnOnce(&mut Config)) -> Shared {
     .expect("engine gateway starts")
 }
 
-/// The gateway in front of the bundled engine, started on first use.
-fn gateway() -> &'static Shared {
+/// The gateway in front of the bundled engine, started on first use (also
+/// by `monitoring`, so the model loads once per test run).
+pub fn gateway() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| start(|_| {}))
 }

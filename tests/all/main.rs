@@ -11,6 +11,7 @@ mod dashboard;
 mod engine;
 mod errors;
 mod hardening;
+mod monitoring;
 mod openai;
 mod plugins;
 mod routing;

@@ -22,6 +22,7 @@ use super::gcra::{Mode, Rate};
 use super::limiter::Limiter;
 use crate::error::GatewayError;
 use crate::redis_client::SharedRedis;
+use crate::telemetry;
 
 /// `[[keys]]`: one client's key and allowances. Its `Debug` hides the secret.
 #[derive(Clone, Default)]
@@ -185,6 +186,17 @@ impl KeyRing {
 
     pub fn is_empty(&self) -> bool {
         self.by_hash.is_empty()
+    }
+
+    /// Sets each budgeted key's budget and its spend this period on this
+    /// replica (when `/metrics` is scraped, so a new period shows at once).
+    pub fn record_budgets(&self) {
+        for client in self.by_hash.values() {
+            let Some(budget) = &client.budget else { continue };
+            let key = [("key", client.name.clone())];
+            metrics::gauge!(telemetry::KEY_BUDGET, &key).set(budget.limit_usd);
+            metrics::gauge!(telemetry::KEY_SPEND, &key).set(budget.local_spent(budget.window()));
+        }
     }
 
     /// Who is calling, and whether they may: `Ok(None)` when no keys are

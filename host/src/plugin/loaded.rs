@@ -104,11 +104,17 @@ impl LoadedPlugin {
         };
         typed.map_err(bad)?;
         plugin.pool.keep_unused(Live { store, instance });
+        plugin.state_gauge().set(0.0);
         Ok(plugin)
     }
 
     pub fn name(&self) -> &str {
         &self.meta.name
+    }
+
+    /// `sluice_plugin_state`: 0 enabled, 1 disabled.
+    fn state_gauge(&self) -> metrics::Gauge {
+        metrics::gauge!(telemetry::PLUGIN_STATE, "plugin" => self.name().to_owned())
     }
 
     /// Whether calls reuse warm instances (else each gets a fresh one).
@@ -231,6 +237,7 @@ impl LoadedPlugin {
         self.breaker.close();
         self.pool.reopen();
         self.stats.disabled.store(false, Ordering::Relaxed);
+        self.state_gauge().set(0.0);
         tracing::info!(plugin = self.name(), stage = %self.stage, "plugin re-enabled: its probe call succeeded");
     }
 
@@ -299,6 +306,7 @@ impl LoadedPlugin {
         } else if n >= m.max_consecutive_faults && !s.disabled.swap(true, Ordering::Relaxed) {
             let backoff = self.breaker.trip(Instant::now(), m.disabled_backoff, m.disabled_backoff_max);
             metrics::counter!(telemetry::PLUGIN_DISABLED, "plugin" => name.to_owned()).increment(1);
+            self.state_gauge().set(1.0);
             tracing::error!(plugin = name, stage = %self.stage, consecutive_faults = n,
                 backoff_ms = backoff.as_millis() as u64,
                 "plugin disabled after consecutive faults; one call probes it after the back-off, or replace its file");

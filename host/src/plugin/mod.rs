@@ -29,7 +29,8 @@
 //! `sluice_plugin_spare_misses_total{plugin}` (fresh calls that found no
 //! spare instance ready), `sluice_plugin_rescans_total` (scans of the
 //! folder); histogram
-//! `sluice_plugin_call_seconds{plugin,stage}`.
+//! `sluice_plugin_call_seconds{plugin,stage}`; gauge
+//! `sluice_plugin_state{plugin}` (0 enabled, 1 disabled).
 //!
 //! Files: `registry.rs` (the folder, loading, hot reload), `loaded.rs` (one
 //! loaded version and its calls), `pool.rs` (its instances), `fault.rs`,

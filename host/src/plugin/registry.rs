@@ -190,6 +190,7 @@ impl Shared {
         }
         for name in old.plugins.keys().filter(|n| !plugins.contains_key(*n)) {
             tracing::info!(plugin = %name, "plugin unloaded (file removed)");
+            metrics::gauge!(telemetry::PLUGIN_STATE, "plugin" => name.clone()).set(0.0);
         }
         attempts.retain(|n, _| names.contains(n));
         if let Ok(mut errors) = self.errors.lock() {

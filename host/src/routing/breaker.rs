@@ -81,8 +81,14 @@ pub struct Breaker {
 }
 
 impl Breaker {
+    /// A closed breaker; its state and opening count show in the metrics
+    /// from the start.
     pub fn new(upstream: &str, config: BreakerConfig) -> Breaker {
-        Breaker { upstream: upstream.to_owned(), config, state: Mutex::new(State::Closed { failures: 0 }) }
+        let breaker =
+            Breaker { upstream: upstream.to_owned(), config, state: Mutex::new(State::Closed { failures: 0 }) };
+        metrics::counter!(telemetry::CIRCUIT_OPENED, "upstream" => breaker.upstream.clone()).increment(0);
+        breaker.gauge(Circuit::Closed);
+        breaker
     }
 
     pub fn circuit(&self) -> Circuit {

@@ -24,6 +24,7 @@ use crate::api::chat::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, Message, PromptTokensDetails, Role, Usage,
 };
 use crate::error::GatewayError;
+use crate::telemetry;
 
 /// Loads the engine's models and starts its actor.
 pub fn start(cfg: &UpstreamConfig) -> Result<Engine, String> {
@@ -40,6 +41,20 @@ pub fn model_id(cfg: &UpstreamConfig, engine: &Engine) -> String {
         _ => stem,
     };
     if id.is_empty() { engine.model_name().to_owned() } else { id }
+}
+
+/// Sets the engine's scheduler metrics from a snapshot of its state (when
+/// `/metrics` is scraped: the actor keeps the numbers, this only copies them).
+pub fn record_stats(upstream: &str, engine: &Engine) {
+    let stats = engine.stats();
+    let label = || ("upstream", upstream.to_owned());
+    metrics::gauge!(telemetry::ENGINE_RUNNING, &[label()]).set(stats.running as f64);
+    metrics::gauge!(telemetry::ENGINE_WAITING, &[label()]).set(stats.waiting as f64);
+    metrics::gauge!(telemetry::ENGINE_KV_FREE, &[label()]).set(stats.free_blocks as f64);
+    metrics::gauge!(telemetry::ENGINE_KV_CAPACITY, &[label()]).set(stats.total_blocks as f64);
+    metrics::counter!(telemetry::ENGINE_PREFIX_HIT_TOKENS, &[label()]).absolute(stats.prefix_cache_hit_tokens);
+    metrics::counter!(telemetry::ENGINE_PREEMPTIONS, &[label()]).absolute(stats.preemptions);
+    metrics::counter!(telemetry::ENGINE_STEPS, &[label()]).absolute(stats.steps);
 }
 
 fn engine_error(cfg: &UpstreamConfig, e: EngineError) -> GatewayError {

@@ -111,6 +111,13 @@ impl Upstream {
         }
     }
 
+    /// Sets the bundled engine's scheduler metrics (engine upstreams only).
+    pub fn record_engine_stats(&self) {
+        if let Backend::Engine(started, _) = &self.backend {
+            engine::record_stats(&self.config.name, started);
+        }
+    }
+
     /// The model an upstream serves whatever name it is asked for: the
     /// bundled engine's one model.
     pub fn sole_model(&self) -> Option<&str> {
