@@ -69,7 +69,9 @@ pub fn step(tat: f64, now: f64, rate: Rate, cost: f64, max_wait_us: f64, mode: M
     if mode == Mode::Force {
         return (Decision::Allowed { wait_us: 0.0 }, Some(new_tat));
     }
-    let wait = (new_tat - rate.capacity_us - now).max(0.0);
+    // Relative to `now` first: `new_tat - capacity - now` rounds a full-
+    // capacity charge (rpm = 1) on a fresh bucket to a tiny refusal.
+    let wait = ((new_tat - now) - rate.capacity_us).max(0.0);
     if wait > max_wait_us {
         return (Decision::Refused { retry_after_us: wait }, None);
     }
@@ -101,7 +103,7 @@ local function store()
   redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl)
 end
 if mode == 'force' then store() return {1, 0} end
-local wait = new_tat - capacity - now
+local wait = (new_tat - now) - capacity
 if wait < 0 then wait = 0 end
 if wait > max_wait then return {0, math.ceil(wait)} end
 if mode == 'take' then store() end
@@ -136,6 +138,17 @@ impl Gcra {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_one_per_minute_bucket_allows_its_first_unit_at_any_clock() {
+        let rate = Rate::per_minute(1);
+        for now in [0.0, 123_456.789, 1.8e15 + 0.123] {
+            let (d, s) = step(now, now, rate, 1.0, 0.0, Mode::Take);
+            assert_eq!(d, Decision::Allowed { wait_us: 0.0 }, "at {now}");
+            let (d, _) = step(s.expect("stored"), now, rate, 1.0, 0.0, Mode::Take);
+            assert!(matches!(d, Decision::Refused { .. }), "the second unit at {now}");
+        }
+    }
 
     #[test]
     fn a_full_bucket_allows_its_burst_then_refuses() {
