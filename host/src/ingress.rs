@@ -27,6 +27,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
     let path = req.uri().path().trim_end_matches('/');
     let api = if path.ends_with("/messages") { ApiFlavor::Anthropic } else { ApiFlavor::OpenAi };
     let mut ctx = RequestContext::new(api, started);
+    ctx.trace = gw.traces.request(req.method().as_str(), path, req.headers());
     ctx.pinned = req.headers().get("x-sluice-route").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"pinned"));
     if gw.cache.is_some() {
         ctx.cache_controls = crate::cache::CacheControls::from_headers(req.headers());
@@ -86,6 +87,9 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         }
         (method, path) => Err(GatewayError::RouteNotFound { method: method.to_string(), path: path.to_owned() }),
     };
+    if !matches!(result, Err(GatewayError::RouteNotFound { .. })) {
+        ctx.trace.routed();
+    }
     let response = match result {
         Ok(response) => response,
         Err(error) => {

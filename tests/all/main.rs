@@ -17,3 +17,4 @@ mod sdk;
 mod streaming;
 mod support;
 mod tls;
+mod traces;
