@@ -103,10 +103,13 @@ pub async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
         );
     }
     let gateway = Gateway::new(config)?;
+    let traces = gateway.traces.clone();
     let server = Server::bind(gateway).await?;
     let scheme = if server.is_tls() { "https" } else { "http" };
     tracing::info!(address = %server.local_addr(), "sluice listening on {scheme}://{}", server.local_addr());
     server.run(shutdown_signal()).await;
+    // The last requests' spans go out before the process ends.
+    let _ = tokio::task::spawn_blocking(move || traces.flush()).await;
     tracing::info!("sluice stopped");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The gateway's shared state, built once from a validated
 //! [`GatewayConfig`] and shared by every connection: upstreams, the model
 //! registry, the stage plugins, the cache, routing state, client keys, the
-//! metrics handle.
+//! metrics handle, the span exporter.
 //!
 //! [`GatewayConfig`] gathers the checked settings each part owns (`[server]`
 //! is defined here, as it is read by the listener, ingress and the relay);
@@ -22,6 +22,7 @@ use crate::plugin::{PluginConfig, PluginHost};
 use crate::redis_client::{RedisConfig, SharedRedis};
 use crate::routing::{Routing, RoutingConfig};
 use crate::telemetry;
+use crate::traces::{Traces, TracingConfig};
 use crate::upstream::{UpstreamConfig, Upstreams};
 
 /// Everything a gateway is built from.
@@ -40,6 +41,8 @@ pub struct GatewayConfig {
     pub routing: RoutingConfig,
     /// Client API keys; empty: no key needed.
     pub keys: Vec<KeyConfig>,
+    /// OpenTelemetry traces; `None`: off.
+    pub tracing: Option<TracingConfig>,
 }
 
 /// `[server]`, checked.
@@ -106,6 +109,8 @@ pub struct Gateway {
     pub keys: KeyRing,
     /// The live dashboard's per-second counters.
     pub live: Arc<Live>,
+    /// The span exporter; off unless `[tracing]` is configured.
+    pub traces: Traces,
 }
 
 /// Why a gateway could not be built from a config.
@@ -136,7 +141,8 @@ impl Gateway {
         let routing = Arc::new(Routing::build(config.routing.clone(), &upstreams, &models, redis.clone()));
         let keys = KeyRing::build(&config.keys, redis.clone());
         let live = Arc::new(Live::default());
-        Ok(Arc::new(Gateway { config, upstreams, models, metrics, plugins, redis, cache, routing, keys, live }))
+        let traces = Traces::start(config.tracing.as_ref()).map_err(|e| BuildError(format!("tracing: {e}")))?;
+        Ok(Arc::new(Gateway { config, upstreams, models, metrics, plugins, redis, cache, routing, keys, live, traces }))
     }
 
     /// The `/metrics` text. The metrics whose state lives elsewhere (the

@@ -33,6 +33,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         // checks and scrapes do not.
         ctx.live = Some(gw.live.clone());
     }
+    ctx.trace = gw.traces.request(req.method().as_str(), path, req.headers());
     ctx.pinned = req.headers().get("x-sluice-route").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"pinned"));
     if gw.cache.is_some() {
         ctx.cache_controls = crate::cache::CacheControls::from_headers(req.headers());
@@ -98,6 +99,9 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         }
         (method, path) => Err(GatewayError::RouteNotFound { method: method.to_string(), path: path.to_owned() }),
     };
+    if !matches!(result, Err(GatewayError::RouteNotFound { .. })) {
+        ctx.trace.routed();
+    }
     let response = match result {
         Ok(response) => response,
         Err(error) => {

@@ -4,9 +4,9 @@
 //! → `proxy` (the pipeline, one file per phase) → `upstream` (providers),
 //! with the stages called through `stage`'s traits (implemented by `plugin`
 //! and `routing`'s default router), `api` holding the wire formats, `models`
-//! the registry of public model names, `accounting` tokens and cost, and
-//! `telemetry` metrics and logs. `config` turns a file and flags into each
-//! module's own checked settings. Imports only point down: ARCHITECTURE.md
+//! the registry of public model names, `accounting` tokens and cost,
+//! `telemetry` metrics and logs, and `traces` OpenTelemetry spans. `config`
+//! turns a file and flags into each module's own checked settings. Imports only point down: ARCHITECTURE.md
 //! draws the order, and `tests/all/architecture.rs` checks it.
 
 pub mod accounting;
@@ -31,4 +31,5 @@ pub mod routing;
 pub mod server;
 pub mod stage;
 pub mod telemetry;
+pub mod traces;
 pub mod upstream;

@@ -19,3 +19,4 @@ mod sdk;
 mod streaming;
 mod support;
 mod tls;
+mod traces;

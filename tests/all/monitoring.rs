@@ -228,6 +228,9 @@ async fn staged_gateway(mock: &MockUpstream) -> (Folder, TestGateway) {
     folder.put_wasm("router", &dist().join("router.wasm"));
     folder.put_toml("router", ROUTER);
     folder.add_fixture(FAULTY, "max_consecutive_faults = 1\n[config]\nmode = \"trap\"\n");
+    // Not a component: a load error of this gateway's own, whatever other
+    // tests in the process did.
+    folder.put_bytes("broken.wasm", b"not a component");
     let config = config_for(mock, |c: &mut Config| {
         c.gateway.models.push(model("small", "oa", "mock-refuse", &[]));
         c.gateway.models.push(model("large", "oa", "mock-strong", &[]));

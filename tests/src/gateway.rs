@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use sluice::config::Config;
 use sluice::gateway::Gateway;
 use sluice::server::Server;
+use sluice::traces::Traces;
 use tokio::sync::oneshot;
 
 pub struct TestGateway {
     pub addr: SocketAddr,
     pub tls: bool,
+    traces: Traces,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -20,6 +22,7 @@ impl TestGateway {
     pub async fn start(mut config: Config) -> TestGateway {
         config.gateway.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let gateway = Gateway::new(config.gateway).expect("gateway builds");
+        let traces = gateway.traces.clone();
         let server = Server::bind(gateway).await.expect("gateway binds");
         let addr = server.local_addr();
         let tls = server.is_tls();
@@ -27,7 +30,7 @@ impl TestGateway {
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
-        TestGateway { addr, tls, stop: Some(stop), task: Some(task) }
+        TestGateway { addr, tls, traces, stop: Some(stop), task: Some(task) }
     }
 
     /// A gateway forwarding every model to `upstream_base_url` (OpenAI kind),
@@ -40,6 +43,12 @@ impl TestGateway {
     pub fn url(&self, path: &str) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}{path}", self.addr)
+    }
+
+    /// Exports the spans of the requests that have ended (with tracing on).
+    pub async fn flush_traces(&self) {
+        let traces = self.traces.clone();
+        tokio::task::spawn_blocking(move || traces.flush()).await.expect("flush");
     }
 
     /// Stops accepting and waits for the server task to end.

@@ -1,13 +1,15 @@
 //! Test kit for Sluice: an in-process mock upstream, a gateway started on
-//! port 0, and a small HTTP client. Shared by the integration tests
-//! (`tests/all`) and the benchmarks (`tests/benches`).
+//! port 0, a small HTTP client, and an OTLP trace receiver. Shared by the
+//! integration tests (`tests/all`) and the benchmarks (`tests/benches`).
 
 pub mod client;
 pub mod gateway;
 pub mod mock;
+pub mod otlp;
 pub mod redis;
 
 pub use client::Client;
 pub use gateway::TestGateway;
 pub use mock::MockUpstream;
+pub use otlp::OtlpReceiver;
 pub use redis::RedisServer;

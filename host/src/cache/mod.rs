@@ -4,8 +4,9 @@
 //! text, namespace, TTL, semantic matching and its threshold); this module
 //! stores and looks up. Lookups go local tier → Redis (a hit there fills the
 //! local tier) → semantic index (the question's embedding against the
-//! questions cached in the same scope, behind the false-hit guard). Stores
-//! go to both tiers, the Redis write off the request path.
+//! questions cached in the same scope, behind the false-hit guard), each
+//! lookup a span of the request's trace when one is current. Stores go to
+//! both tiers, the Redis write off the request path.
 //!
 //! Redis is optional and never on the critical path: its operations have a
 //! deadline of a few ms, and when it is down the local tier and the
@@ -37,6 +38,7 @@ use crate::api::chat::{ChatRequest, ChatResponse};
 use crate::redis_client::SharedRedis;
 use crate::stage::CacheDecision;
 use crate::telemetry;
+use crate::traces::CacheSpan;
 use counters::{CacheCounters, TierState};
 use guard::Fingerprint;
 use semantic::{SemanticIndex, Vector};
@@ -187,8 +189,10 @@ impl ResponseCache {
         }
         self.counters.lookups.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
+        let span = CacheSpan::start("exact");
         let exact = self.get(&plan.namespace, &plan.key).await;
         metrics::histogram!(telemetry::CACHE_LOOKUP, "kind" => "exact").record(started.elapsed().as_secs_f64());
+        span.end(exact.is_some(), exact.as_ref().map(|(_, tier)| *tier), None);
         if let Some((entry, tier)) = exact {
             let counter = if tier == "local" { &self.counters.hits_local } else { &self.counters.hits_redis };
             counter.fetch_add(1, Ordering::Relaxed);
@@ -196,7 +200,16 @@ impl ResponseCache {
             self.counters.note_hit(&hit);
             return Some(hit);
         }
-        if let Some(hit) = self.lookup_semantic(plan).await {
+        let span = plan.semantic.is_some().then(|| CacheSpan::start("semantic"));
+        let semantic = self.lookup_semantic(plan).await;
+        if let Some(span) = span {
+            span.end(
+                semantic.is_some(),
+                semantic.as_ref().map(|h| h.tier),
+                semantic.as_ref().and_then(|h| h.similarity),
+            );
+        }
+        if let Some(hit) = semantic {
             self.counters.semantic_hits.fetch_add(1, Ordering::Relaxed);
             self.counters.note_hit(&hit);
             return Some(hit);

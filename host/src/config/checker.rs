@@ -2,7 +2,7 @@
 //! name for errors with key and line, and `${VAR}` expansion. The checks
 //! themselves are `impl Checker` blocks in one file per section
 //! (`server.rs`, `upstreams.rs`, `models.rs`, `keys.rs`, `redis.rs`,
-//! `cache.rs`, `plugins.rs`).
+//! `cache.rs`, `plugins.rs`, `traces.rs`).
 
 use toml::Spanned;
 

@@ -6,10 +6,11 @@
 //! This module owns no setting: `ServerConfig` and `GatewayConfig` belong
 //! to `crate::gateway`, `UpstreamConfig` to `crate::upstream`,
 //! `UpstreamPolicy` and `RoutingConfig` to `crate::routing`, `ModelConfig`
-//! to `crate::models`, `LoggingConfig` to `crate::telemetry`, and so on. It
-//! parses, checks and assembles; one file per section (`server.rs`,
-//! `upstreams.rs`, `models.rs`, `keys.rs`, `redis.rs`, `cache.rs`,
-//! `plugins.rs`), sharing the [`checker`]. It does not read command-line
+//! to `crate::models`, `LoggingConfig` to `crate::telemetry`,
+//! `TracingConfig` to `crate::traces`, and so on. It parses, checks and
+//! assembles; one file per section (`server.rs`, `upstreams.rs`,
+//! `models.rs`, `keys.rs`, `redis.rs`, `cache.rs`, `plugins.rs`,
+//! `traces.rs` for `[tracing]`), sharing the [`checker`]. It does not read command-line
 //! flags: `crate::cli` applies them on top with [`Config::with_upstream`]
 //! and friends.
 
@@ -23,6 +24,7 @@ mod plugins;
 mod raw;
 mod redis;
 mod server;
+mod traces;
 mod upstreams;
 
 use std::path::{Path, PathBuf};
@@ -152,7 +154,8 @@ impl Checker<'_> {
         let plugins = self.plugins(&raw.plugins)?;
         let redis = raw.redis.as_ref().map(|r| self.redis(r)).transpose()?;
         let cache = raw.cache.as_ref().map(|c| self.cache(c)).transpose()?.flatten();
-        let gateway = GatewayConfig { server, upstreams, models, plugins, redis, cache, routing, keys };
+        let tracing = raw.tracing.as_ref().map(|t| self.tracing(t)).transpose()?.flatten();
+        let gateway = GatewayConfig { server, upstreams, models, plugins, redis, cache, routing, keys, tracing };
         Ok(Config { logging, gateway })
     }
 }

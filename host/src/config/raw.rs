@@ -35,6 +35,27 @@ pub struct RawConfig {
     /// needs no key; with any, an unknown or missing key gets 401.
     #[serde(default)]
     pub keys: Vec<Spanned<RawKey>>,
+    /// OpenTelemetry traces over OTLP/HTTP: `[tracing]`. Off when absent.
+    pub tracing: Option<RawTracing>,
+}
+
+/// `[tracing]` (its `Debug` hides the header values)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// Default true once the section is present.
+    pub enabled: Option<bool>,
+    /// The collector's OTLP/HTTP traces URL. Default `http://127.0.0.1:4318/v1/traces`.
+    pub endpoint: Option<Spanned<String>>,
+    /// `service.name` of the spans. Default `sluice`.
+    pub service_name: Option<String>,
+    /// Fraction of requests traced, 0 to 1; a client's `traceparent` does not change it. Default 1.
+    pub sample_ratio: Option<Spanned<f64>>,
+    /// Headers sent with each export; `${VAR}` is replaced by the environment variable VAR.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<String>>,
+    /// How long one export may take, in ms. Default 10000.
+    pub export_timeout_ms: Option<Spanned<u64>>,
 }
 
 /// `[routing]`
@@ -364,6 +385,16 @@ impl std::fmt::Debug for RawRedis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let url = crate::redis_client::redact_url(self.url.get_ref());
         f.debug_struct("RawRedis").field("url", &url).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for RawTracing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&String> = self.headers.keys().collect();
+        f.debug_struct("RawTracing")
+            .field("endpoint", &self.endpoint)
+            .field("headers", &headers)
+            .finish_non_exhaustive()
     }
 }
 

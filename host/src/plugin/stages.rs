@@ -1,7 +1,8 @@
 //! The four stages over a registry snapshot: compressors chain, the first
 //! cache policy and the first router that answer win, judges combine (mean
 //! score, fail if any fails). A plugin's `err` is policy; a fault applies the
-//! plugin's failure mode (open: skip it; closed: fail with its name).
+//! plugin's failure mode (open: skip it; closed: fail with its name). Each
+//! call is a span of the request's trace, when one is current.
 //!
 //! It does not load plugins or classify faults: see `registry.rs` and
 //! `fault.rs`. `PluginHost` (`mod.rs`) implements the stage traits with these.
@@ -17,8 +18,10 @@ use super::manifest::FailureMode;
 use super::registry::Registry;
 use crate::api::chat::{ChatRequest, ChatResponse};
 use crate::stage::{
-    CacheDecision, CompressOutcome, JudgeVerdict, RouteCandidate, RoutePlan, StageContext, StageError, StageKind,
+    CacheDecision, CompressOutcome, FaultKind, JudgeVerdict, RouteCandidate, RoutePlan, StageContext, StageError,
+    StageKind,
 };
+use crate::traces::StageSpan;
 
 /// A fault: skip the plugin (`Ok`) or fail the request (`Err`).
 fn on_fault(p: &LoadedPlugin, fault: CallFault) -> Result<(), StageError> {
@@ -33,6 +36,29 @@ fn on_fault(p: &LoadedPlugin, fault: CallFault) -> Result<(), StageError> {
     }
 }
 
+/// A plugin call, traced as a span of the current request's (if any): its
+/// plugin, version and outcome.
+async fn traced<T>(
+    p: &LoadedPlugin,
+    call: impl Future<Output = Result<Result<T, String>, CallFault>>,
+) -> Result<Result<T, String>, CallFault> {
+    let span = StageSpan::start(p.name(), p.stage.as_str(), &p.hash);
+    let result = call.await;
+    match &result {
+        Ok(Ok(_)) => span.end("ok", None),
+        Ok(Err(_)) => span.end("error", None),
+        Err(fault) => {
+            let outcome = match fault.kind {
+                FaultKind::Deadline => "deadline",
+                FaultKind::Trap | FaultKind::OutOfMemory | FaultKind::Instantiate => "trap",
+                FaultKind::Disabled | FaultKind::Busy => "skipped",
+            };
+            span.end(outcome, Some(fault.kind.as_str()));
+        }
+    }
+    result
+}
+
 fn rejected(p: &LoadedPlugin, reason: String) -> StageError {
     p.stats.errors.fetch_add(1, Ordering::Relaxed);
     StageError::Rejected { plugin: p.name().to_owned(), stage: p.stage, reason }
@@ -45,7 +71,9 @@ pub async fn compress(reg: &Registry, req: &ChatRequest, ctx: &StageContext) -> 
             continue;
         };
         let wit = request_to_wit(&out.request, ctx);
-        let res = p.call(async |store, inst| idx.load(&mut *store, inst)?.call_compress(&mut *store, &wit).await).await;
+        let res =
+            traced(p, p.call(async |store, inst| idx.load(&mut *store, inst)?.call_compress(&mut *store, &wit).await))
+                .await;
         match res {
             Ok(Ok(o)) => {
                 out.request = apply_messages(&out.request, o.messages);
@@ -73,7 +101,9 @@ pub async fn cache_policy(
         let StageIndices::CachePolicy(idx) = &p.indices else {
             continue;
         };
-        let res = p.call(async |store, inst| idx.load(&mut *store, inst)?.call_decide(&mut *store, &wit).await).await;
+        let res =
+            traced(p, p.call(async |store, inst| idx.load(&mut *store, inst)?.call_decide(&mut *store, &wit).await))
+                .await;
         match res {
             Ok(Ok(d)) => return Ok(Some(decision_from_wit(d, p.name()))),
             Ok(Err(reason)) => return Err(rejected(p, reason)),
@@ -99,8 +129,11 @@ pub async fn route(
         let StageIndices::Router(idx) = &p.indices else {
             continue;
         };
-        let res =
-            p.call(async |store, inst| idx.load(&mut *store, inst)?.call_route(&mut *store, &wit, &cands).await).await;
+        let res = traced(
+            p,
+            p.call(async |store, inst| idx.load(&mut *store, inst)?.call_route(&mut *store, &wit, &cands).await),
+        )
+        .await;
         match res {
             Ok(Ok(Some(plan))) => return Ok(Some(plan_from_wit(plan, p.name()))),
             Ok(Ok(None)) => {}
@@ -128,9 +161,11 @@ pub async fn judge(
         let StageIndices::Judge(idx) = &p.indices else {
             continue;
         };
-        let res = p
-            .call(async |store, inst| idx.load(&mut *store, inst)?.call_judge(&mut *store, &wit_req, &wit_resp).await)
-            .await;
+        let res = traced(
+            p,
+            p.call(async |store, inst| idx.load(&mut *store, inst)?.call_judge(&mut *store, &wit_req, &wit_resp).await),
+        )
+        .await;
         match res {
             Ok(Ok(v)) => votes.push(vote_from_wit(v, p.name())),
             // A judge's `err` refuses the answer: a failing vote.

@@ -13,8 +13,9 @@
 //! back like any failed call, invisibly to the client. After it, a failure
 //! is the relay's to report (an error event, then the end of the stream).
 //!
-//! Every attempt is timed into the model's statistics and reported to the
-//! upstream's breaker. The policies come from `crate::routing` (breakers,
+//! Every attempt is timed into the model's statistics, reported to the
+//! upstream's breaker, and traced as a span of its own (numbered, with the
+//! retry's or fallback's reason). The policies come from `crate::routing` (breakers,
 //! budgets, retry policy, statistics); this file is the loop that applies
 //! them.
 
@@ -31,6 +32,7 @@ use crate::routing::breaker::Admission;
 use crate::routing::retry::{UpstreamFailure, falls_back, worth_retrying};
 use crate::routing::{Routing, Stats, UpstreamHealth};
 use crate::telemetry;
+use crate::traces::{AttemptSpan, AttemptStart};
 use crate::upstream::{ChatReply, ChunkStream, UpstreamConfig, UpstreamKind};
 
 /// Calls `models` in order; the first answer wins. `ctx.route` is the model
@@ -68,6 +70,7 @@ pub async fn call(
             Err(e) if falls_back(&e) => {
                 tracing::warn!(model = %route.public, upstream = %route.upstream.name(), error = %e, "model failed; next in plan");
                 ctx.note_error(&e);
+                ctx.trace.fell_back(&route.public, e.kind());
                 failure = Some(e);
             }
             Err(e) => return Err(e),
@@ -88,6 +91,7 @@ async fn call_model(
     let health = routing.upstream(upstream.name());
     let stats = routing.model(&route.label);
     let mut retries = 0;
+    let mut retry_reason = None;
     loop {
         if let Admission::Open(retry_after) = health.breaker.admit() {
             return Err(GatewayError::CircuitOpen { upstream: upstream.name().to_owned(), retry_after });
@@ -96,8 +100,21 @@ async fn call_model(
             return Err(GatewayError::RateLimited { scope: format!("upstream `{}`", upstream.name()), retry_after });
         }
         let started = Instant::now();
-        let mut attempt = UpstreamCall::start(stats.clone(), health.clone(), started);
-        let result = match upstream.chat(req, &ctx.caller()).await {
+        let span = AttemptSpan::start(
+            &mut ctx.trace,
+            &AttemptStart {
+                upstream: upstream.name(),
+                provider: cfg.kind.as_str(),
+                model: &req.model,
+                public_model: &route.public,
+                retry: retries,
+                retry_reason,
+            },
+        );
+        let mut caller = ctx.caller();
+        caller.traceparent = span.traceparent();
+        let mut attempt = UpstreamCall::start(stats.clone(), health.clone(), started, span);
+        let result = match upstream.chat(req, &caller).await {
             Ok(reply) => first_chunk(reply, cfg).await,
             Err(e) => Err(e),
         };
@@ -118,6 +135,7 @@ async fn call_model(
             return Err(error);
         }
         retries += 1;
+        retry_reason = Some(error.kind());
         let wait = retry.wait(retries, &error);
         if wait > retry.max_wait {
             // The upstream asked for a longer pause than a request should
@@ -161,22 +179,29 @@ struct UpstreamCall {
     started: Instant,
     ttft: Option<Duration>,
     done: bool,
+    span: AttemptSpan,
 }
 
 impl UpstreamCall {
-    fn start(stats: Arc<Stats>, health: Arc<UpstreamHealth>, started: Instant) -> UpstreamCall {
+    fn start(stats: Arc<Stats>, health: Arc<UpstreamHealth>, started: Instant, span: AttemptSpan) -> UpstreamCall {
         stats.enter();
-        UpstreamCall { stats, health, started, ttft: None, done: false }
+        UpstreamCall { stats, health, started, ttft: None, done: false, span }
     }
 
     fn succeed(&mut self) {
         self.done = true;
         self.stats.observe(self.started.elapsed(), self.ttft, false);
         self.health.breaker.success();
+        self.span.succeed();
     }
 
     fn fail(&mut self, error: &GatewayError) {
         self.done = true;
+        let status = match error {
+            GatewayError::UpstreamStatus { status, .. } => Some(status.as_u16()),
+            _ => None,
+        };
+        self.span.fail(error.kind(), status);
         let failure = UpstreamFailure::of(error);
         self.stats.observe(self.started.elapsed(), None, failure.is_some());
         match failure {
@@ -189,7 +214,9 @@ impl UpstreamCall {
 
     /// Follows a stream to its end.
     fn observe(mut self, mut inner: ChunkStream) -> ChunkStream {
-        self.ttft = Some(self.started.elapsed());
+        let ttft = self.started.elapsed();
+        self.ttft = Some(ttft);
+        self.span.first_chunk(ttft);
         Box::pin(async_stream::stream! {
             while let Some(item) = inner.next().await {
                 if let Err(e) = &item {

@@ -2,7 +2,8 @@
 //! to the last byte of its response. Every phase writes what it decided here
 //! (client key, A/B arm, stage decisions, route, cascade tiers, time spent
 //! upstream, usage, cost); `finish.rs` turns it into the response headers,
-//! metrics and the settlement of statistics and budgets.
+//! metrics, the end of its trace and the settlement of statistics and
+//! budgets.
 //!
 //! The context holds the routing state it settles into (a model's and an
 //! upstream's statistics, the arm's) as the handles themselves, taken when
@@ -23,6 +24,7 @@ use crate::models::ModelRoute;
 use crate::routing::{Routing, Stats, UpstreamHealth};
 use crate::stage::{CacheDecision, JudgeVerdict, RoutePlan};
 use crate::telemetry;
+use crate::traces::RequestTrace;
 use crate::upstream::Caller;
 
 /// Output tokens a budget reservation assumes when neither the request
@@ -102,13 +104,15 @@ pub struct RequestContext {
     pub discarded_cost: f64,
     pub discarded_tokens: u64,
     pub(super) error_kind: Option<&'static str>,
+    /// The request's span and its upstream attempts; empty with tracing off.
+    pub trace: RequestTrace,
 }
 
 impl RequestContext {
     /// Who upstream calls are for: the client key and its tenant.
     pub fn caller(&self) -> Caller {
         match &self.client {
-            Some(key) => Caller { key: Some(key.name.clone()), tenant: Some(key.tenant.clone()) },
+            Some(key) => Caller { key: Some(key.name.clone()), tenant: Some(key.tenant.clone()), traceparent: None },
             None => Caller::default(),
         }
     }
@@ -143,6 +147,7 @@ impl RequestContext {
             discarded_cost: 0.0,
             discarded_tokens: 0,
             error_kind: None,
+            trace: RequestTrace::default(),
         }
     }
 

@@ -1,9 +1,9 @@
 //! The end of a request: the `x-sluice-*` response headers, the request's
-//! metrics, and the settlement of what it did into the shared state — the
-//! model's and A/B arm's statistics, the upstream's token budget, the
-//! client key's token and spend budgets. A whole answer is finished by
-//! [`RequestContext::finish`]; a stream records itself when it ends or is
-//! dropped (`relay.rs`), so every request is counted once.
+//! metrics and the end of its span, and the settlement of what it did into
+//! the shared state — the model's and A/B arm's statistics, the upstream's
+//! token budget, the client key's token and spend budgets. A whole answer
+//! is finished by [`RequestContext::finish`]; a stream records itself when
+//! it ends or is dropped (`relay.rs`), so every request is counted once.
 
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use crate::body::Body;
 use crate::cache::CacheOutcome;
 use crate::live::{CacheResult, Finished};
 use crate::telemetry;
+use crate::traces::RequestEnd;
 
 pub const X_UPSTREAM: HeaderName = HeaderName::from_static("x-sluice-upstream");
 pub const X_MODEL: HeaderName = HeaderName::from_static("x-sluice-model");
@@ -92,10 +93,14 @@ impl RequestContext {
         }
     }
 
-    /// Records the request's counters and histograms, and settles it.
+    /// Records the request's counters and histograms, settles it, and ends
+    /// its trace.
     pub fn record(&self, status: u16, latency: Duration, ttft: Option<Duration>) {
         self.settle(status, latency, ttft);
         self.record_live(status, latency, ttft);
+        if self.trace.is_on() {
+            self.end_trace(status, ttft);
+        }
         let (model, upstream) = match &self.route {
             Some(r) => (r.label.clone(), self.upstream_label().unwrap_or_default().to_owned()),
             None => (String::new(), String::new()),
@@ -147,6 +152,26 @@ impl RequestContext {
             tokens_saved: u64::from(self.tokens_saved),
             escalated: self.escalated(),
             fell_back: self.fell_back,
+        });
+    }
+
+    /// Ends the request's span with what it did.
+    fn end_trace(&self, status: u16, ttft: Option<Duration>) {
+        self.trace.end(&RequestEnd {
+            status,
+            model: self.route.as_ref().map(|r| r.public.as_str()),
+            response_model: self.route.as_ref().map(|r| r.upstream_model.as_str()),
+            upstream: self.upstream_label(),
+            usage: self.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            cost_usd: self.total_cost(),
+            cache: self.cache_outcome.map(|o| o.as_str()),
+            client_key: self.client.as_ref().map(|c| c.name.as_str()),
+            arm: self.arm_name(),
+            router: self.plan.as_ref().map(|p| p.plugin.as_str()),
+            tokens_saved: self.tokens_saved,
+            judge_score: self.verdict.as_ref().map(|v| v.score),
+            error: self.error_kind,
+            ttft,
         });
     }
 

@@ -41,6 +41,7 @@ use crate::body::{Body, full};
 use crate::cache::CacheOutcome;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use crate::traces::GenAiRequest;
 
 /// Checks what serde cannot: constraints between and within fields.
 fn validate(req: &ChatRequest) -> Result<(), GatewayError> {
@@ -65,12 +66,23 @@ fn validate(req: &ChatRequest) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// A chat request, from either API, through to its response.
-pub async fn chat(
-    gw: &Gateway,
-    ctx: &mut RequestContext,
-    mut req: ChatRequest,
-) -> Result<Response<Body>, GatewayError> {
+/// A chat request, from either API, through to its response. With tracing
+/// on, the request's span is current while the phases run, so the stage
+/// calls and cache lookups beneath it are its children.
+pub async fn chat(gw: &Gateway, ctx: &mut RequestContext, req: ChatRequest) -> Result<Response<Body>, GatewayError> {
+    ctx.trace.requested(&GenAiRequest {
+        operation: "chat",
+        model: &req.model,
+        stream: req.stream,
+        max_tokens: req.max_output_tokens(),
+        temperature: req.temperature,
+        top_p: req.top_p,
+    });
+    ctx.trace.scope().run(phases(gw, ctx, req)).await
+}
+
+/// The phases of [`chat`], top to bottom.
+async fn phases(gw: &Gateway, ctx: &mut RequestContext, mut req: ChatRequest) -> Result<Response<Body>, GatewayError> {
     validate(&req)?;
     let client_wants_usage = req.wants_stream_usage();
     let models = stages::before_upstream(gw, ctx, &mut req).await?;
@@ -135,6 +147,8 @@ pub async fn embeddings(
             return Err(GatewayError::invalid("missing field `input`", Some("input")));
         }
     }
+    let request = GenAiRequest { operation: "embeddings", model: &model, stream: false, ..GenAiRequest::default() };
+    ctx.trace.requested(&request);
     let route = gw.models.resolve(&model)?;
     ctx.require_priced(&route)?;
     ctx.route = Some(route.clone());

@@ -8,6 +8,7 @@ use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Map, Value};
 
+use super::caller::Caller;
 use super::config::UpstreamConfig;
 use super::http::{HttpClient, MAX_RESPONSE, credential, model_list, next_event, protocol, read_body, send};
 use super::reply::{ChatReply, ChunkEvent, Slot, unix_now};
@@ -37,12 +38,14 @@ pub async fn chat(
     client: &HttpClient,
     cfg: &UpstreamConfig,
     req: &ChatRequest,
+    caller: &Caller,
     permit: Slot,
 ) -> Result<ChatReply, GatewayError> {
     let body = MessagesRequest::from_chat(req, &req.model, cfg.default_max_tokens)?;
     let body = serde_json::to_vec(&body).map_err(|e| GatewayError::Internal(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + cfg.total_timeout;
-    let http_req = request(cfg, http::Method::POST, "/messages", body.into())?;
+    let mut http_req = request(cfg, http::Method::POST, "/messages", body.into())?;
+    caller.add_trace_header(http_req.headers_mut());
     let response = send(client, &cfg.name, ApiFlavor::Anthropic, http_req, cfg.first_byte_timeout).await?;
     if !req.stream {
         let within = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -97,8 +97,8 @@ impl Upstream {
     pub async fn chat(&self, req: &ChatRequest, caller: &Caller) -> Result<ChatReply, GatewayError> {
         let permit = self.slot().await?;
         match &self.backend {
-            Backend::OpenAi(client) => openai::chat(client, &self.config, req, permit).await,
-            Backend::Anthropic(client) => anthropic::chat(client, &self.config, req, permit).await,
+            Backend::OpenAi(client) => openai::chat(client, &self.config, req, caller, permit).await,
+            Backend::Anthropic(client) => anthropic::chat(client, &self.config, req, caller, permit).await,
             Backend::Engine(engine, model) => engine::chat(engine, model, &self.config, req, caller, permit).await,
         }
     }

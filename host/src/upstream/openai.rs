@@ -7,6 +7,7 @@ use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
+use super::caller::Caller;
 use super::config::UpstreamConfig;
 use super::http::{HttpClient, MAX_RESPONSE, credential, model_list, next_event, protocol, read_body, send};
 use super::reply::{ChatReply, ChunkEvent, Slot};
@@ -26,18 +27,14 @@ pub async fn chat(
     client: &HttpClient,
     cfg: &UpstreamConfig,
     req: &ChatRequest,
+    caller: &Caller,
     permit: Slot,
 ) -> Result<ChatReply, GatewayError> {
     let body = serde_json::to_vec(req).map_err(|e| GatewayError::Internal(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + cfg.total_timeout;
-    let response = send(
-        client,
-        &cfg.name,
-        ApiFlavor::OpenAi,
-        post(cfg, "/chat/completions", body.into())?,
-        cfg.first_byte_timeout,
-    )
-    .await?;
+    let mut http_req = post(cfg, "/chat/completions", body.into())?;
+    caller.add_trace_header(http_req.headers_mut());
+    let response = send(client, &cfg.name, ApiFlavor::OpenAi, http_req, cfg.first_byte_timeout).await?;
     if !req.stream {
         let within = deadline.saturating_duration_since(tokio::time::Instant::now());
         let raw = read_body(&cfg.name, response.into_body(), MAX_RESPONSE, within).await?;
