@@ -9,6 +9,7 @@ mod config_cli;
 mod connections;
 mod engine;
 mod errors;
+mod fuzz_corpus;
 mod hardening;
 mod openai;
 mod plugins;
