@@ -173,7 +173,10 @@ const BOM: &[u8] = "\u{feff}".as_bytes();
 
 /// The events of an upstream's SSE body. A byte-order mark at its start is
 /// dropped here, before `eventsource-stream` sees it: that crate (0.2.3)
-/// slices the mark off one byte in, inside the character, and panics.
+/// slices the mark off one byte in, inside the character, and panics. As it
+/// looks for a mark at the start of the first text it decodes, that text is
+/// made an empty line (which dispatches nothing): a second mark is then part
+/// of the first field's name, as the SSE spec reads it.
 pub fn sse_events<S, E>(body: S) -> impl Stream<Item = Result<Event, EventStreamError<E>>>
 where
     S: Stream<Item = Result<Bytes, E>>,
@@ -190,6 +193,7 @@ where
                         continue;
                     }
                     let held = Bytes::from(head.take().unwrap_or_default());
+                    yield Ok(Bytes::from_static(b"\n"));
                     yield Ok(if held.starts_with(BOM) { held.slice(BOM.len()..) } else { held });
                 }
                 (item, _) => yield item,
@@ -257,6 +261,12 @@ mod tests {
         for cut in 0..=body.len() {
             let (head, tail) = body.split_at(cut);
             assert_eq!(events_of(&[head, tail]), ["a", "b"], "cut at {cut}");
+        }
+        // A second mark is the start of a field name: that line is ignored.
+        let twice = "\u{feff}\u{feff}data: a\n\ndata: b\n\n".as_bytes();
+        for cut in 0..=twice.len() {
+            let (head, tail) = twice.split_at(cut);
+            assert_eq!(events_of(&[head, tail]), ["b"], "cut at {cut}");
         }
         let [cut_short] = &events_of(&[b"\xef\xbb"])[..] else { panic!("one error expected") };
         assert!(cut_short.starts_with("error: UTF8"), "{cut_short}");
