@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use sluice_testkit::fuzz::{TARGETS, mutate::mutate};
 
-/// Mutations per target: a few seconds of a debug build.
-const MUTATIONS: u64 = 1500;
+/// Mutations per target: the whole test takes a few seconds of a debug build.
+const MUTATIONS: u64 = 5000;
 
 fn corpus(name: &str) -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(name);

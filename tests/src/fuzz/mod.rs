@@ -25,9 +25,12 @@ pub use config::config;
 pub use requests::{anthropic_request, openai_request, responses};
 pub use stream::{anthropic_stream, sse};
 
+/// A fuzz target: it panics when the input breaks a property.
+pub type Target = fn(&[u8]);
+
 /// Every target by name: the names of the corpus folders and of the
 /// cargo-fuzz binaries.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("openai_request", openai_request),
     ("anthropic_request", anthropic_request),
     ("responses", responses),
