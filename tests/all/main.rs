@@ -10,6 +10,7 @@ mod connections;
 mod dashboard;
 mod engine;
 mod errors;
+mod fuzz_corpus;
 mod hardening;
 mod monitoring;
 mod openai;

@@ -55,6 +55,28 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl ChatRequest {
+    /// The JSON fields typed above. `extra` never holds one: the request
+    /// would be written with the key twice, and read back with the second.
+    pub const TYPED_FIELDS: [&str; 17] = [
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "n",
+        "tools",
+        "tool_choice",
+        "response_format",
+        "logprobs",
+        "top_logprobs",
+        "user",
+    ];
+
     /// The output-token limit, whichever of the two fields set it.
     pub fn max_output_tokens(&self) -> Option<u32> {
         self.max_completion_tokens.or(self.max_tokens)
@@ -334,4 +356,28 @@ pub struct FunctionCallDelta {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::api::chat::ChatRequest;
+
+    #[test]
+    fn the_typed_fields_are_the_fields_a_full_request_writes() {
+        let full: ChatRequest = serde_json::from_value(json!({
+            "model": "m", "messages": [], "stream": true, "stream_options": {}, "temperature": 1, "top_p": 1,
+            "max_tokens": 1, "max_completion_tokens": 1, "stop": "x", "seed": 1, "n": 1, "tools": [],
+            "tool_choice": "auto", "response_format": {}, "logprobs": true, "top_logprobs": 1, "user": "u"
+        }))
+        .expect("a full request");
+        assert!(full.extra.is_empty());
+        let written = serde_json::to_value(&full).expect("serialisable");
+        let mut keys: Vec<&str> = written.as_object().expect("an object").keys().map(String::as_str).collect();
+        let mut typed = ChatRequest::TYPED_FIELDS.to_vec();
+        keys.sort_unstable();
+        typed.sort_unstable();
+        assert_eq!(keys, typed);
+    }
 }

@@ -30,15 +30,15 @@ pub(super) fn line_of(text: &str, offset: usize) -> String {
     format!(":{line}")
 }
 
-/// The key written on the line holding `offset`, for parse errors.
+/// The key written on the line holding `offset`, for parse errors; `-`
+/// when there is none (no offset, or a line such as `= 1` or a blank one).
+/// A byte-order mark opening the file is not part of the first line's key.
 pub(super) fn key_at(text: &str, offset: Option<usize>) -> String {
     let Some(offset) = offset else {
         return "-".to_owned();
     };
     let start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
     let line = text[start..].lines().next().unwrap_or("");
-    match line.split_once('=') {
-        Some((key, _)) => key.trim().to_owned(),
-        None => line.trim().to_owned(),
-    }
+    let key = line.split_once('=').map_or(line, |(key, _)| key).trim_start_matches('\u{feff}').trim();
+    if key.is_empty() { "-".to_owned() } else { key.to_owned() }
 }

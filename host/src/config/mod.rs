@@ -253,6 +253,11 @@ budget_period = "day"
         let e = parse("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").expect_err("unknown key");
         assert_eq!(e.location, ":3");
         assert!(e.to_string().contains("bogus"), "{e}");
+        // A line that holds no key: the error says `-`, never an empty name.
+        let e = parse("[server]\n= 1\n").expect_err("no key");
+        assert_eq!((e.key.as_str(), e.location.as_str()), ("-", ":2"));
+        let e = parse("\u{feff}bogus = 1\n").expect_err("unknown key after a byte-order mark");
+        assert_eq!((e.key.as_str(), e.location.as_str()), ("bogus", ":1"));
 
         let e = parse("[upstreams.a]\nkind = \"openai\"\nbase_url = \"http://x/v1\"\n[[models]]\nname = \"m\"\nupstream = \"b\"\n").expect_err("bad ref");
         assert_eq!(e.key, "models[m].upstream");

@@ -3,14 +3,15 @@
 //! shape.
 
 use bytes::Bytes;
-use eventsource_stream::Eventsource;
 use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Map, Value};
 
 use super::caller::Caller;
 use super::config::UpstreamConfig;
-use super::http::{HttpClient, MAX_RESPONSE, credential, model_list, next_event, protocol, read_body, send};
+use super::http::{
+    HttpClient, MAX_RESPONSE, credential, model_list, next_event, protocol, read_body, send, sse_events,
+};
 use super::reply::{ChatReply, ChunkEvent, Slot, unix_now};
 use crate::api::anthropic::{MessagesRequest, MessagesResponse, response_to_chat};
 use crate::api::anthropic_stream::{AnthropicDecoder, Decoded};
@@ -58,7 +59,7 @@ pub async fn chat(
     let upstream = cfg.clone();
     let stream = async_stream::stream! {
         let _permit = permit;
-        let mut events = response.into_body().into_data_stream().eventsource();
+        let mut events = std::pin::pin!(sse_events(response.into_body().into_data_stream()));
         let mut decoder = AnthropicDecoder::new(unix_now());
         let mut last: Option<ChatChunk> = None;
         loop {

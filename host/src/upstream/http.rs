@@ -1,12 +1,14 @@
 //! The HTTP client an upstream talks through: hyper's pooling client over
 //! rustls (system and webpki roots, plus an optional extra CA), TCP_NODELAY,
-//! HTTP/1.1 and HTTP/2 by ALPN; and the one function that sends a request
-//! and classifies what can go wrong.
+//! HTTP/1.1 and HTTP/2 by ALPN; the one function that sends a request and
+//! classifies what can go wrong; and the reading of an SSE body.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use eventsource_stream::{Event, EventStreamError, Eventsource};
+use futures_util::{Stream, StreamExt};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -166,18 +168,55 @@ pub async fn model_list(
     Ok(v.get("data").and_then(serde_json::Value::as_array).cloned().unwrap_or_default())
 }
 
+/// A byte-order mark, as UTF-8.
+const BOM: &[u8] = "\u{feff}".as_bytes();
+
+/// The events of an upstream's SSE body. A byte-order mark at its start is
+/// dropped here, before `eventsource-stream` sees it: that crate (0.2.3)
+/// slices the mark off one byte in, inside the character, and panics. As it
+/// looks for a mark at the start of the first text it decodes, that text is
+/// made an empty line (which dispatches nothing): a second mark is then part
+/// of the first field's name, as the SSE spec reads it.
+pub fn sse_events<S, E>(body: S) -> impl Stream<Item = Result<Event, EventStreamError<E>>>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+{
+    let without_bom = async_stream::stream! {
+        let mut body = std::pin::pin!(body);
+        // The first bytes, held until they cannot be the start of a mark.
+        let mut head = Some(Vec::new());
+        while let Some(item) = body.next().await {
+            match (item, head.as_mut()) {
+                (Ok(bytes), Some(held)) => {
+                    held.extend_from_slice(&bytes);
+                    if held.len() < BOM.len() && BOM.starts_with(held) {
+                        continue;
+                    }
+                    let held = Bytes::from(head.take().unwrap_or_default());
+                    yield Ok(Bytes::from_static(b"\n"));
+                    yield Ok(if held.starts_with(BOM) { held.slice(BOM.len()..) } else { held });
+                }
+                (item, _) => yield item,
+            }
+        }
+        if let Some(held) = head.filter(|held| !held.is_empty()) {
+            yield Ok(Bytes::from(held));
+        }
+    };
+    without_bom.eventsource()
+}
+
 /// The next event of an upstream's SSE stream: `Ok(None)` when the stream
 /// ended, an error when it broke or outran the request's deadline.
 pub async fn next_event<S, E>(
     events: &mut S,
     deadline: tokio::time::Instant,
     cfg: &UpstreamConfig,
-) -> Result<Option<eventsource_stream::Event>, GatewayError>
+) -> Result<Option<Event>, GatewayError>
 where
-    S: futures_util::Stream<Item = Result<eventsource_stream::Event, E>> + Unpin,
+    S: Stream<Item = Result<Event, E>> + Unpin,
     E: std::fmt::Display,
 {
-    use futures_util::StreamExt;
     match tokio::time::timeout_at(deadline, events.next()).await {
         Err(_) => Err(GatewayError::UpstreamTimeout {
             upstream: cfg.name.clone(),
@@ -200,4 +239,37 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use futures_util::{FutureExt, StreamExt};
+
+    use super::*;
+
+    fn events_of(chunks: &[&[u8]]) -> Vec<String> {
+        let body = futures_util::stream::iter(chunks.iter().map(|c| Ok::<_, Infallible>(Bytes::copy_from_slice(c))));
+        let events = sse_events(body).collect::<Vec<_>>().now_or_never().expect("an in-memory body is ready");
+        events.into_iter().map(|e| e.map_or_else(|e| format!("error: {e}"), |e| e.data)).collect()
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_dropped_wherever_the_body_splits_it() {
+        let body = "\u{feff}data: a\n\ndata: b\n\n".as_bytes();
+        for cut in 0..=body.len() {
+            let (head, tail) = body.split_at(cut);
+            assert_eq!(events_of(&[head, tail]), ["a", "b"], "cut at {cut}");
+        }
+        // A second mark is the start of a field name: that line is ignored.
+        let twice = "\u{feff}\u{feff}data: a\n\ndata: b\n\n".as_bytes();
+        for cut in 0..=twice.len() {
+            let (head, tail) = twice.split_at(cut);
+            assert_eq!(events_of(&[head, tail]), ["b"], "cut at {cut}");
+        }
+        let [cut_short] = &events_of(&[b"\xef\xbb"])[..] else { panic!("one error expected") };
+        assert!(cut_short.starts_with("error: UTF8"), "{cut_short}");
+        assert_eq!(events_of(&[b"data: \xef\xbb\xbf\n\n"]), ["\u{feff}"], "a mark inside the body is data");
+    }
 }

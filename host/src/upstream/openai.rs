@@ -2,14 +2,15 @@
 //! requests go out in the internal shape, which is already theirs.
 
 use bytes::Bytes;
-use eventsource_stream::Eventsource;
 use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
 use super::caller::Caller;
 use super::config::UpstreamConfig;
-use super::http::{HttpClient, MAX_RESPONSE, credential, model_list, next_event, protocol, read_body, send};
+use super::http::{
+    HttpClient, MAX_RESPONSE, credential, model_list, next_event, protocol, read_body, send, sse_events,
+};
 use super::reply::{ChatReply, ChunkEvent, Slot};
 use crate::api::chat::{ChatChunk, ChatRequest, ChatResponse};
 use crate::error::{ApiFlavor, GatewayError};
@@ -46,7 +47,7 @@ pub async fn chat(
     let upstream = cfg.clone();
     let stream = async_stream::stream! {
         let _permit = permit;
-        let mut events = response.into_body().into_data_stream().eventsource();
+        let mut events = std::pin::pin!(sse_events(response.into_body().into_data_stream()));
         let mut finished = false;
         loop {
             let next = match next_event(&mut events, deadline, &upstream).await {

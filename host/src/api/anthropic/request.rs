@@ -28,7 +28,11 @@ impl MessagesRequest {
         for (i, m) in self.messages.into_iter().enumerate() {
             push_message(&mut messages, m, i)?;
         }
+        // Unknown fields travel on, except those the internal request types:
+        // the Messages API has none of them, and kept in `extra` they would be
+        // written twice (a second `user` after the one from `metadata`).
         let mut extra = self.extra;
+        extra.retain(|key, _| !ChatRequest::TYPED_FIELDS.contains(&key.as_str()));
         if let Some(k) = self.top_k {
             extra.insert("top_k".to_owned(), json!(k));
         }
@@ -292,6 +296,20 @@ mod tests {
         assert!(matches!(back.system, Some(SystemPrompt::Text(ref s)) if s == "be brief"));
         assert_eq!(back.tool_choice, Some(json!({"type": "any"})));
         assert_eq!(back.extra["top_k"], 5);
+    }
+
+    #[test]
+    fn unknown_fields_never_shadow_the_internal_requests_own() {
+        let req: MessagesRequest = serde_json::from_value(json!({
+            "model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}],
+            "metadata": {"user_id": "real"}, "user": "spoofed", "n": 3, "seed": 1, "thinking": {"type": "enabled"}
+        }))
+        .expect("valid request");
+        let chat = req.into_chat().expect("translates");
+        assert_eq!(chat.user.as_deref(), Some("real"));
+        assert_eq!(chat.extra.keys().collect::<Vec<_>>(), ["thinking"]);
+        let written = serde_json::to_string(&chat).expect("serialisable");
+        assert_eq!(written.matches("\"user\":").count(), 1, "{written}");
     }
 
     #[test]
