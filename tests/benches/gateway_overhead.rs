@@ -1,12 +1,15 @@
 //! Gateway overhead: latency through Sluice minus latency direct to the same
-//! mock upstream, at concurrency 1 and 64, plus requests/s; then the same
+//! mock upstream, at concurrency 1 and 64, plus requests/s; the same with
+//! every request traced (OpenTelemetry spans exported over OTLP); then the same
 //! through a gateway running all four stages as the Rust example plugins
 //! (compressor, cache policy, router, judge): fresh instance per call (the
 //! default), then again with warm instances reused across calls.
 //!
 //! Run: `plugins/build.sh && cargo bench -p sluice-tests --bench gateway_overhead`
 //! (`SLUICE_BENCH_SECS` sets the seconds per phase, default 5;
-//! `BENCH_SPARES=N` the spare instances per fresh-instance plugin, default 2.)
+//! `BENCH_SPARES=N` the spare instances per fresh-instance plugin, default 2;
+//! `BENCH_TRACE_RATIO` the traced gateway's sample ratio, default 1, or
+//! `none` for no traced phase.)
 //!
 //! Mock, gateway and load generator share this process and the machine's
 //! cores, as they would on one host; the figures include that contention.
@@ -18,8 +21,9 @@ use http::Method;
 use sluice::config::Config;
 use sluice::models::ModelConfig;
 use sluice::plugin::PluginConfig;
+use sluice::traces::TracingConfig;
 use sluice::upstream::UpstreamKind;
-use sluice_testkit::{Client, MockUpstream, TestGateway};
+use sluice_testkit::{Client, MockUpstream, OtlpReceiver, TestGateway};
 
 struct Run {
     latencies: Vec<Duration>,
@@ -114,6 +118,19 @@ async fn staged_gateway(mock: &MockUpstream, warm: bool) -> Option<(TestGateway,
     Some((TestGateway::start(config).await, folder))
 }
 
+/// A passthrough gateway tracing its requests (`BENCH_TRACE_RATIO` of
+/// them, default all; `none`: no such gateway) to `collector`.
+async fn traced_gateway(mock: &MockUpstream, collector: &OtlpReceiver) -> Option<TestGateway> {
+    let ratio = match std::env::var("BENCH_TRACE_RATIO") {
+        Ok(v) if v == "none" => return None,
+        Ok(v) => v.parse().expect("BENCH_TRACE_RATIO: a number from 0 to 1, or none"),
+        Err(_) => 1.0,
+    };
+    let mut config = Config::default().with_upstream(&mock.base_url(), UpstreamKind::OpenAi, None);
+    config.gateway.tracing = Some(TracingConfig { sample_ratio: ratio, ..TracingConfig::new(&collector.endpoint()) });
+    Some(TestGateway::start(config).await)
+}
+
 fn report(name: &str, concurrency: usize, run: &Run) {
     let mean = run.latencies.iter().sum::<Duration>() / run.latencies.len().max(1) as u32;
     let self_p99 =
@@ -166,6 +183,10 @@ fn main() {
     runtime.block_on(async {
         let mock = MockUpstream::start_unrecorded().await;
         let gateway = TestGateway::passthrough(&mock.base_url()).await;
+        // The same gateway tracing every request, exporting to a receiver
+        // that reads and discards the spans.
+        let collector = OtlpReceiver::start_discarding().await;
+        let traced = traced_gateway(&mock, &collector).await;
         let staged = staged_gateway(&mock, false).await;
         let warm = staged_gateway(&mock, true).await;
         let direct = format!("{}/chat/completions", mock.base_url());
@@ -184,6 +205,11 @@ fn main() {
             report("direct", concurrency, &d);
             report("sluice", concurrency, &t);
             added("added", concurrency, &t, &d);
+            if let Some(traced) = &traced {
+                let traced_run = drive(&traced.url("/v1/chat/completions"), concurrency, secs).await;
+                report("traced", concurrency, &traced_run);
+                added("added", concurrency, &traced_run, &d);
+            }
             if let Some((staged, _)) = &staged {
                 let s = drive(&staged.url("/v1/chat/completions"), concurrency, secs).await;
                 report("4stages", concurrency, &s);
@@ -197,6 +223,10 @@ fn main() {
                 report("4st-warm", concurrency, &s);
                 added("added", concurrency, &s, &d);
             }
+        }
+        if let Some(traced) = &traced {
+            traced.flush_traces().await;
+            println!("(traced: {} OTLP exports received)", collector.exports());
         }
         if staged.is_none() {
             println!("(plugins/dist not built: the four-stage phase was skipped; run plugins/build.sh)");

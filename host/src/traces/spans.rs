@@ -21,17 +21,17 @@ use super::request::{ActiveTracer, RequestTrace};
 
 /// A span under the current request's, if there is one; its name and
 /// attributes are only made then.
-fn child(make: impl FnOnce() -> (Cow<'static, str>, Vec<KeyValue>)) -> Option<Span> {
+fn child(make: impl FnOnce() -> (Cow<'static, str>, Vec<KeyValue>)) -> Option<Box<Span>> {
     Context::map_current(|cx| {
         let ActiveTracer(tracer) = cx.get::<ActiveTracer>()?;
         let (name, attributes) = make();
-        Some(
+        Some(Box::new(
             tracer
                 .span_builder(name)
                 .with_kind(SpanKind::Internal)
                 .with_attributes(attributes)
                 .start_with_context(tracer, cx),
-        )
+        ))
     })
 }
 
@@ -53,10 +53,11 @@ pub struct AttemptStart<'a> {
 
 /// One call to an upstream, from send to the end of its answer (a stream's
 /// last chunk). Ends as failed, succeeded or, dropped before either,
-/// cancelled.
+/// cancelled. Boxed, so that with tracing off the futures that hold it grow
+/// by a pointer, not by a span.
 #[derive(Default)]
 pub struct AttemptSpan {
-    span: Option<Span>,
+    span: Option<Box<Span>>,
 }
 
 impl AttemptSpan {
@@ -83,7 +84,7 @@ impl AttemptSpan {
             .with_kind(SpanKind::Client)
             .with_attributes(attributes)
             .start_with_context(&parent.tracer, &parent.cx);
-        AttemptSpan { span: Some(span) }
+        AttemptSpan { span: Some(Box::new(span)) }
     }
 
     /// The `traceparent` to send upstream: this attempt's span.
@@ -131,7 +132,7 @@ impl Drop for AttemptSpan {
 
 /// One call of a stage plugin.
 pub struct StageSpan {
-    span: Option<Span>,
+    span: Option<Box<Span>>,
 }
 
 impl StageSpan {
@@ -166,7 +167,7 @@ impl StageSpan {
 /// One cache lookup: `exact` (the key, local tier then Redis) or
 /// `semantic` (embedding, index search, guard, fetch).
 pub struct CacheSpan {
-    span: Option<Span>,
+    span: Option<Box<Span>>,
 }
 
 impl CacheSpan {
@@ -188,5 +189,25 @@ impl CacheSpan {
             }
             span.end();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_tracing_off_a_span_is_a_pointer_wide() {
+        let word = std::mem::size_of::<usize>();
+        assert_eq!(std::mem::size_of::<AttemptSpan>(), word);
+        assert_eq!(std::mem::size_of::<StageSpan>(), word);
+        assert_eq!(std::mem::size_of::<CacheSpan>(), word);
+        // Outside a request's scope nothing is made.
+        assert!(StageSpan::start("p", "router", "hash").span.is_none());
+        assert!(AttemptSpan::start(&mut RequestTrace::default(), &start()).traceparent().is_none());
+    }
+
+    fn start() -> AttemptStart<'static> {
+        AttemptStart { upstream: "u", provider: "openai", model: "m", public_model: "m", retry: 0, retry_reason: None }
     }
 }
