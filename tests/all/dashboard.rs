@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sluice::config::Config;
 use sluice::limits::KeyConfig;
+use sluice::models::ModelConfig;
 use sluice::plugin::PluginConfig;
+use sluice::upstream::{UpstreamConfig, UpstreamKind};
 use sluice_testkit::{Client, MockUpstream, TestGateway};
 
 use crate::plugins::support::{Folder, TEST_DEADLINE, built, cache_dir};
@@ -216,6 +218,7 @@ fn figure(dom: &str, name: &str) -> Option<f64> {
 async fn a_browser_draws_the_live_figures_the_admin_endpoints_report() {
     let Some(browser) = chromium() else { return };
     built();
+    let engine = crate::engine::models_present();
     let folder = Folder::new();
     for stage in ["compressor", "cache-policy", "router", "judge"] {
         folder.add_example(stage, stage);
@@ -228,6 +231,21 @@ async fn a_browser_draws_the_live_figures_the_admin_endpoints_report() {
         plugins.debounce = Duration::from_millis(50);
         c.gateway.plugins = Some(plugins);
         c.gateway.cache = Some(sluice::cache::CacheConfig { semantic: false, ..Default::default() });
+        if engine {
+            // The bundled engine with the real model, as `local`.
+            let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+            let mut upstream = UpstreamConfig::new("engine", UpstreamKind::Engine, "");
+            upstream.engine.model_path = root.join(&upstream.engine.model_path);
+            upstream.engine.embedding_model_dir = None;
+            upstream.engine.kv_blocks = 256;
+            c.gateway.upstreams.push(upstream);
+            c.gateway.models.push(ModelConfig {
+                name: "local".into(),
+                upstream: "engine".into(),
+                upstream_model: "SmolLM2-135M-Instruct".into(),
+                ..ModelConfig::default()
+            });
+        }
     }))
     .await;
     let client = Client::new();
@@ -243,11 +261,22 @@ async fn a_browser_draws_the_live_figures_the_admin_endpoints_report() {
         let reply = client.post_json(&url, &ask("claude", &format!("What is {i} plus {i}?"))).await;
         assert_eq!(reply.status, 200);
     }
-    live_until(&client, &gateway, |t, _| t["requests"].as_f64() >= Some(10.0)).await;
+    let local = if engine { 3 } else { 0 };
+    for i in 0..local {
+        let body = json!({"model": "local", "max_tokens": 8, "temperature": 0,
+            "messages": [{"role": "user", "content": format!("Count to {i}.")}]});
+        // Pinned: the example router would send it to a cheaper model.
+        let pinned = [("x-sluice-route", "pinned")];
+        let reply = client.call(http::Method::POST, &url, bytes::Bytes::from(body.to_string()), &pinned).await;
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+        assert_eq!(reply.header("x-sluice-upstream"), Some("engine"));
+    }
+    let total = f64::from(10 + local);
+    live_until(&client, &gateway, |t, _| t["requests"].as_f64() >= Some(total)).await;
 
     let dom = browse(&browser, &gateway.url("/ui"), None).await;
     assert!(dom.contains("data-updated"), "the page never got its data: {dom}");
-    assert_eq!(figure(&dom, "requests_total"), Some(10.0), "requests drawn");
+    assert_eq!(figure(&dom, "requests_total"), Some(total), "requests drawn");
     assert!(figure(&dom, "p50_ms").is_some_and(|v| v > 0.0), "latency drawn");
     assert!(figure(&dom, "tokens_in").is_some_and(|v| v > 0.0), "tokens drawn");
     let plugins = client.get(&gateway.url("/admin/plugins")).await.json();
@@ -263,6 +292,14 @@ async fn a_browser_draws_the_live_figures_the_admin_endpoints_report() {
     assert!(dom.contains(r#"data-event="plugin-reloaded" data-subject="router""#), "reload on the timeline");
     assert!(dom.matches(r#"data-figure="chart""#).count() >= 6, "the charts");
     assert!(dom.contains("<canvas"), "uPlot drew");
+    if engine {
+        // The engine's tiles, and its decode tokens on the engine chart.
+        assert!(figure(&dom, "engine_running").is_some() && figure(&dom, "engine_waiting").is_some(), "engine tiles");
+        let sums = dom.split(r#"id="chart-engine""#).nth(1).and_then(|r| r.split("data-sums=\"").nth(1));
+        let sums: Vec<f64> = sums.and_then(|s| serde_json::from_str(s.split('"').next()?).ok()).unwrap_or_default();
+        assert!(sums.get(3).is_some_and(|&tokens| tokens > 0.0), "decode tokens drawn: {sums:?}");
+        assert_eq!(figure(&dom, "model:local:requests"), Some(f64::from(local)), "the engine's model");
+    }
 
     let shot = std::env::temp_dir().join(format!("sluice-dashboard-{}.png", std::process::id()));
     browse(&browser, &gateway.url("/ui"), Some(&shot)).await;
