@@ -6,6 +6,8 @@
 //! default), then again with warm instances reused across calls.
 //!
 //! Run: `plugins/build.sh && cargo bench -p sluice-tests --bench gateway_overhead`
+//! The plain proxy is also measured with its live dashboard open (`/ui/live`
+//! polled once a second, as the page does).
 //! (`SLUICE_BENCH_SECS` sets the seconds per phase, default 5;
 //! `BENCH_SPARES=N` the spare instances per fresh-instance plugin, default 2;
 //! `BENCH_TRACE_RATIO` the traced gateway's sample ratio, default 1, or
@@ -177,6 +179,17 @@ async fn plugin_times(gateway: &TestGateway) {
     }
 }
 
+/// What the dashboard page does: `/ui/live?since=T` once a second.
+async fn poll_dashboard(url: String) {
+    let client = sluice_testkit::Client::new();
+    let mut since = 0;
+    loop {
+        let live = client.get(&format!("{url}?since={since}")).await.json();
+        since = live["now"].as_u64().unwrap_or(since);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 fn main() {
     let secs: f64 = std::env::var("SLUICE_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
@@ -205,6 +218,13 @@ fn main() {
             report("direct", concurrency, &d);
             report("sluice", concurrency, &t);
             added("added", concurrency, &t, &d);
+            // The same gateway with its dashboard open: a browser polling
+            // /ui/live once a second, as the page does.
+            let poller = tokio::spawn(poll_dashboard(gateway.url("/ui/live")));
+            let open = drive(&through, concurrency, secs).await;
+            poller.abort();
+            report("ui-open", concurrency, &open);
+            added("added", concurrency, &open, &d);
             if let Some(traced) = &traced {
                 let traced_run = drive(&traced.url("/v1/chat/completions"), concurrency, secs).await;
                 report("traced", concurrency, &traced_run);
