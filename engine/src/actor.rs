@@ -30,6 +30,8 @@ pub struct EngineStats {
     pub total_blocks: usize,
     /// Prompt tokens served from the prefix cache since start.
     pub prefix_cache_hit_tokens: u64,
+    /// Prompt tokens of the sequences admitted since start.
+    pub prompt_tokens: u64,
     /// Sequences preempted for lack of blocks since start.
     pub preemptions: u64,
     /// Model steps run since start.
@@ -166,6 +168,7 @@ impl Actor {
                 free_blocks: self.sched.blocks.available(),
                 total_blocks: self.sched.blocks.total(),
                 prefix_cache_hit_tokens: self.sched.hit_tokens,
+                prompt_tokens: self.sched.prompt_tokens,
                 preemptions: self.sched.preemptions,
                 steps: self.steps,
                 generated_tokens: self.generated,

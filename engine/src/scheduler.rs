@@ -98,6 +98,8 @@ pub struct Scheduler {
     limits: Limits,
     /// Prompt tokens served from the prefix cache, in total.
     pub hit_tokens: u64,
+    /// Prompt tokens of every sequence admitted, in total.
+    pub prompt_tokens: u64,
     /// Preemptions so far.
     pub preemptions: u64,
 }
@@ -111,6 +113,7 @@ impl Scheduler {
             blocks: BlockManager::new(n_blocks, block_size),
             limits,
             hit_tokens: 0,
+            prompt_tokens: 0,
             preemptions: 0,
         }
     }
@@ -242,6 +245,7 @@ impl Scheduler {
                 seq.admitted_once = true;
                 seq.cached_prompt_tokens = seq.computed;
                 self.hit_tokens += seq.computed as u64;
+                self.prompt_tokens += seq.prompt_len as u64;
             }
             self.running.push(seq);
         }

@@ -89,6 +89,9 @@ pub struct Finished {
     pub escalated: bool,
     /// A model of its route plan failed and the next one answered.
     pub fell_back: bool,
+    /// What a router saved: the requested model's price for the same usage
+    /// less the cost of the model that answered (0 when it cost more).
+    pub routing_saved_usd: f64,
 }
 
 /// Seconds of history kept.
@@ -105,6 +108,8 @@ pub struct EngineSecond {
     pub kv_blocks_total: usize,
     /// Prompt tokens served from the prefix cache in the second.
     pub prefix_hit_tokens: u64,
+    /// Prompt tokens of the sequences admitted in the second.
+    pub prompt_tokens: u64,
     /// Tokens generated in the second (decode tokens per second).
     pub tokens_generated: u64,
     /// Fraction of the second spent running model steps.
@@ -140,6 +145,7 @@ pub struct Live {
     tokens_out: AtomicU64,
     /// Cost in nano-USD (whole numbers add atomically).
     cost_nano_usd: AtomicU64,
+    routing_saved_nano_usd: AtomicU64,
     cache_hits: AtomicU64,
     cache_semantic_hits: AtomicU64,
     cache_misses: AtomicU64,
@@ -165,6 +171,8 @@ pub struct Second {
     pub tokens_in: u64,
     pub tokens_out: u64,
     pub cost_usd: f64,
+    /// Saved by routers choosing a cheaper model than the one asked for.
+    pub routing_saved_usd: f64,
     pub cache_hits: u64,
     pub cache_semantic_hits: u64,
     pub cache_misses: u64,
@@ -187,6 +195,7 @@ impl Default for Live {
             tokens_in: zero(),
             tokens_out: zero(),
             cost_nano_usd: zero(),
+            routing_saved_nano_usd: zero(),
             cache_hits: zero(),
             cache_semantic_hits: zero(),
             cache_misses: zero(),
@@ -224,10 +233,10 @@ impl Live {
         add(&self.server_errors, u64::from(f.status >= 500));
         add(&self.tokens_in, f.tokens_in.min(MAX_TOKENS_PER_REQUEST));
         add(&self.tokens_out, f.tokens_out.min(MAX_TOKENS_PER_REQUEST));
-        if f.cost_usd.is_finite() && f.cost_usd > 0.0 {
-            // Saturating: a hostile usage figure cannot wrap the sum.
-            add(&self.cost_nano_usd, (f.cost_usd * 1e9).min(1e15) as u64);
-        }
+        // Saturating: a hostile usage figure cannot wrap a sum.
+        let nano = |usd: f64| if usd.is_finite() && usd > 0.0 { (usd * 1e9).min(1e15) as u64 } else { 0 };
+        add(&self.cost_nano_usd, nano(f.cost_usd));
+        add(&self.routing_saved_nano_usd, nano(f.routing_saved_usd));
         match f.cache {
             Some(CacheResult::Hit) => add(&self.cache_hits, 1),
             Some(CacheResult::SemanticHit) => add(&self.cache_semantic_hits, 1),
@@ -271,6 +280,7 @@ impl Live {
             tokens_in: take(&self.tokens_in),
             tokens_out: take(&self.tokens_out),
             cost_usd: take(&self.cost_nano_usd) as f64 / 1e9,
+            routing_saved_usd: take(&self.routing_saved_nano_usd) as f64 / 1e9,
             cache_hits: take(&self.cache_hits),
             cache_semantic_hits: take(&self.cache_semantic_hits),
             cache_misses: take(&self.cache_misses),
@@ -302,11 +312,17 @@ mod tests {
             });
         }
         live.record(&Finished { status: 503, latency: Duration::from_millis(5), ..Default::default() });
-        live.record(&Finished { status: 429, cache: Some(CacheResult::Hit), ..Default::default() });
+        live.record(&Finished {
+            status: 429,
+            cache: Some(CacheResult::Hit),
+            routing_saved_usd: 0.25,
+            ..Default::default()
+        });
         let s = live.take(42);
         assert_eq!((s.t, s.requests, s.client_errors, s.server_errors), (42, 7, 1, 1));
         assert_eq!((s.tokens_in, s.tokens_out, s.cache_hits), (25, 35, 1));
         assert!((s.cost_usd - 0.005).abs() < 1e-9, "{}", s.cost_usd);
+        assert!((s.routing_saved_usd - 0.25).abs() < 1e-9, "{}", s.routing_saved_usd);
         let [p50, p95, p99] = s.latency_ms.expect("latencies");
         // Within a bucket (a fourth of a doubling) of the true figures.
         assert!((17.0..24.0).contains(&p50), "p50 {p50}");

@@ -279,6 +279,9 @@ async fn a_browser_draws_the_live_figures_the_admin_endpoints_report() {
     assert_eq!(figure(&dom, "requests_total"), Some(total), "requests drawn");
     assert!(figure(&dom, "p50_ms").is_some_and(|v| v > 0.0), "latency drawn");
     assert!(figure(&dom, "tokens_in").is_some_and(|v| v > 0.0), "tokens drawn");
+    // The example router sends `claude` ($3/$15) questions to `priced` ($1/$2).
+    assert!(figure(&dom, "routing_saved").is_some_and(|v| v > 0.0), "what routing saved");
+    assert!(figure(&dom, "cost_per_request").is_some_and(|v| v > 0.0), "cost per request");
     let plugins = client.get(&gateway.url("/admin/plugins")).await.json();
     for p in plugins["plugins"].as_array().into_iter().flatten() {
         let name = p["name"].as_str().expect("name");
@@ -295,6 +298,7 @@ async fn a_browser_draws_the_live_figures_the_admin_endpoints_report() {
     if engine {
         // The engine's tiles, and its decode tokens on the engine chart.
         assert!(figure(&dom, "engine_running").is_some() && figure(&dom, "engine_waiting").is_some(), "engine tiles");
+        assert!(figure(&dom, "engine_prefix_hit_rate").is_some_and(|r| (0.0..=1.0).contains(&r)), "prefix hit rate");
         let sums = dom.split(r#"id="chart-engine""#).nth(1).and_then(|r| r.split("data-sums=\"").nth(1));
         let sums: Vec<f64> = sums.and_then(|s| serde_json::from_str(s.split('"').next()?).ok()).unwrap_or_default();
         assert!(sums.get(3).is_some_and(|&tokens| tokens > 0.0), "decode tokens drawn: {sums:?}");

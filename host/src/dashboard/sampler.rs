@@ -56,6 +56,7 @@ fn engine_second(before: Option<&EngineStats>, now: &EngineStats) -> EngineSecon
         kv_blocks_used: now.total_blocks.saturating_sub(now.free_blocks),
         kv_blocks_total: now.total_blocks,
         prefix_hit_tokens: delta(|s| s.prefix_cache_hit_tokens),
+        prompt_tokens: delta(|s| s.prompt_tokens),
         tokens_generated: delta(|s| s.generated_tokens),
         busy: (delta(|s| s.busy_ns) as f64 / 1e9).min(1.0),
     }
@@ -118,6 +119,7 @@ mod tests {
             generated_tokens: 100,
             busy_ns: 1_000_000_000,
             prefix_cache_hit_tokens: 5,
+            prompt_tokens: 40,
             ..Default::default()
         };
         let now = EngineStats {
@@ -127,11 +129,13 @@ mod tests {
             generated_tokens: 160,
             busy_ns: 1_250_000_000,
             prefix_cache_hit_tokens: 37,
+            prompt_tokens: 90,
             ..Default::default()
         };
         let s = engine_second(Some(&before), &now);
         assert_eq!((s.running, s.kv_blocks_used, s.tokens_generated, s.prefix_hit_tokens), (3, 6, 60, 32));
         assert!((s.busy - 0.25).abs() < 1e-9);
+        assert_eq!(s.prompt_tokens, 50);
         assert_eq!(engine_second(None, &now).tokens_generated, 0, "no rate from one sample");
     }
 }

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::accounting::count_prompt_tokens;
+use crate::accounting::{Pricing, count_prompt_tokens};
 use crate::api::chat::ChatRequest;
 use crate::api::chat::Usage;
 use crate::cache::{CacheControls, CacheOutcome, StorePlan};
@@ -86,6 +86,9 @@ pub struct RequestContext {
     pub budget_hold: BudgetHold,
     /// A model of the route plan failed and the next one was called.
     pub fell_back: bool,
+    /// The prices of the model the client asked for, when a router plan
+    /// replaced it (for what routing saved).
+    pub requested_pricing: Option<Pricing>,
     /// The live dashboard's counters, which the finished request adds to.
     pub live: Option<Arc<Live>>,
     /// The prompt's token count for budget estimates, counted once for every
@@ -138,6 +141,7 @@ impl RequestContext {
             client: None,
             budget_hold: BudgetHold::default(),
             fell_back: false,
+            requested_pricing: None,
             live: None,
             prompt_estimate: None,
             user_header: None,

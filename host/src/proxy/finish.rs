@@ -152,7 +152,17 @@ impl RequestContext {
             tokens_saved: u64::from(self.tokens_saved),
             escalated: self.escalated(),
             fell_back: self.fell_back,
+            routing_saved_usd: self.routing_saved(),
         });
+    }
+
+    /// The requested model's price for this usage less what the answering
+    /// model cost, when a router plan decided (0 when it cost more).
+    fn routing_saved(&self) -> f64 {
+        match (self.requested_pricing, self.usage) {
+            (Some(requested), Some(usage)) => (requested.cost(usage) - self.cost.unwrap_or(0.0)).max(0.0),
+            _ => 0.0,
+        }
     }
 
     /// Ends the request's span with what it did.

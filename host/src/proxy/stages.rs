@@ -92,6 +92,7 @@ async fn plugin_route(
         metrics::counter!(telemetry::AB_REQUESTS, "bucket" => bucket.clone()).increment(1);
     }
     ctx.plan = Some(plan);
+    ctx.requested_pricing = gw.models.resolve(&req.model).ok().and_then(|r| r.pricing);
     Ok(Some(order))
 }
 

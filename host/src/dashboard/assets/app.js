@@ -78,6 +78,10 @@ function tiles(data) {
     tile("ttft_p95_ms", "TTFT p95", ttft.ttft_ms?.[1], `${fmt(ttft.ttft_ms?.[1])} ms`),
     tile("tokens_in", "tokens in (history)", sum(series, (p) => p.tokens_in), fmt(sum(series, (p) => p.tokens_in), 0)),
     tile("tokens_out", "tokens out (history)", sum(series, (p) => p.tokens_out), fmt(sum(series, (p) => p.tokens_out), 0)),
+    tile("cost_per_request", "cost per request", requests ? cost / requests : 0,
+      `$${fmt(requests ? cost / requests : 0, 6)}`),
+    tile("routing_saved", "saved by routing (history)", sum(series, (p) => p.routing_saved_usd),
+      `$${fmt(sum(series, (p) => p.routing_saved_usd), 4)}`),
     tile("cost_per_1k", "cost per 1k requests", requests ? (1000 * cost) / requests : 0,
       `$${fmt(requests ? (1000 * cost) / requests : 0, 4)}`),
     tile("cache_hit_rate", "cache hit rate", lookups ? hits / lookups : 0, `${fmt(lookups ? (100 * hits) / lookups : 0)} %`),
@@ -87,11 +91,14 @@ function tiles(data) {
   ];
   if (engine) {
     const e = [...series].reverse().find((p) => p.engine)?.engine || {};
+    const prompt = sum(series, (p) => p.engine?.prompt_tokens);
+    const prefixRate = prompt ? sum(series, (p) => p.engine?.prefix_hit_tokens) / prompt : 0;
     html.push(
       tile("engine_running", "engine running", engine.running, fmt(engine.running, 0)),
       tile("engine_waiting", "engine waiting", engine.waiting, fmt(engine.waiting, 0)),
       tile("engine_decode_tps", "decode tokens/s", e.tokens_generated, fmt(e.tokens_generated, 0)),
       tile("engine_busy", "engine busy", e.busy, `${fmt(100 * (e.busy || 0))} %`),
+      tile("engine_prefix_hit_rate", "prefix-cache hit rate", prefixRate, `${fmt(100 * prefixRate)} %`),
     );
   }
   $("tiles").innerHTML = html.join("");
