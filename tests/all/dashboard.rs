@@ -10,11 +10,10 @@ use serde_json::{Value, json};
 use sluice::config::Config;
 use sluice::limits::KeyConfig;
 use sluice::models::ModelConfig;
-use sluice::plugin::PluginConfig;
 use sluice::upstream::{UpstreamConfig, UpstreamKind};
 use sluice_testkit::{Client, MockUpstream, TestGateway};
 
-use crate::plugins::support::{Folder, TEST_DEADLINE, built, cache_dir};
+use crate::plugins::support::{Folder, built};
 use crate::support::{Setup, config_for};
 
 fn ask(model: &str, text: &str) -> Value {
@@ -78,11 +77,7 @@ async fn live_figures_add_up_to_the_traffic_and_show_plugin_reloads() {
     folder.add_example("compressor", "compressor");
     let mock = MockUpstream::start().await;
     let gateway = TestGateway::start(config_for(&mock, |c: &mut Config| {
-        let mut plugins = PluginConfig::new(&folder.path);
-        plugins.cache_dir = Some(cache_dir());
-        plugins.defaults.deadline = TEST_DEADLINE;
-        plugins.debounce = Duration::from_millis(50);
-        c.gateway.plugins = Some(plugins);
+        c.gateway.plugins = Some(folder.config(true));
         c.gateway.cache = Some(sluice::cache::CacheConfig { semantic: false, ..Default::default() });
     }))
     .await;
@@ -225,11 +220,7 @@ async fn a_browser_draws_the_live_figures_the_admin_endpoints_report() {
     }
     let mock = MockUpstream::start().await;
     let gateway = TestGateway::start(config_for(&mock, |c: &mut Config| {
-        let mut plugins = PluginConfig::new(&folder.path);
-        plugins.cache_dir = Some(cache_dir());
-        plugins.defaults.deadline = TEST_DEADLINE;
-        plugins.debounce = Duration::from_millis(50);
-        c.gateway.plugins = Some(plugins);
+        c.gateway.plugins = Some(folder.config(true));
         c.gateway.cache = Some(sluice::cache::CacheConfig { semantic: false, ..Default::default() });
         if engine {
             // The bundled engine with the real model, as `local`.

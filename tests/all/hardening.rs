@@ -11,25 +11,12 @@ use http::Method;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sluice::limits::KeyConfig;
-use sluice::models::ModelConfig;
 use sluice_testkit::Client;
 
-use crate::support::Setup;
+use crate::support::{Setup, priced};
 
 fn key(name: &str, secret: &str) -> KeyConfig {
     KeyConfig { name: name.into(), key: secret.into(), ..KeyConfig::default() }
-}
-
-fn priced(name: &str, upstream: &str, upstream_model: &str) -> ModelConfig {
-    ModelConfig {
-        name: name.into(),
-        upstream: upstream.into(),
-        upstream_model: upstream_model.into(),
-        input_price_per_mtok: Some(1.0),
-        output_price_per_mtok: Some(2.0),
-        context_window: Some(8192),
-        ..ModelConfig::default()
-    }
 }
 
 fn ask(model: &str, text: &str) -> Value {

@@ -30,7 +30,8 @@ use sluice_testkit::{Client, MockUpstream, TestGateway};
 
 use crate::openai::sse_data;
 use crate::plugins::support::{Folder, TEST_DEADLINE, built, cache_dir, dist};
-use crate::support::config_for;
+use crate::routing::cascade::ROUTER;
+use crate::support::{config_for, priced};
 
 const DASHBOARD: &str = include_str!("../../examples/monitoring/grafana/sluice.json");
 const ALERTS: &str = include_str!("../../examples/monitoring/prometheus/alerts.yml");
@@ -125,17 +126,11 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
     assert!(missing.is_empty(), "named in examples/monitoring but not exported:\n  {}", missing.join("\n  "));
 }
 
-/// A `[[models]]` entry with prices.
+/// A `[[models]]` entry with prices and fallbacks.
 fn model(name: &str, upstream: &str, upstream_model: &str, fallbacks: &[&str]) -> ModelConfig {
     ModelConfig {
-        name: name.into(),
-        upstream: upstream.into(),
-        upstream_model: upstream_model.into(),
-        input_price_per_mtok: Some(1.0),
-        output_price_per_mtok: Some(2.0),
-        context_window: Some(8192),
         fallbacks: fallbacks.iter().map(|f| (*f).to_owned()).collect(),
-        ..ModelConfig::default()
+        ..priced(name, upstream, upstream_model)
     }
 }
 
@@ -207,15 +202,6 @@ async fn drive_core(client: &Client, gw: &TestGateway) {
     }
     assert_eq!(post(ask("priced", "three"), tight).await.status, 429, "over the key's 2 RPM");
 }
-
-const ROUTER: &str = r#"
-order = 10
-[config]
-cascade = true
-cascade_threshold = 0.7
-cheap_model = "small"
-strong_model = "large"
-"#;
 
 /// A gateway with every stage: the example router (cascading `small`, a
 /// refusal, to `large`), judge and compressor, and a judge that traps and is

@@ -24,15 +24,7 @@ pub fn config_for(mock: &MockUpstream, tweak: impl FnOnce(&mut Config)) -> Confi
     let an = UpstreamConfig::new("an", UpstreamKind::Anthropic, &mock.base_url());
     config.gateway.upstreams = vec![oa, an];
     config.gateway.models = vec![
-        ModelConfig {
-            name: "priced".into(),
-            upstream: "oa".into(),
-            upstream_model: "mock-priced".into(),
-            input_price_per_mtok: Some(1.0),
-            output_price_per_mtok: Some(2.0),
-            context_window: Some(8192),
-            ..ModelConfig::default()
-        },
+        priced("priced", "oa", "mock-priced"),
         ModelConfig {
             name: "claude".into(),
             upstream: "an".into(),
@@ -45,6 +37,20 @@ pub fn config_for(mock: &MockUpstream, tweak: impl FnOnce(&mut Config)) -> Confi
     ];
     tweak(&mut config);
     config
+}
+
+/// A `[[models]]` entry priced $1 in, $2 out per million tokens, with an
+/// 8192-token window.
+pub fn priced(name: &str, upstream: &str, upstream_model: &str) -> ModelConfig {
+    ModelConfig {
+        name: name.into(),
+        upstream: upstream.into(),
+        upstream_model: upstream_model.into(),
+        input_price_per_mtok: Some(1.0),
+        output_price_per_mtok: Some(2.0),
+        context_window: Some(8192),
+        ..ModelConfig::default()
+    }
 }
 
 impl Setup {

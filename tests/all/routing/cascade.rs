@@ -13,7 +13,8 @@ use crate::openai::sse_data;
 use crate::plugins::support::{Folder, TEST_DEADLINE, built, cache_dir};
 use crate::support::config_for;
 
-const ROUTER: &str = r#"
+/// The example router's manifest cascading `small` → `large`.
+pub const ROUTER: &str = r#"
 order = 10
 [config]
 cascade = true

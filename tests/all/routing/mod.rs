@@ -5,7 +5,7 @@
 //! replicas through a real Redis (`limits`).
 
 mod ab;
-mod cascade;
+pub mod cascade;
 mod limits;
 mod resilience;
 

@@ -354,16 +354,20 @@ fn chat_response(resp: &ChatResponse) {
     assert_eq!(back.usage, Some(Usage::new(usage.prompt_tokens, usage.completion_tokens)));
 }
 
-fn messages_response(resp: MessagesResponse) {
-    let text = blocks_text(&resp.content);
-    let uses: Vec<(String, String, Value)> = resp
-        .content
+/// The tool-use blocks: id, name, input.
+fn tool_uses(blocks: &[Block]) -> Vec<(String, String, Value)> {
+    blocks
         .iter()
         .filter_map(|b| match b {
             Block::ToolUse { id, name, input } => Some((id.clone(), name.clone(), input.clone())),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+fn messages_response(resp: MessagesResponse) {
+    let text = blocks_text(&resp.content);
+    let uses = tool_uses(&resp.content);
     let expected_stop = match resp.stop_reason.as_deref() {
         Some("max_tokens") => "max_tokens",
         Some("tool_use") => "tool_use",
@@ -382,14 +386,7 @@ fn messages_response(resp: MessagesResponse) {
     let back = response_from_chat(&chat, chat.usage.unwrap_or_default());
     assert_eq!(back.id, anthropic_id(&id));
     assert_eq!(blocks_text(&back.content), text);
-    let back_uses: Vec<(String, String, Value)> = back
-        .content
-        .iter()
-        .filter_map(|b| match b {
-            Block::ToolUse { id, name, input } => Some((id.clone(), name.clone(), input.clone())),
-            _ => None,
-        })
-        .collect();
+    let back_uses = tool_uses(&back.content);
     assert_json_close(&back_uses, &uses, "tool uses through a chat completion");
     assert_eq!(back.stop_reason.as_deref(), Some(expected_stop));
     assert_eq!((back.usage.input_tokens, back.usage.output_tokens), (usage.input_tokens, usage.output_tokens));
